@@ -1,0 +1,95 @@
+//! Limits and timeouts of servers and channels. Every limit has a default; none is opt-in.
+
+use std::time::Duration;
+
+use crate::wire::{DEFAULT_MAX_FRAME, DEFAULT_MAX_METADATA};
+
+/// How a server treats each connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::{Server, ServerConfig};
+///
+/// let mut config = ServerConfig::default();
+/// config.max_frame_size = 1024 * 1024;
+/// config.idle_timeout = Some(Duration::from_secs(60));
+/// let server = Server::with_config(config);
+/// assert_eq!(server.config().max_frame_size, 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Largest frame accepted or sent, length prefix excluded. Default 16 MiB. A request
+    /// over it closes the connection that sent it; a response over it fails that call.
+    pub max_frame_size: usize,
+    /// Largest metadata section of one request. Default 8 KiB.
+    pub max_metadata_size: usize,
+    /// Handlers running at once per connection. Past it the server stops reading from that
+    /// connection until one finishes (backpressure). Default 200.
+    pub max_concurrent_calls: usize,
+    /// Time a new connection has to send its preface. Default 10 s.
+    pub preface_timeout: Duration,
+    /// Time the rest of a frame has to arrive once its first byte has. Default 30 s.
+    pub frame_timeout: Duration,
+    /// A connection with no call in flight and no frame received for this long is closed.
+    /// Default 10 minutes; `None` keeps idle connections open.
+    pub idle_timeout: Option<Duration>,
+    /// A write that makes no progress for this long closes the connection. Default 30 s.
+    pub write_timeout: Duration,
+    /// After a graceful shutdown starts, in-flight calls get this long to finish before
+    /// their connections are closed. Default 30 s.
+    pub shutdown_grace_period: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_size: DEFAULT_MAX_FRAME,
+            max_metadata_size: DEFAULT_MAX_METADATA,
+            max_concurrent_calls: 200,
+            preface_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(600)),
+            write_timeout: Duration::from_secs(30),
+            shutdown_grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a client channel treats its connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::ChannelConfig;
+///
+/// let mut config = ChannelConfig::default();
+/// config.default_timeout = Some(Duration::from_secs(5));
+/// assert_eq!(config.max_frame_size, 16 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChannelConfig {
+    /// Largest frame sent or accepted, length prefix excluded. Default 16 MiB. A request
+    /// over it fails with `FrameTooLarge` before anything is sent.
+    pub max_frame_size: usize,
+    /// Timeout of calls that set no deadline of their own. Default `None` (no deadline).
+    pub default_timeout: Option<Duration>,
+    /// Time the server has to answer with its preface once connected. Default 10 s.
+    pub preface_timeout: Duration,
+    /// Time the rest of a frame has to arrive once its first byte has. Default 30 s.
+    pub frame_timeout: Duration,
+    /// A write that makes no progress for this long closes the connection. Default 30 s.
+    pub write_timeout: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            max_frame_size: DEFAULT_MAX_FRAME,
+            default_timeout: None,
+            preface_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What a handler can learn about the call it serves: deadline, metadata and peer.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The remote end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Peer {
+    /// A TCP peer at this address.
+    Tcp(SocketAddr),
+    /// A Unix socket peer.
+    Unix {
+        /// The peer's socket path, when it is bound to one (clients usually are not).
+        path: Option<PathBuf>,
+        /// The peer process's credentials, when the platform reports them.
+        credentials: Option<UnixCredentials>,
+    },
+    /// The other end of an in-process loopback connection.
+    Loopback,
+    /// Any other transport, described by its own text.
+    Other(Arc<str>),
+}
+
+/// The credentials of the process at the other end of a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixCredentials {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Process id, where the platform reports it.
+    pub pid: Option<i32>,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(address) => write!(f, "tcp://{address}"),
+            Peer::Unix { path, credentials } => {
+                match path {
+                    Some(path) => write!(f, "unix://{}", path.display())?,
+                    None => f.write_str("unix://(unnamed)")?,
+                }
+                if let Some(credentials) = credentials {
+                    write!(f, " (uid {}", credentials.uid)?;
+                    if let Some(pid) = credentials.pid {
+                        write!(f, ", pid {pid}")?;
+                    }
+                    f.write_str(")")?;
+                }
+                Ok(())
+            }
+            Peer::Loopback => f.write_str("loopback"),
+            Peer::Other(description) => f.write_str(description),
+        }
+    }
+}
+
+/// The context of one call on the server: its deadline, metadata and peer.
+///
+/// A handler gets it by taking `cx: &Context` as its first argument:
+///
+/// ```
+/// use rpc_core::{service, Context};
+///
+/// #[service]
+/// pub trait Greeter {
+///     async fn hello(&self, cx: &Context, name: String) -> String;
+/// }
+///
+/// struct English;
+///
+/// impl Greeter for English {
+///     async fn hello(&self, cx: &Context, name: String) -> String {
+///         let lang = cx.metadata("lang").unwrap_or("en");
+///         format!("hello {name} from {} ({lang})", cx.peer())
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Context {
+    deadline: Option<Instant>,
+    metadata: Vec<(String, String)>,
+    peer: Arc<Peer>,
+    call_id: u32,
+}
+
+impl Context {
+    /// A context for a call (used by the server; tests can build their own).
+    pub fn new(peer: Arc<Peer>, call_id: u32) -> Self {
+        Context {
+            deadline: None,
+            metadata: Vec::new(),
+            peer,
+            call_id,
+        }
+    }
+
+    /// This context with a deadline.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// This context with metadata pairs.
+    pub fn with_metadata(mut self, metadata: Vec<(String, String)>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// When the caller stops waiting, if it set a deadline. The server drops the handler's
+    /// future once it passes.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The value the caller attached under `key` with `with_metadata`, if any (the last one
+    /// when it attached several).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .rev()
+            .find(|(candidate, _)| candidate == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every metadata pair, in the order the caller attached them.
+    pub fn metadata_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.metadata
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+
+    /// The remote end of the connection that carried the call.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The call's id on its connection (for logs).
+    pub fn call_id(&self) -> u32 {
+        self.call_id
+    }
+}

@@ -1,0 +1,147 @@
+//! `Server`: the router of services by name, and the driver of each server connection.
+//!
+//! A `Server` is a cheap-to-clone table of services. Transports hand it connections through
+//! [`Server::serve_connection`]; the per-connection machinery lives in `server/connection.rs`.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::dispatch::Dispatch;
+use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::wire::wire_id;
+
+/// A set of services that connections can call. Cheap to clone; clones share the services.
+///
+/// ```
+/// use rpc_core::{service, Server};
+///
+/// #[service]
+/// pub trait Ping {
+///     async fn ping(&self) -> String;
+/// }
+///
+/// struct Pong;
+/// impl Ping for Pong {
+///     async fn ping(&self) -> String { "pong".to_owned() }
+/// }
+///
+/// let server = Server::new().add_service(PingServer::new(Pong));
+/// assert_eq!(server.service_names().collect::<Vec<_>>(), ["Ping"]);
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+#[derive(Clone)]
+struct ServerInner {
+    services: HashMap<u32, Arc<dyn Dispatch>>,
+    config: ServerConfig,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("services", &self.service_names().collect::<Vec<_>>())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server::new()
+    }
+}
+
+impl Server {
+    /// A server with no services and the default [`ServerConfig`].
+    pub fn new() -> Self {
+        Server::with_config(ServerConfig::default())
+    }
+
+    /// A server with no services and the given configuration.
+    pub fn with_config(config: ServerConfig) -> Self {
+        Server {
+            inner: Arc::new(ServerInner {
+                services: HashMap::new(),
+                config,
+            }),
+        }
+    }
+
+    /// Adds a service (a generated `{Name}Server<T>`, or any [`Dispatch`]).
+    ///
+    /// # Panics
+    ///
+    /// When the server already has a service of the same name, or one whose name hashes to
+    /// the same wire id (a programming error, found on the first run).
+    pub fn add_service<S: Dispatch>(mut self, service: S) -> Self {
+        let name = service.service_name();
+        let id = wire_id(name);
+        let inner = Arc::make_mut(&mut self.inner);
+        if let Some(existing) = inner.services.get(&id) {
+            panic!(
+                "service `{name}` cannot be added: the server already has `{}` with the same wire id",
+                existing.service_name()
+            );
+        }
+        inner.services.insert(id, Arc::new(service));
+        self
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The names of the services this server routes to.
+    pub fn service_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.inner.services.values().map(|service| service.service_name())
+    }
+
+    /// Serves calls on one connection until the peer closes it, it fails, or `shutdown` is
+    /// triggered and its calls have drained. Transports spawn one of these per connection.
+    pub async fn serve_connection<R: FrameRead, W: FrameWrite>(&self, connection: Connection<R, W>, shutdown: Shutdown) {
+        connection::serve(self.inner.clone(), connection, shutdown).await;
+    }
+
+    fn service(&self, service_id: u32) -> Option<&Arc<dyn Dispatch>> {
+        self.inner.services.get(&service_id)
+    }
+}
+
+/// Tells connections to drain and close: stop taking new calls, finish in-flight ones (up
+/// to the grace period), then close. Cheap to clone; triggering any clone triggers all.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// Fires the signal. Firing it again does nothing.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the signal has fired.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await;
+    }
+}

@@ -1,0 +1,447 @@
+//! One server connection: read requests, run handlers, write responses.
+//!
+//! The connection task reads frames and starts calls; each call's handler runs in its own
+//! task, so a slow call never blocks a fast one and handlers use every worker thread. A
+//! handler holds one of `max_concurrent_calls` permits from start to finish; with none left
+//! the connection stops reading (backpressure). Handlers encode their responses into the
+//! shared [`Outbox`], whose writer task coalesces them into few writes.
+//!
+//! Every started call is in `handlers` with its task's abort handle, so a cancel frame, the
+//! peer going away or the end of the grace period stops it.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use super::{Server, ServerInner, Shutdown};
+use crate::context::{Context, Peer};
+use crate::dispatch::{EncodedReply, HandlerFuture, IncomingRequest};
+use crate::error::RpcError;
+use crate::outbox::{self, Outbox};
+use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::wire::{self, Frame, FrameKind, RequestHead, Status};
+
+pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
+    server: Arc<ServerInner>,
+    connection: Connection<R, W>,
+    shutdown: Shutdown,
+) {
+    let Connection {
+        mut reader,
+        writer,
+        peer,
+    } = connection;
+    let config = &server.config;
+    // The preface comes first, under its own timeout: a peer that does not speak the
+    // protocol costs one short-lived task and is never answered.
+    match tokio::time::timeout(config.preface_timeout, reader.read_preface()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "refused a connection");
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::info!(%peer, "closed a connection that sent no preface in time");
+            return;
+        }
+    }
+    let outbox = Arc::new(Outbox::new(&wire::PREFACE));
+    let writer_task = tokio::spawn(outbox::run_writer(outbox.clone(), writer, config.write_timeout));
+    let conn = Arc::new(ConnState {
+        server: Server {
+            inner: server.clone(),
+        },
+        peer,
+        outbox,
+        handlers: Mutex::new(HashMap::new()),
+        drained: Notify::new(),
+        permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
+    });
+    let mut driver = Driver {
+        conn: conn.clone(),
+        writer_task,
+        draining: false,
+        highest_call_id: 0,
+        last_frame_at: Instant::now(),
+    };
+    let ending = driver.run(&mut reader, &shutdown).await;
+    conn.abort_handlers();
+    match ending {
+        Ending::Clean => {
+            conn.outbox.finish();
+            let write_timeout = server.config.write_timeout;
+            match tokio::time::timeout(write_timeout, &mut driver.writer_task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => tracing::debug!(peer = %conn.peer, %error, "write failed while closing"),
+                Ok(Err(join_error)) => tracing::warn!(peer = %conn.peer, %join_error, "writer task failed"),
+                Err(_elapsed) => driver.writer_task.abort(),
+            }
+        }
+        Ending::Failed(error) => {
+            tracing::info!(peer = %conn.peer, %error, "closed a connection");
+            conn.outbox.fail(error);
+            driver.writer_task.abort();
+        }
+    }
+}
+
+enum Ending {
+    /// Flush what is queued, then close.
+    Clean,
+    /// Close at once.
+    Failed(RpcError),
+}
+
+struct ConnState {
+    server: Server,
+    peer: Arc<Peer>,
+    outbox: Arc<Outbox>,
+    handlers: Mutex<HashMap<u32, AbortHandle>>,
+    /// Signalled when the last running handler finishes.
+    drained: Notify,
+    permits: Arc<Semaphore>,
+}
+
+struct Driver {
+    conn: Arc<ConnState>,
+    writer_task: JoinHandle<Result<(), RpcError>>,
+    draining: bool,
+    highest_call_id: u32,
+    last_frame_at: Instant,
+}
+
+impl Driver {
+    async fn run<R: FrameRead>(&mut self, reader: &mut R, shutdown: &Shutdown) -> Ending {
+        let config = self.conn.server.config().clone();
+        let shutdown_signal = shutdown.triggered();
+        tokio::pin!(shutdown_signal);
+        let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
+        let grace_timer = tokio::time::sleep_until(far_future.into());
+        tokio::pin!(grace_timer);
+        let idle_timer = tokio::time::sleep_until(
+            config
+                .idle_timeout
+                .and_then(|idle| Instant::now().checked_add(idle))
+                .unwrap_or(far_future)
+                .into(),
+        );
+        tokio::pin!(idle_timer);
+        let mut next_permit: Option<OwnedSemaphorePermit> = None;
+        loop {
+            if self.draining && self.conn.running_handlers() == 0 {
+                return Ending::Clean;
+            }
+            tokio::select! {
+                biased;
+                writer_outcome = &mut self.writer_task => {
+                    return match writer_outcome {
+                        Ok(Ok(())) => Ending::Clean,
+                        Ok(Err(error)) => Ending::Failed(error),
+                        Err(join_error) => Ending::Failed(RpcError::Internal {
+                            message: format!("writer task failed: {join_error}").into(),
+                        }),
+                    };
+                }
+                () = &mut shutdown_signal, if !self.draining => {
+                    self.start_draining("the server is shutting down");
+                    grace_timer.as_mut().reset((Instant::now() + config.shutdown_grace_period).into());
+                }
+                () = &mut grace_timer, if self.draining => {
+                    tracing::info!(
+                        peer = %self.conn.peer,
+                        running = self.conn.running_handlers(),
+                        "grace period over; abandoning the calls still running"
+                    );
+                    return Ending::Clean;
+                }
+                () = self.conn.drained.notified(), if self.draining => {}
+                () = &mut idle_timer, if config.idle_timeout.is_some() && !self.draining => {
+                    let Some(idle_timeout) = config.idle_timeout else { continue };
+                    let now = Instant::now();
+                    let idle_until = self.last_frame_at + idle_timeout;
+                    if self.conn.running_handlers() == 0 && idle_until <= now {
+                        tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
+                        self.start_draining("the connection was idle");
+                    } else {
+                        idle_timer.as_mut().reset(idle_until.max(now + idle_timeout).into());
+                    }
+                }
+                permit = self.conn.permits.clone().acquire_owned(), if next_permit.is_none() => {
+                    // The semaphore is never closed.
+                    next_permit = permit.ok();
+                }
+                frame = reader.read_frame(), if next_permit.is_some() => {
+                    let frame = match frame {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => return Ending::Clean,
+                        Err(error) => return Ending::Failed(error),
+                    };
+                    self.last_frame_at = Instant::now();
+                    if let Err(error) = self.handle_frame(frame, &mut next_permit) {
+                        return Ending::Failed(error);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_draining(&mut self, reason: &str) {
+        self.draining = true;
+        let last_call_id = self.highest_call_id;
+        self.conn
+            .outbox
+            .push_now(|buf| wire::encode_go_away(buf, last_call_id, reason));
+    }
+
+    /// Handles one frame. An error closes the connection.
+    fn handle_frame(&mut self, frame: Bytes, next_permit: &mut Option<OwnedSemaphorePermit>) -> Result<(), RpcError> {
+        match Frame::parse(frame)? {
+            Frame::Request {
+                head,
+                metadata,
+                payload,
+            } => {
+                self.highest_call_id = self.highest_call_id.max(head.call_id);
+                if self.draining {
+                    self.conn.respond_error(
+                        head.call_id,
+                        Status::Unavailable,
+                        "the server is shutting down".as_bytes(),
+                    );
+                    return Ok(());
+                }
+                if let Some(permit) = next_permit.take() {
+                    self.conn.start_call(head, metadata, payload, permit);
+                }
+                Ok(())
+            }
+            Frame::Cancel { call_id } => {
+                self.conn.cancel(call_id);
+                Ok(())
+            }
+            Frame::GoAway { .. } => Ok(()),
+            Frame::Response { .. } => Err(RpcError::protocol("a client sent a response frame")),
+        }
+    }
+}
+
+impl ConnState {
+    fn handlers(&self) -> MutexGuard<'_, HashMap<u32, AbortHandle>> {
+        self.handlers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn running_handlers(&self) -> usize {
+        self.handlers().len()
+    }
+
+    /// Validates a request and spawns its handler, or answers it with an error at once.
+    fn start_call(self: &Arc<Self>, head: RequestHead, metadata: Bytes, payload: Bytes, permit: OwnedSemaphorePermit) {
+        let call_id = head.call_id;
+        if self.handlers().contains_key(&call_id) {
+            // A peer reusing a live id cannot disturb the original call.
+            tracing::debug!(peer = %self.peer, call_id, "ignored a request reusing a live call id");
+            return;
+        }
+        let Some(service) = self.server.service(head.service_id).cloned() else {
+            self.respond_error(call_id, Status::UnknownService, b"");
+            return;
+        };
+        let deadline = match head.deadline_micros {
+            Some(0) => {
+                self.respond_error(call_id, Status::DeadlineExceeded, b"");
+                return;
+            }
+            // A deadline too far away to represent is no deadline.
+            Some(micros) => Instant::now().checked_add(Duration::from_micros(micros)),
+            None => None,
+        };
+        let metadata = if metadata.is_empty() {
+            Vec::new()
+        } else {
+            match wire::decode_metadata(metadata, self.server.config().max_metadata_size) {
+                Ok(pairs) => pairs,
+                Err(RpcError::ResourceExhausted { message }) => {
+                    self.respond_error(call_id, Status::ResourceExhausted, message.as_bytes());
+                    return;
+                }
+                Err(error) => {
+                    self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
+                    return;
+                }
+            }
+        };
+        let context = Context::new(self.peer.clone(), call_id)
+            .with_deadline(deadline)
+            .with_metadata(metadata);
+        let request = IncomingRequest { context, payload };
+        let method_id = head.method_id;
+        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
+        let handler = match dispatched {
+            Ok(Ok(handler)) => handler,
+            Ok(Err(RpcError::UnknownMethod { .. })) => {
+                self.respond_error(call_id, Status::UnknownMethod, b"");
+                return;
+            }
+            Ok(Err(error)) => {
+                self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
+                return;
+            }
+            Err(panic) => {
+                self.log_panic(service.service_name(), service.method_name(method_id), call_id, &*panic);
+                self.respond_error(call_id, Status::HandlerPanicked, b"");
+                return;
+            }
+        };
+        let conn = self.clone();
+        let names = (service.service_name(), service.method_name(method_id));
+        // Hold the table's lock across the spawn, so the task cannot finish (and remove its
+        // entry) before the entry exists.
+        let mut handlers = self.handlers();
+        let task = tokio::spawn(async move {
+            let outcome = run_handler(handler, deadline).await;
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                conn.log_panic(names.0, names.1, call_id, &**panic);
+            }
+            conn.respond(call_id, outcome).await;
+            conn.finish_call(call_id);
+            drop(permit);
+        });
+        handlers.insert(call_id, task.abort_handle());
+    }
+
+    fn cancel(&self, call_id: u32) {
+        let handle = self.handlers().remove(&call_id);
+        if let Some(handle) = handle {
+            handle.abort();
+            self.notify_if_drained();
+        }
+    }
+
+    fn finish_call(&self, call_id: u32) {
+        self.handlers().remove(&call_id);
+        self.notify_if_drained();
+    }
+
+    fn notify_if_drained(&self) {
+        if self.handlers().is_empty() {
+            self.drained.notify_one();
+        }
+    }
+
+    fn abort_handlers(&self) {
+        for (_, handle) in self.handlers().drain() {
+            handle.abort();
+        }
+    }
+
+    fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, panic: &(dyn Any + Send)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        tracing::error!(
+            peer = %self.peer,
+            service,
+            method = method.unwrap_or("?"),
+            call_id,
+            panic = message,
+            "a handler panicked"
+        );
+    }
+
+    /// Queues an error response now (they are small; see `respond` for results).
+    fn respond_error(&self, call_id: u32, status: Status, message: &[u8]) {
+        let max_frame = self.server.config().max_frame_size;
+        self.outbox.push_now(|buf| {
+            // An error message never comes near the frame limit; if it did, drop the text.
+            if wire::encode_response(buf, call_id, status, message, max_frame).is_err() {
+                let _ = wire::encode_response(buf, call_id, status, b"", max_frame);
+            }
+        });
+    }
+
+    /// Queues a handler's outcome, waiting for room in the outbox.
+    async fn respond(&self, call_id: u32, outcome: HandlerOutcome) {
+        let max_frame = self.server.config().max_frame_size;
+        let (status, payload): (Status, &[u8]) = match &outcome {
+            HandlerOutcome::Replied(Ok(reply)) => (Status::Ok, reply.as_bytes()),
+            HandlerOutcome::Replied(Err(error)) => {
+                tracing::error!(peer = %self.peer, call_id, %error, "a handler's result could not be encoded");
+                (Status::Internal, b"the result could not be encoded")
+            }
+            HandlerOutcome::Panicked(_) => (Status::HandlerPanicked, b""),
+            HandlerOutcome::DeadlineExceeded => (Status::DeadlineExceeded, b""),
+        };
+        let pushed = self
+            .outbox
+            .push(|buf| {
+                let start = wire::start_frame(buf, FrameKind::Response);
+                buf.put_u8(status as u8);
+                buf.put_u32(call_id);
+                buf.put_slice(payload);
+                match wire::finish_frame(buf, start, max_frame) {
+                    Err(RpcError::FrameTooLarge { len, max }) => {
+                        tracing::warn!(peer = %self.peer, call_id, len, max, "a response was over the frame limit");
+                        let text = format!("{len} {max}");
+                        wire::encode_response(buf, call_id, Status::ResponseTooLarge, text.as_bytes(), max_frame)
+                    }
+                    other => other,
+                }
+            })
+            .await;
+        if let Err(error) = pushed {
+            tracing::debug!(peer = %self.peer, call_id, %error, "could not queue a response");
+        }
+    }
+}
+
+enum HandlerOutcome {
+    Replied(Result<EncodedReply, RpcError>),
+    Panicked(Box<dyn Any + Send>),
+    DeadlineExceeded,
+}
+
+async fn run_handler(handler: HandlerFuture, deadline: Option<Instant>) -> HandlerOutcome {
+    let guarded = CatchUnwind { inner: handler };
+    let outcome = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => return HandlerOutcome::DeadlineExceeded,
+        },
+        None => guarded.await,
+    };
+    match outcome {
+        Ok(reply) => HandlerOutcome::Replied(reply),
+        Err(panic) => HandlerOutcome::Panicked(panic),
+    }
+}
+
+/// Turns a panic while polling the handler into an output, so one call's panic stays that
+/// call's error.
+struct CatchUnwind {
+    inner: HandlerFuture,
+}
+
+impl Future for CatchUnwind {
+    type Output = Result<Result<EncodedReply, RpcError>, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The seam between the call model and the bytes: what a transport must provide.
+//!
+//! A transport hands over a [`Connection`]: a [`FrameRead`] that yields whole frames (the
+//! preface checked, the length prefix stripped), a [`FrameWrite`] that writes bytes the
+//! drivers have already framed, and a description of the [`Peer`]. `rpc-transport`
+//! implements both halves for any `AsyncRead + AsyncWrite`; nothing in this crate opens a
+//! socket.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::context::Peer;
+use crate::error::RpcError;
+
+/// The reading half of a connection, frame by frame.
+pub trait FrameRead: Send + 'static {
+    /// Reads and checks the peer's preface ([`crate::wire::PREFACE`]).
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Protocol` as soon as a byte differs from the preface; `ConnectionClosed`
+    /// or `Io` when the stream ends or fails first.
+    fn read_preface(&mut self) -> impl Future<Output = Result<(), RpcError>> + Send;
+
+    /// Reads the next frame body (the bytes after the length prefix). `Ok(None)` means the
+    /// peer closed the stream cleanly between frames.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::FrameTooLarge` for a length prefix over the limit (checked before any
+    /// allocation), `ConnectionClosed` for an end of stream inside a frame, `Io` for
+    /// transport failures.
+    fn read_frame(&mut self) -> impl Future<Output = Result<Option<Bytes>, RpcError>> + Send;
+}
+
+/// The writing half of a connection.
+pub trait FrameWrite: Send + 'static {
+    /// Writes all of `bytes` (whole frames, already length-prefixed) and flushes them.
+    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Flushes and closes the write direction.
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// One established connection, as a transport hands it to a [`crate::Channel`] or a
+/// [`crate::Server`].
+#[derive(Debug)]
+pub struct Connection<R, W> {
+    /// Reads frames from the peer.
+    pub reader: R,
+    /// Writes frames to the peer.
+    pub writer: W,
+    /// Who is at the other end.
+    pub peer: Arc<Peer>,
+}
+
+impl<R: FrameRead, W: FrameWrite> Connection<R, W> {
+    /// Bundles the two halves of a connection with its peer.
+    pub fn new(reader: R, writer: W, peer: Peer) -> Self {
+        Connection {
+            reader,
+            writer,
+            peer: Arc::new(peer),
+        }
+    }
+}

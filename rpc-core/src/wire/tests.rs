@@ -1,0 +1,168 @@
+//! The frame layout and the decoder's limits, byte by byte.
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+
+fn with_preface(rest: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_slice(&PREFACE);
+    buf.put_slice(rest);
+    buf
+}
+
+#[test]
+fn a_request_round_trips_with_deadline_and_metadata() {
+    let mut buf = BytesMut::new();
+    let head = RequestHead {
+        call_id: 7,
+        service_id: wire_id("Calculator"),
+        method_id: wire_id("add"),
+        deadline_micros: Some(1_500),
+    };
+    let metadata = vec![("trace".to_owned(), "abc".to_owned())];
+    let start = start_request(&mut buf, &head, &metadata).unwrap();
+    buf.put_slice(b"args");
+    finish_frame(&mut buf, start, 1024).unwrap();
+
+    let mut decoder = FrameDecoder::after_preface(1024);
+    let body = decoder.decode(&mut buf).unwrap().unwrap();
+    assert!(buf.is_empty());
+    let Frame::Request {
+        head: decoded,
+        metadata: section,
+        payload,
+    } = Frame::parse(body).unwrap()
+    else {
+        panic!("not a request");
+    };
+    assert_eq!(decoded, head);
+    assert_eq!(decode_metadata(section, 1024).unwrap(), metadata);
+    assert_eq!(&payload[..], b"args");
+}
+
+#[test]
+fn frames_split_across_reads_are_reassembled() {
+    let mut encoded = BytesMut::new();
+    encode_cancel(&mut encoded, 9);
+    encode_go_away(&mut encoded, 9, "bye");
+    let mut decoder = FrameDecoder::after_preface(64);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for byte in encoded.iter() {
+        buf.put_u8(*byte);
+        while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+            frames.push(Frame::parse(frame).unwrap());
+        }
+    }
+    assert_eq!(
+        frames,
+        [
+            Frame::Cancel { call_id: 9 },
+            Frame::GoAway {
+                last_call_id: 9,
+                reason: "bye".to_owned()
+            }
+        ]
+    );
+}
+
+#[test]
+fn an_oversized_length_is_refused_from_its_four_bytes() {
+    let mut decoder = FrameDecoder::new(1024);
+    let mut buf = with_preface(&1025_u32.to_be_bytes());
+    let error = decoder.decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(error, RpcError::FrameTooLarge { len: 1025, max: 1024 }),
+        "{error}"
+    );
+}
+
+#[test]
+fn http_and_tls_are_refused_at_the_first_byte() {
+    for first_bytes in [&b"G"[..], &[0x16, 0x03, 0x01][..], &b"\x00RPX"[..]] {
+        let mut decoder = FrameDecoder::new(1024);
+        let mut buf = BytesMut::from(first_bytes);
+        let error = decoder.decode(&mut buf).unwrap_err();
+        assert!(matches!(error, RpcError::Protocol { .. }), "{error}");
+    }
+}
+
+#[test]
+fn a_partial_preface_waits_for_more_bytes() {
+    let mut decoder = FrameDecoder::new(1024);
+    let mut buf = BytesMut::from(&PREFACE[..3]);
+    assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+    assert!(!decoder.preface_seen());
+    assert_eq!(decoder.bytes_missing(&buf), PREFACE.len() - 3);
+}
+
+#[test]
+fn another_protocol_version_is_named_in_the_error() {
+    let mut preface = PREFACE;
+    preface[6] = 9;
+    let mut decoder = FrameDecoder::new(1024);
+    let mut buf = BytesMut::from(&preface[..]);
+    let error = decoder.decode(&mut buf).unwrap_err();
+    assert!(error.to_string().contains("version 9"), "{error}");
+}
+
+#[test]
+fn an_empty_frame_is_a_protocol_error() {
+    let mut decoder = FrameDecoder::after_preface(1024);
+    let mut buf = BytesMut::from(&0_u32.to_be_bytes()[..]);
+    assert!(matches!(
+        decoder.decode(&mut buf),
+        Err(RpcError::Protocol { .. })
+    ));
+}
+
+#[test]
+fn truncated_headers_and_unknown_kinds_are_protocol_errors() {
+    for body in [&[0x01_u8, 0x00, 0x00][..], &[0x7F][..], &[0x02, 0xEE, 0, 0, 0, 1][..]] {
+        let error = Frame::parse(Bytes::copy_from_slice(body)).unwrap_err();
+        assert!(matches!(error, RpcError::Protocol { .. }), "{error}");
+    }
+}
+
+#[test]
+fn an_oversized_outgoing_frame_is_removed_again() {
+    let mut buf = BytesMut::from(&b"queued"[..]);
+    let start = start_frame(&mut buf, FrameKind::Response);
+    buf.put_slice(&[0; 100]);
+    let error = finish_frame(&mut buf, start, 50).unwrap_err();
+    assert!(matches!(error, RpcError::FrameTooLarge { len: 101, max: 50 }));
+    assert_eq!(&buf[..], b"queued");
+}
+
+#[test]
+fn metadata_over_the_limit_is_refused() {
+    let mut buf = BytesMut::new();
+    let head = RequestHead {
+        call_id: 1,
+        service_id: 1,
+        method_id: 1,
+        deadline_micros: None,
+    };
+    let metadata = vec![("k".to_owned(), "v".repeat(100))];
+    let start = start_request(&mut buf, &head, &metadata).unwrap();
+    finish_frame(&mut buf, start, 1024).unwrap();
+    let mut decoder = FrameDecoder::after_preface(1024);
+    let Frame::Request { metadata, .. } =
+        Frame::parse(decoder.decode(&mut buf).unwrap().unwrap()).unwrap()
+    else {
+        panic!("not a request");
+    };
+    assert!(matches!(
+        decode_metadata(metadata, 64),
+        Err(RpcError::ResourceExhausted { .. })
+    ));
+}
+
+#[test]
+fn wire_ids_are_fnv1a() {
+    // Reference values of 32-bit FNV-1a.
+    assert_eq!(wire_id(""), 0x811c_9dc5);
+    assert_eq!(wire_id("a"), 0xe40c_292c);
+    assert_eq!(wire_id("foobar"), 0xbf9c_f968);
+}

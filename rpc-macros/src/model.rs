@@ -1,0 +1,109 @@
+//! The codegen-ready description of a service. Every generated name and wire id is chosen
+//! here; codegen only arranges tokens.
+
+use proc_macro2::Ident;
+use syn::{Attribute, Type, Visibility};
+
+use crate::args::ServiceArgs;
+use crate::names::{suffixed, wire_id, wire_name};
+use crate::parse::{is_byte_vec, ArgKind, Service};
+
+pub(crate) struct ServiceModel {
+    /// The user's trait, for its attributes, visibility, name and supertraits.
+    pub(crate) item: syn::ItemTrait,
+    pub(crate) krate: syn::Path,
+    pub(crate) vis: Visibility,
+    pub(crate) trait_ident: Ident,
+    pub(crate) client_ident: Ident,
+    pub(crate) server_ident: Ident,
+    /// The service's name on the wire: the trait's name, raw prefix removed.
+    pub(crate) wire_name: String,
+    pub(crate) wire_id: u32,
+    pub(crate) methods: Vec<MethodModel>,
+}
+
+pub(crate) struct MethodModel {
+    pub(crate) ident: Ident,
+    /// The method's signature as the user wrote it (for the trait).
+    pub(crate) sig: syn::Signature,
+    pub(crate) wire_name: String,
+    pub(crate) wire_id: u32,
+    /// Every attribute of the trait method (docs and others), for the trait.
+    pub(crate) attrs: Vec<Attribute>,
+    /// Only the doc comments, for the client method.
+    pub(crate) docs: Vec<Attribute>,
+    /// The `cx: &Context` argument as written, when the method takes one.
+    pub(crate) context: Option<(Ident, Type)>,
+    /// The arguments that travel over the wire.
+    pub(crate) args: Vec<ArgModel>,
+    /// The result type (`()` when the method returns nothing).
+    pub(crate) output: Type,
+    /// Whether the result is a `Vec<u8>` sent as one block.
+    pub(crate) output_is_bytes: bool,
+}
+
+pub(crate) struct ArgModel {
+    pub(crate) ident: Ident,
+    pub(crate) ty: Type,
+    /// Whether the argument is a `Vec<u8>` sent as one block.
+    pub(crate) is_bytes: bool,
+}
+
+impl ServiceModel {
+    /// Lowers a validated service. Fails only on what validation already reported.
+    pub(crate) fn lower(service: &Service<'_>, args: ServiceArgs) -> syn::Result<ServiceModel> {
+        let item = service.original.clone();
+        let trait_ident = item.ident.clone();
+        let mut methods = Vec::with_capacity(service.methods.len());
+        for method in &service.methods {
+            let mut context = None;
+            let mut wire_args = Vec::new();
+            for arg in &method.args {
+                let ident = arg
+                    .ident
+                    .cloned()
+                    .ok_or_else(|| syn::Error::new_spanned(arg.pat, "expected a plain argument name"))?;
+                match arg.kind {
+                    ArgKind::ContextRef => context = Some((ident, arg.ty.clone())),
+                    ArgKind::ContextMisused | ArgKind::Value => wire_args.push(ArgModel {
+                        ident,
+                        ty: arg.ty.clone(),
+                        is_bytes: is_byte_vec(arg.ty),
+                    }),
+                }
+            }
+            let output = method.output.cloned().unwrap_or_else(|| syn::parse_quote!(()));
+            let wire_name = wire_name(method.ident);
+            methods.push(MethodModel {
+                ident: method.ident.clone(),
+                sig: method.original.sig.clone(),
+                wire_id: wire_id(&wire_name),
+                wire_name,
+                attrs: method.original.attrs.clone(),
+                docs: method
+                    .original
+                    .attrs
+                    .iter()
+                    .filter(|attr| attr.path().is_ident("doc"))
+                    .cloned()
+                    .collect(),
+                context,
+                args: wire_args,
+                output_is_bytes: is_byte_vec(&output),
+                output,
+            });
+        }
+        let wire_name = wire_name(&trait_ident);
+        Ok(ServiceModel {
+            krate: args.krate,
+            vis: item.vis.clone(),
+            client_ident: suffixed(&trait_ident, "Client"),
+            server_ident: suffixed(&trait_ident, "Server"),
+            wire_id: wire_id(&wire_name),
+            wire_name,
+            trait_ident,
+            methods,
+            item,
+        })
+    }
+}

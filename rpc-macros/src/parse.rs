@@ -1,0 +1,151 @@
+//! The trait as syntax: what each method looks like, with the tokens errors point at.
+//!
+//! Nothing here rejects anything (that is `validate`) or emits tokens (that is `codegen`).
+
+use syn::{FnArg, Ident, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type};
+
+/// The trait `#[service]` was put on.
+pub(crate) struct Service<'a> {
+    pub(crate) original: &'a ItemTrait,
+    pub(crate) methods: Vec<Method<'a>>,
+    /// Trait items that are not methods (types, consts, macros).
+    pub(crate) other_items: Vec<&'a TraitItem>,
+}
+
+/// One method of the trait.
+pub(crate) struct Method<'a> {
+    pub(crate) original: &'a TraitItemFn,
+    pub(crate) ident: &'a Ident,
+    pub(crate) receiver: Option<&'a syn::Receiver>,
+    pub(crate) args: Vec<Arg<'a>>,
+    pub(crate) output: Option<&'a Type>,
+}
+
+/// One argument after the receiver.
+pub(crate) struct Arg<'a> {
+    pub(crate) pat: &'a Pat,
+    pub(crate) ty: &'a Type,
+    /// The argument's name when its pattern is a plain identifier.
+    pub(crate) ident: Option<&'a Ident>,
+    pub(crate) kind: ArgKind,
+}
+
+/// What an argument's type says it is. Recognised by how the type is written (its last
+/// path segment), so aliases are plain arguments.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArgKind {
+    /// `&Context`: the call's context, not sent over the wire.
+    ContextRef,
+    /// `Context` by value or by `&mut`: a mistake `validate` reports.
+    ContextMisused,
+    /// Anything else: a serialized argument.
+    Value,
+}
+
+impl<'a> Service<'a> {
+    pub(crate) fn from_syn(original: &'a ItemTrait) -> Service<'a> {
+        let mut methods = Vec::new();
+        let mut other_items = Vec::new();
+        for item in &original.items {
+            match item {
+                TraitItem::Fn(function) => methods.push(Method::from_syn(function)),
+                other => other_items.push(other),
+            }
+        }
+        Service {
+            original,
+            methods,
+            other_items,
+        }
+    }
+}
+
+impl<'a> Method<'a> {
+    fn from_syn(original: &'a TraitItemFn) -> Method<'a> {
+        let mut receiver = None;
+        let mut args = Vec::new();
+        for input in &original.sig.inputs {
+            match input {
+                FnArg::Receiver(found) => receiver = Some(found),
+                FnArg::Typed(typed) => args.push(Arg {
+                    pat: &typed.pat,
+                    ty: &typed.ty,
+                    ident: plain_ident(&typed.pat),
+                    kind: arg_kind(&typed.ty),
+                }),
+            }
+        }
+        let output = match &original.sig.output {
+            ReturnType::Default => None,
+            ReturnType::Type(_, ty) => Some(&**ty),
+        };
+        Method {
+            original,
+            ident: &original.sig.ident,
+            receiver,
+            args,
+            output,
+        }
+    }
+}
+
+fn plain_ident(pat: &Pat) -> Option<&Ident> {
+    match pat {
+        Pat::Ident(pat_ident)
+            if pat_ident.by_ref.is_none() && pat_ident.mutability.is_none() && pat_ident.subpat.is_none() =>
+        {
+            Some(&pat_ident.ident)
+        }
+        _ => None,
+    }
+}
+
+fn arg_kind(ty: &Type) -> ArgKind {
+    match ty {
+        Type::Reference(reference) if is_context(&reference.elem) => {
+            if reference.mutability.is_some() {
+                ArgKind::ContextMisused
+            } else {
+                ArgKind::ContextRef
+            }
+        }
+        other if is_context(other) => ArgKind::ContextMisused,
+        _ => ArgKind::Value,
+    }
+}
+
+fn is_context(ty: &Type) -> bool {
+    last_segment_is(ty, "Context")
+}
+
+/// Whether `ty` is a path whose last segment is `name`.
+pub(crate) fn last_segment_is(ty: &Type, name: &str) -> bool {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last().is_some_and(|segment| segment.ident == name),
+        Type::Group(group) => last_segment_is(&group.elem, name),
+        Type::Paren(paren) => last_segment_is(&paren.elem, name),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is written `Vec<u8>` (with any path to `Vec`).
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let Some(segment) = path.path.segments.last() else {
+        return false;
+    };
+    if segment.ident != "Vec" {
+        return false;
+    }
+    let syn::PathArguments::AngleBracketed(generics) = &segment.arguments else {
+        return false;
+    };
+    matches!(
+        generics.args.first(),
+        Some(syn::GenericArgument::Type(Type::Path(element)))
+            if generics.args.len() == 1 && element.qself.is_none() && element.path.is_ident("u8")
+    )
+}

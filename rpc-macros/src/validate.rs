@@ -1,0 +1,179 @@
+//! The rules a service trait must follow. Every violation is reported, each at the token
+//! that is wrong, with what to write instead.
+
+use std::collections::HashMap;
+
+use syn::spanned::Spanned;
+use syn::Type;
+
+use crate::names::{wire_id, wire_name};
+use crate::parse::{ArgKind, Method, Service};
+
+/// Names the generated client already uses for its own methods.
+const CLIENT_METHODS: &[&str] = &["new", "with_timeout", "with_deadline", "with_metadata", "channel"];
+
+/// Collects errors so that all of them are reported together.
+#[derive(Default)]
+struct Errors {
+    first: Option<syn::Error>,
+}
+
+impl Errors {
+    fn push(&mut self, tokens: impl Spanned, message: impl std::fmt::Display) {
+        self.push_at(tokens.span(), message);
+    }
+
+    fn push_at(&mut self, span: proc_macro2::Span, message: impl std::fmt::Display) {
+        let error = syn::Error::new(span, message);
+        match &mut self.first {
+            Some(first) => first.combine(error),
+            None => self.first = Some(error),
+        }
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        match self.first {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    let original = service.original;
+    if !original.generics.params.is_empty() || original.generics.where_clause.is_some() {
+        errors.push(
+            &original.generics,
+            "`#[service]` traits cannot be generic; use concrete argument and result types",
+        );
+    }
+    if let Some(unsafety) = &original.unsafety {
+        errors.push(unsafety, "`#[service]` traits cannot be `unsafe`; remove `unsafe`");
+    }
+    if let Some(auto_token) = &original.auto_token {
+        errors.push(auto_token, "`#[service]` traits cannot be `auto` traits");
+    }
+    for item in &service.other_items {
+        errors.push(
+            item,
+            "`#[service]` traits can only contain methods; move types and constants out of the trait",
+        );
+    }
+    let mut seen_names: HashMap<String, &syn::Ident> = HashMap::new();
+    let mut seen_ids: HashMap<u32, String> = HashMap::new();
+    for method in &service.methods {
+        validate_method(method, &mut errors);
+        let name = wire_name(method.ident);
+        if seen_names.insert(name.clone(), method.ident).is_some() {
+            errors.push(
+                method.ident,
+                format_args!("duplicate method `{name}`; every method of a service needs its own name"),
+            );
+            continue;
+        }
+        if let Some(other) = seen_ids.insert(wire_id(&name), name.clone()) {
+            errors.push(
+                method.ident,
+                format_args!("method `{name}` has the same wire id as `{other}`; rename one of them"),
+            );
+        }
+        if CLIENT_METHODS.contains(&name.as_str()) {
+            errors.push(
+                method.ident,
+                format_args!(
+                    "method name `{name}` conflicts with the generated client's own `{name}`; rename the method"
+                ),
+            );
+        }
+    }
+    errors.finish()
+}
+
+fn validate_method(method: &Method<'_>, errors: &mut Errors) {
+    let sig = &method.original.sig;
+    if sig.asyncness.is_none() {
+        errors.push(&sig.fn_token, "`#[service]` methods must be `async fn`; add `async`");
+    }
+    if let Some(constness) = &sig.constness {
+        errors.push(constness, "`#[service]` methods cannot be `const`; remove `const`");
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(unsafety, "`#[service]` methods cannot be `unsafe`; remove `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(abi, "`#[service]` methods cannot have an ABI; remove `extern`");
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(variadic, "`#[service]` methods cannot be variadic");
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(
+            &sig.generics,
+            "`#[service]` methods cannot be generic; use concrete argument and result types",
+        );
+    }
+    if let Some(body) = &method.original.default {
+        errors.push_at(
+            body.brace_token.span.join(),
+            "`#[service]` methods cannot have a default body; remove it and implement the method in the `impl` block",
+        );
+    }
+    match method.receiver {
+        None => errors.push(
+            &sig.ident,
+            "`#[service]` methods take `&self` first; add `&self` as the first argument",
+        ),
+        Some(receiver) => {
+            let by_shared_ref = receiver.reference.is_some()
+                && receiver.mutability.is_none()
+                && receiver.colon_token.is_none();
+            if !by_shared_ref {
+                let message = if receiver.mutability.is_some() && receiver.reference.is_some() {
+                    "`#[service]` methods take `&self`, not `&mut self`: calls run concurrently; use interior mutability"
+                } else {
+                    "`#[service]` methods take `&self`; write `&self` instead"
+                };
+                errors.push(receiver, message);
+            }
+        }
+    }
+    for (position, arg) in method.args.iter().enumerate() {
+        if arg.ident.is_none() {
+            errors.push(
+                arg.pat,
+                "patterns are not allowed in `#[service]` method arguments; use a plain name like `value: T`",
+            );
+        }
+        match arg.kind {
+            ArgKind::ContextRef if position != 0 => errors.push(
+                arg.ty,
+                "`&Context` must be the first argument after `&self`; move it there",
+            ),
+            ArgKind::ContextMisused => errors.push(
+                arg.ty,
+                "take the context by shared reference: `cx: &Context`",
+            ),
+            ArgKind::Value => check_owned(arg.ty, "argument", errors),
+            ArgKind::ContextRef => {}
+        }
+    }
+    if let Some(output) = method.output {
+        check_owned(output, "result", errors);
+    }
+}
+
+/// Arguments and results cross the wire, so they must be owned types the codec can build.
+fn check_owned(ty: &Type, what: &str, errors: &mut Errors) {
+    match ty {
+        Type::Reference(_) => errors.push(
+            ty,
+            format_args!("a `#[service]` {what} must be an owned type (for example `String`, not `&str`)"),
+        ),
+        Type::ImplTrait(_) => errors.push(
+            ty,
+            format_args!("a `#[service]` {what} cannot be `impl Trait`; name a concrete type"),
+        ),
+        _ => {}
+    }
+}

@@ -1,0 +1,150 @@
+//! Length-delimited framing over any `AsyncRead`/`AsyncWrite`: how bytes move.
+//!
+//! [`FramedReader`] reads in chunks and splits whole frames out of its buffer in place with
+//! `rpc_core::wire::FrameDecoder`. It grows the buffer by what actually arrives (never by what
+//! a length prefix claims), refuses an oversized length from its four bytes, and gives a
+//! started frame `frame_timeout` to complete. [`FramedWriter`] writes the already-framed
+//! batches the connection drivers hand it.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rpc_core::transport::{Connection, FrameRead, FrameWrite};
+use rpc_core::wire::FrameDecoder;
+use rpc_core::{Peer, RpcError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The least a read asks the buffer to have room for.
+const MIN_READ: usize = 8 * 1024;
+
+/// The most a read reserves ahead of data for a frame still arriving: a length prefix is
+/// only a claim, so it buys at most this much memory before its bytes come in.
+const MAX_READ_AHEAD: usize = 256 * 1024;
+
+/// Reads frames from an `AsyncRead`.
+#[derive(Debug)]
+pub struct FramedReader<R> {
+    io: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    frame_timeout: Duration,
+    /// When the bytes of the frame now at the start of `buf` began to arrive.
+    partial_since: Option<Instant>,
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
+    /// A reader refusing frames over `max_frame` bytes, whose frames must complete within
+    /// `frame_timeout` of their first byte.
+    pub fn new(io: R, max_frame: usize, frame_timeout: Duration) -> Self {
+        FramedReader {
+            io,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(max_frame),
+            frame_timeout,
+            partial_since: None,
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        let wanted = self
+            .decoder
+            .bytes_missing(&self.buf)
+            .clamp(MIN_READ, MAX_READ_AHEAD);
+        self.buf.reserve(wanted);
+        self.io.read_buf(&mut self.buf).await
+    }
+}
+
+impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for FramedReader<R> {
+    async fn read_preface(&mut self) -> Result<(), RpcError> {
+        while !self.decoder.decode_preface(&mut self.buf)? {
+            if self.fill().await? == 0 {
+                return Err(RpcError::connection_closed(
+                    "the peer closed the connection before its preface",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancel safe: the bytes read so far stay in the reader, and so does the time the
+    /// current frame started, so a dropped call neither loses data nor resets the timeout.
+    async fn read_frame(&mut self) -> Result<Option<Bytes>, RpcError> {
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                self.partial_since = None;
+                return Ok(Some(frame));
+            }
+            let read = if self.buf.is_empty() {
+                self.partial_since = None;
+                self.fill().await?
+            } else {
+                let since = *self.partial_since.get_or_insert_with(Instant::now);
+                let frame_timeout = self.frame_timeout;
+                let limit = since.checked_add(frame_timeout).unwrap_or(since);
+                match tokio::time::timeout_at(limit.into(), self.fill()).await {
+                    Ok(read) => read?,
+                    Err(_elapsed) => {
+                        return Err(RpcError::connection_closed(format!(
+                            "a frame was not completed within {frame_timeout:?}"
+                        )));
+                    }
+                }
+            };
+            if read == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(RpcError::connection_closed(
+                        "the peer closed the connection in the middle of a frame",
+                    ))
+                };
+            }
+        }
+    }
+}
+
+/// Writes framed batches to an `AsyncWrite`.
+#[derive(Debug)]
+pub struct FramedWriter<W> {
+    io: W,
+}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> FramedWriter<W> {
+    /// A writer over `io`.
+    pub fn new(io: W) -> Self {
+        FramedWriter { io }
+    }
+}
+
+impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for FramedWriter<W> {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.io.shutdown().await
+    }
+}
+
+/// A connection over two stream halves, framed with the given limits.
+pub fn framed<R, W>(
+    reader: R,
+    writer: W,
+    peer: Peer,
+    max_frame: usize,
+    frame_timeout: Duration,
+) -> Connection<FramedReader<R>, FramedWriter<W>>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    Connection::new(
+        FramedReader::new(reader, max_frame, frame_timeout),
+        FramedWriter::new(writer),
+        peer,
+    )
+}

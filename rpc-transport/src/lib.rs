@@ -1,0 +1,45 @@
+//! Transports for the rpc toolkit: TCP, Unix domain sockets and an in-process loopback.
+//!
+//! ```no_run
+//! use rpc_core::{service, Server};
+//!
+//! #[service]
+//! pub trait Echo {
+//!     async fn echo(&self, text: String) -> String;
+//! }
+//!
+//! struct Impl;
+//! impl Echo for Impl {
+//!     async fn echo(&self, text: String) -> String { text }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::new().add_service(EchoServer::new(Impl));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+//! tokio::spawn(rpc_transport::serve(listener, server).into_future());
+//!
+//! let client = EchoClient::new(rpc_transport::tcp::connect("127.0.0.1:7000").await?);
+//! assert_eq!(client.echo("hi".to_owned()).await?, "hi");
+//! # Ok(())
+//! # }
+//! # use std::future::IntoFuture;
+//! ```
+//!
+//! # Organization
+//!
+//! - [`tcp`], [`unix`], [`loopback`]: `connect` functions that return an `rpc_core::Channel`.
+//! - [`serve`]: the accept loop for a `TcpListener` or `UnixListener`, with graceful shutdown.
+//! - [`framed`]: length-delimited framing over any `AsyncRead`/`AsyncWrite`, for other
+//!   transports.
+//!
+//! This is the only crate of the toolkit that uses `tokio::net`.
+
+pub mod framed;
+pub mod loopback;
+mod serve;
+pub mod tcp;
+#[cfg(unix)]
+pub mod unix;
+
+pub use serve::{serve, Accepted, Listener, Serve, WithGracefulShutdown};

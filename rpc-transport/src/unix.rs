@@ -1,0 +1,70 @@
+//! Unix domain sockets: connect a channel to a server, or accept connections with
+//! `crate::serve`. The server sees the client's credentials (uid, gid, pid) in
+//! `Context::peer()`.
+
+use std::path::Path;
+
+use rpc_core::{Channel, ChannelConfig, Peer, RpcError, UnixCredentials};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::framed::framed;
+use crate::serve::{Accepted, Listener};
+
+/// Connects to a server listening at `path` with the default [`ChannelConfig`].
+///
+/// ```no_run
+/// # async fn example() -> Result<(), rpc_core::RpcError> {
+/// let channel = rpc_transport::unix::connect("/run/calc.sock").await?;
+/// # let _ = channel;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// `RpcError::Io` when the connection cannot be established.
+pub async fn connect(path: impl AsRef<Path>) -> Result<Channel, RpcError> {
+    connect_with(path, ChannelConfig::default()).await
+}
+
+/// Connects to a server listening at `path` with the given configuration.
+///
+/// # Errors
+///
+/// `RpcError::Io` when the connection cannot be established.
+pub async fn connect_with(path: impl AsRef<Path>, config: ChannelConfig) -> Result<Channel, RpcError> {
+    let stream = UnixStream::connect(path.as_ref()).await?;
+    let peer = peer_of(&stream);
+    let (reader, writer) = stream.into_split();
+    let connection = framed(reader, writer, peer, config.max_frame_size, config.frame_timeout);
+    Ok(Channel::new(connection, config))
+}
+
+fn peer_of(stream: &UnixStream) -> Peer {
+    let path = stream
+        .peer_addr()
+        .ok()
+        .and_then(|address| address.as_pathname().map(Path::to_path_buf));
+    let credentials = stream.peer_cred().ok().map(|credentials| UnixCredentials {
+        uid: credentials.uid(),
+        gid: credentials.gid(),
+        pid: credentials.pid(),
+    });
+    Peer::Unix { path, credentials }
+}
+
+impl Listener for UnixListener {
+    type Reader = tokio::net::unix::OwnedReadHalf;
+    type Writer = tokio::net::unix::OwnedWriteHalf;
+
+    async fn accept(&mut self) -> std::io::Result<Accepted<Self::Reader, Self::Writer>> {
+        let (stream, _address) = UnixListener::accept(self).await?;
+        let peer = peer_of(&stream);
+        let (reader, writer) = stream.into_split();
+        Ok(Accepted {
+            reader,
+            writer,
+            peer,
+        })
+    }
+}

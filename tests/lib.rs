@@ -1,0 +1,310 @@
+//! Shared fixtures for the cross-crate tests: test services, and a server that can be
+//! started on any transport and reached with a channel or with a raw socket.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rpc_core::{service, Channel, ChannelConfig, Context, Server};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// An application error that travels as a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MathError {
+    /// Division by zero.
+    DivideByZero,
+}
+
+/// The calculator from the public contract.
+#[service]
+pub trait Calculator {
+    /// Adds two numbers.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// Divides, with an application error for zero.
+    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+    /// Describes the caller's peer.
+    async fn whoami(&self, cx: &Context) -> String;
+}
+
+/// The calculator's implementation.
+#[derive(Debug, Default)]
+pub struct Calc;
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+        if b == 0 {
+            Err(MathError::DivideByZero)
+        } else {
+            Ok(a / b)
+        }
+    }
+
+    async fn whoami(&self, cx: &Context) -> String {
+        cx.peer().to_string()
+    }
+}
+
+/// A service whose handlers misbehave on request, and report what happened to them.
+#[service]
+pub trait Probe {
+    /// Sleeps, then returns how long it slept.
+    async fn sleep(&self, millis: u64) -> u64;
+    /// Panics with `message`.
+    async fn panic(&self, message: String) -> u32;
+    /// Returns its argument.
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns a buffer of `len` bytes.
+    async fn fill(&self, len: u64) -> Vec<u8>;
+    /// Returns the metadata value under `key`.
+    async fn metadata(&self, cx: &Context, key: String) -> Option<String>;
+    /// Returns how many milliseconds the handler has before its deadline.
+    async fn deadline_millis(&self, cx: &Context) -> Option<u64>;
+    /// Waits until dropped (the server counts the drop).
+    async fn hang(&self) -> ();
+}
+
+/// Counters of what happened to `Probe`'s handlers.
+#[derive(Debug, Default)]
+pub struct ProbeStats {
+    /// Handlers of `hang` started.
+    pub hang_started: AtomicUsize,
+    /// Handlers of `hang` dropped before finishing.
+    pub hang_dropped: AtomicUsize,
+    /// Handlers of `sleep` running right now.
+    pub sleeping: AtomicUsize,
+    /// The most `sleep` handlers seen running at once.
+    pub max_sleeping: AtomicUsize,
+}
+
+/// `Probe`'s implementation.
+#[derive(Debug, Default, Clone)]
+pub struct ProbeImpl {
+    /// Shared with the test.
+    pub stats: Arc<ProbeStats>,
+}
+
+struct DropCounter(Arc<ProbeStats>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.hang_dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Probe for ProbeImpl {
+    async fn sleep(&self, millis: u64) -> u64 {
+        let now = self.stats.sleeping.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stats.max_sleeping.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.stats.sleeping.fetch_sub(1, Ordering::SeqCst);
+        millis
+    }
+
+    async fn panic(&self, message: String) -> u32 {
+        panic!("{message}");
+    }
+
+    async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    async fn fill(&self, len: u64) -> Vec<u8> {
+        vec![7; usize::try_from(len).unwrap_or(usize::MAX)]
+    }
+
+    async fn metadata(&self, cx: &Context, key: String) -> Option<String> {
+        cx.metadata(&key).map(str::to_owned)
+    }
+
+    async fn deadline_millis(&self, cx: &Context) -> Option<u64> {
+        cx.deadline().map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
+    async fn hang(&self) {
+        self.stats.hang_started.fetch_add(1, Ordering::SeqCst);
+        let _counter = DropCounter(self.stats.clone());
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The transports every behaviour is checked over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// In process.
+    Loopback,
+    /// TCP on 127.0.0.1.
+    Tcp,
+    /// A Unix socket in the temp directory.
+    Unix,
+}
+
+impl Transport {
+    /// All of them.
+    pub const ALL: [Transport; 3] = [Transport::Loopback, Transport::Tcp, Transport::Unix];
+    /// The socket transports (for tests that need raw bytes on a socket).
+    pub const SOCKETS: [Transport; 2] = [Transport::Tcp, Transport::Unix];
+}
+
+/// A raw byte stream to a test server, for speaking (or breaking) the protocol by hand.
+pub trait RawStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> RawStream for T {}
+
+enum Address {
+    Loopback,
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A server running on one transport until shut down or dropped.
+pub struct TestServer {
+    /// The served services.
+    pub server: Server,
+    /// Which transport it listens on.
+    pub transport: Transport,
+    address: Address,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+static NEXT_SOCKET: AtomicUsize = AtomicUsize::new(0);
+
+impl TestServer {
+    /// Serves `server` on `transport` (with graceful shutdown wired to [`TestServer::shutdown`]).
+    pub async fn start(server: Server, transport: Transport) -> TestServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let signal = async move {
+            let _ = stopped.await;
+        };
+        let (address, task) = match transport {
+            Transport::Loopback => (
+                Address::Loopback,
+                tokio::spawn(async move {
+                    signal.await;
+                    Ok(())
+                }),
+            ),
+            Transport::Tcp => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let address = listener.local_addr().unwrap();
+                let serving = rpc_transport::serve(listener, server.clone()).with_graceful_shutdown(signal);
+                (Address::Tcp(address), tokio::spawn(serving.into_future()))
+            }
+            Transport::Unix => {
+                let path = std::env::temp_dir().join(format!(
+                    "rpc-test-{}-{}.sock",
+                    std::process::id(),
+                    NEXT_SOCKET.fetch_add(1, Ordering::SeqCst)
+                ));
+                let _ = std::fs::remove_file(&path);
+                let listener = tokio::net::UnixListener::bind(&path).unwrap();
+                let serving = rpc_transport::serve(listener, server.clone()).with_graceful_shutdown(signal);
+                (Address::Unix(path), tokio::spawn(serving.into_future()))
+            }
+        };
+        TestServer {
+            server,
+            transport,
+            address,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A new channel to the server.
+    pub async fn connect(&self) -> Channel {
+        self.connect_with(ChannelConfig::default()).await
+    }
+
+    /// A new channel to the server with a configuration.
+    pub async fn connect_with(&self, config: ChannelConfig) -> Channel {
+        match &self.address {
+            Address::Loopback => rpc_transport::loopback::connect_with(&self.server, config),
+            Address::Tcp(address) => rpc_transport::tcp::connect_with(address, config).await.unwrap(),
+            Address::Unix(path) => rpc_transport::unix::connect_with(path, config).await.unwrap(),
+        }
+    }
+
+    /// A raw byte stream to the server (sockets only).
+    pub async fn raw(&self) -> Box<dyn RawStream> {
+        match &self.address {
+            Address::Loopback => panic!("raw streams need a socket transport"),
+            Address::Tcp(address) => Box::new(tokio::net::TcpStream::connect(address).await.unwrap()),
+            Address::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.unwrap()),
+        }
+    }
+
+    /// Fires the graceful-shutdown signal and waits for `serve` to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Fires the graceful-shutdown signal without waiting.
+    pub fn start_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap_or_else(|| tokio::spawn(async { Ok(()) }))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        if let Address::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A server with `Calculator` and `Probe`, and the probe's counters.
+pub fn test_server() -> (Server, Arc<ProbeStats>) {
+    test_server_with(rpc_core::ServerConfig::default())
+}
+
+/// Like [`test_server`], with a configuration.
+pub fn test_server_with(config: rpc_core::ServerConfig) -> (Server, Arc<ProbeStats>) {
+    let probe = ProbeImpl::default();
+    let stats = probe.stats.clone();
+    let server = Server::with_config(config)
+        .add_service(CalculatorServer::new(Calc))
+        .add_service(ProbeServer::new(probe));
+    (server, stats)
+}
+
+/// Waits until `condition` holds, polling every few milliseconds, for at most 5 s.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let limit = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+use std::future::IntoFuture as _;
