@@ -308,3 +308,38 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 use std::future::IntoFuture as _;
+
+/// Reads from `stream` until the peer closes it, failing the test if that takes longer than
+/// `limit`. Returns what was read.
+pub async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin + ?Sized), limit: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let reading = async {
+        let mut chunk = [0_u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, reading)
+        .await
+        .expect("the server should have closed the connection");
+    received
+}
+
+/// A well-formed request frame for `service.method` with an encoded argument tuple.
+pub fn request_frame<A: Serialize>(call_id: u32, service: &str, method: &str, args: &A) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    let head = rpc_core::wire::RequestHead {
+        call_id,
+        service_id: rpc_core::wire::wire_id(service),
+        method_id: rpc_core::wire::wire_id(method),
+        deadline_micros: None,
+    };
+    let start = rpc_core::wire::start_request(&mut buf, &head, &[]).unwrap();
+    rpc_core::codec::encode_into(&mut buf, args).unwrap();
+    rpc_core::wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
+    buf.to_vec()
+}

@@ -140,10 +140,20 @@ impl RpcError {
     }
 }
 
+/// I/O errors that mean the peer or the path to it went away become `ConnectionClosed`
+/// (with the OS's words as the reason); every other I/O error stays `Io`.
 impl From<std::io::Error> for RpcError {
     fn from(source: std::io::Error) -> Self {
-        RpcError::Io {
-            source: Arc::new(source),
+        use std::io::ErrorKind;
+        match source.kind() {
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::NotConnected => RpcError::connection_closed(source.to_string()),
+            _ => RpcError::Io {
+                source: Arc::new(source),
+            },
         }
     }
 }

@@ -1,1 +1,73 @@
-//! Shutdown tests.
+//! Graceful shutdown: stop accepting, finish in-flight calls, then return `Ok(())`.
+
+use std::time::Duration;
+
+use rpc_core::{RpcError, ServerConfig};
+use rpc_tests::*;
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish_then_returns_ok() {
+    for transport in [Transport::Tcp, Transport::Unix] {
+        let (server, stats) = test_server();
+        let mut server = TestServer::start(server, transport).await;
+        let probe = ProbeClient::new(server.connect().await);
+        let in_flight = tokio::spawn(probe.sleep(300));
+        eventually("the call started", || stats.sleeping.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        let serving = server.start_shutdown();
+        assert_eq!(in_flight.await.unwrap().unwrap(), 300, "{transport:?}");
+        tokio::time::timeout(Duration::from_secs(2), serving)
+            .await
+            .expect("serve returns once calls drained")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn calls_started_after_shutdown_began_fail_fast_and_may_be_retried() {
+    let (server, stats) = test_server();
+    let mut server = TestServer::start(server, Transport::Tcp).await;
+    let channel = server.connect().await;
+    let probe = ProbeClient::new(channel.clone());
+    let in_flight = tokio::spawn(probe.sleep(300));
+    eventually("the call started", || stats.sleeping.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    let serving = server.start_shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let error = CalculatorClient::new(channel).add(1, 1).await.unwrap_err();
+    assert!(matches!(error, RpcError::Unavailable { .. }), "{error}");
+    assert_eq!(in_flight.await.unwrap().unwrap(), 300);
+    serving.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn handlers_still_running_after_the_grace_period_are_abandoned() {
+    let mut config = ServerConfig::default();
+    config.shutdown_grace_period = Duration::from_millis(200);
+    let (server, stats) = test_server_with(config);
+    let mut server = TestServer::start(server, Transport::Tcp).await;
+    let probe = ProbeClient::new(server.connect().await);
+    let stuck = tokio::spawn(probe.hang());
+    eventually("the call started", || stats.hang_started.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    let serving = server.start_shutdown();
+    tokio::time::timeout(Duration::from_secs(2), serving)
+        .await
+        .expect("serve returns after the grace period")
+        .unwrap()
+        .unwrap();
+    let error = stuck.await.unwrap().unwrap_err();
+    assert!(matches!(error, RpcError::ConnectionClosed { .. }), "{error}");
+    assert_eq!(stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn serve_is_a_spawnable_future() {
+    fn assert_spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (server, _) = test_server();
+    let serving = rpc_transport::serve(listener, server.clone());
+    assert_spawnable(std::future::IntoFuture::into_future(serving));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    assert_spawnable(std::future::IntoFuture::into_future(
+        rpc_transport::serve(listener, server).with_graceful_shutdown(async {}),
+    ));
+}
