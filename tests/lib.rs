@@ -1,12 +1,16 @@
 //! Shared fixtures for the cross-crate tests: test services, and a server that can be
 //! started on any transport and reached with a channel or with a raw socket.
 
+// Test support: a failed setup step should stop the test right there. clippy's
+// `allow-unwrap-in-tests` does not cover this crate (rust-clippy#16122).
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rpc_core::{service, Channel, ChannelConfig, Context, Server};
+use rpc_core::{Channel, ChannelConfig, Context, Server, service};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -205,8 +209,9 @@ impl TestServer {
             Transport::Tcp => {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let address = listener.local_addr().unwrap();
-                let serving = rpc_transport::serve(listener, server.clone()).with_graceful_shutdown(signal);
-                (Address::Tcp(address), tokio::spawn(serving.into_future()))
+                let serving =
+                    rpc_transport::serve(listener, server.clone()).with_graceful_shutdown(signal);
+                (Address::Tcp(address), tokio::spawn(serving))
             }
             Transport::Unix => {
                 let path = std::env::temp_dir().join(format!(
@@ -216,8 +221,9 @@ impl TestServer {
                 ));
                 let _ = std::fs::remove_file(&path);
                 let listener = tokio::net::UnixListener::bind(&path).unwrap();
-                let serving = rpc_transport::serve(listener, server.clone()).with_graceful_shutdown(signal);
-                (Address::Unix(path), tokio::spawn(serving.into_future()))
+                let serving =
+                    rpc_transport::serve(listener, server.clone()).with_graceful_shutdown(signal);
+                (Address::Unix(path), tokio::spawn(serving))
             }
         };
         TestServer {
@@ -238,8 +244,12 @@ impl TestServer {
     pub async fn connect_with(&self, config: ChannelConfig) -> Channel {
         match &self.address {
             Address::Loopback => rpc_transport::loopback::connect_with(&self.server, config),
-            Address::Tcp(address) => rpc_transport::tcp::connect_with(address, config).await.unwrap(),
-            Address::Unix(path) => rpc_transport::unix::connect_with(path, config).await.unwrap(),
+            Address::Tcp(address) => rpc_transport::tcp::connect_with(address, config)
+                .await
+                .unwrap(),
+            Address::Unix(path) => rpc_transport::unix::connect_with(path, config)
+                .await
+                .unwrap(),
         }
     }
 
@@ -247,7 +257,9 @@ impl TestServer {
     pub async fn raw(&self) -> Box<dyn RawStream> {
         match &self.address {
             Address::Loopback => panic!("raw streams need a socket transport"),
-            Address::Tcp(address) => Box::new(tokio::net::TcpStream::connect(address).await.unwrap()),
+            Address::Tcp(address) => {
+                Box::new(tokio::net::TcpStream::connect(address).await.unwrap())
+            }
             Address::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.unwrap()),
         }
     }
@@ -268,7 +280,9 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.take().unwrap_or_else(|| tokio::spawn(async { Ok(()) }))
+        self.task
+            .take()
+            .unwrap_or_else(|| tokio::spawn(async { Ok(()) }))
     }
 }
 
@@ -307,11 +321,12 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-use std::future::IntoFuture as _;
-
 /// Reads from `stream` until the peer closes it, failing the test if that takes longer than
 /// `limit`. Returns what was read.
-pub async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin + ?Sized), limit: Duration) -> Vec<u8> {
+pub async fn read_until_closed(
+    stream: &mut (impl AsyncRead + Unpin + ?Sized),
+    limit: Duration,
+) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let mut received = Vec::new();
     let reading = async {

@@ -74,10 +74,18 @@ impl CallOptions {
 
     /// The deadline of a call starting at `start`: the earlier of the fixed deadline and
     /// the timeout (or `default_timeout` when neither is set).
-    fn deadline_for_call(&self, start: Instant, default_timeout: Option<Duration>) -> Option<Instant> {
+    fn deadline_for_call(
+        &self,
+        start: Instant,
+        default_timeout: Option<Duration>,
+    ) -> Option<Instant> {
         let from_timeout = self
             .timeout
-            .or(if self.deadline.is_none() { default_timeout } else { None })
+            .or(if self.deadline.is_none() {
+                default_timeout
+            } else {
+                None
+            })
             .and_then(|timeout| start.checked_add(timeout));
         match (self.deadline, from_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -162,7 +170,10 @@ impl Channel {
     /// # Panics
     ///
     /// When called outside a tokio runtime.
-    pub fn new<R: FrameRead, W: FrameWrite>(connection: Connection<R, W>, config: ChannelConfig) -> Channel {
+    pub fn new<R: FrameRead, W: FrameWrite>(
+        connection: Connection<R, W>,
+        config: ChannelConfig,
+    ) -> Channel {
         let Connection {
             reader,
             writer,
@@ -244,7 +255,12 @@ impl Channel {
     ///
     /// Any [`RpcError`]: the call ends with its result or one error, never by hanging past
     /// its deadline or its connection.
-    pub async fn call<A, R>(&self, method: &MethodSpec, options: &CallOptions, args: &A) -> Result<R, RpcError>
+    pub async fn call<A, R>(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<R, RpcError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
@@ -255,7 +271,7 @@ impl Channel {
         let (status, payload) = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await
-                .map_err(|_elapsed| RpcError::DeadlineExceeded)??,
+                .map_err(|_elapsed| RpcError::DeadlineExceeded {})??,
             None => exchange.await?,
         };
         decode_response(method, status, &payload)
@@ -288,9 +304,13 @@ impl ChannelShared {
                     Some(deadline) => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         if remaining.is_zero() {
-                            return Err(RpcError::DeadlineExceeded);
+                            return Err(RpcError::DeadlineExceeded {});
                         }
-                        Some(u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX).max(1))
+                        Some(
+                            u64::try_from(remaining.as_micros())
+                                .unwrap_or(u64::MAX)
+                                .max(1),
+                        )
                     }
                     None => None,
                 };
@@ -385,12 +405,17 @@ impl ChannelShared {
     }
 }
 
-async fn read_responses<R: FrameRead>(shared: &ChannelShared, mut reader: R) -> Result<(), RpcError> {
+async fn read_responses<R: FrameRead>(
+    shared: &ChannelShared,
+    mut reader: R,
+) -> Result<(), RpcError> {
     let preface_timeout = shared.config.preface_timeout;
     tokio::time::timeout(preface_timeout, reader.read_preface())
         .await
         .map_err(|_elapsed| {
-            RpcError::protocol(format!("the server sent no preface within {preface_timeout:?}"))
+            RpcError::protocol(format!(
+                "the server sent no preface within {preface_timeout:?}"
+            ))
         })??;
     while let Some(frame) = reader.read_frame().await? {
         match Frame::parse(frame)? {
@@ -408,7 +433,11 @@ async fn read_responses<R: FrameRead>(shared: &ChannelShared, mut reader: R) -> 
     Ok(())
 }
 
-fn decode_response<R: DeserializeOwned>(method: &MethodSpec, status: Status, payload: &[u8]) -> Result<R, RpcError> {
+fn decode_response<R: DeserializeOwned>(
+    method: &MethodSpec,
+    status: Status,
+    payload: &[u8],
+) -> Result<R, RpcError> {
     let message = || -> Arc<str> { String::from_utf8_lossy(payload).into() };
     Err(match status {
         Status::Ok => return codec::decode(payload),
@@ -423,7 +452,7 @@ fn decode_response<R: DeserializeOwned>(method: &MethodSpec, status: Status, pay
         Status::HandlerPanicked => RpcError::HandlerPanicked {
             method: method.method.into(),
         },
-        Status::DeadlineExceeded => RpcError::DeadlineExceeded,
+        Status::DeadlineExceeded => RpcError::DeadlineExceeded {},
         Status::ResponseTooLarge => {
             // The payload is "<len> <max>" in decimal.
             let text = String::from_utf8_lossy(payload);
@@ -490,5 +519,7 @@ impl Future for ResponseWait<'_> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The tables stay consistent across a panic elsewhere (each update is one statement).
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

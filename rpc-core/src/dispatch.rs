@@ -60,7 +60,8 @@ impl EncodedReply {
 }
 
 /// The future that runs one call's handler and encodes its result.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<EncodedReply, RpcError>> + Send + 'static>>;
+pub type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<EncodedReply, RpcError>> + Send + 'static>>;
 
 /// A service the server can route calls to: what `#[service]` generates for `{Name}Server<T>`.
 pub trait Dispatch: Send + Sync + 'static {
@@ -76,5 +77,6 @@ pub trait Dispatch: Send + Sync + 'static {
     ///
     /// `RpcError::UnknownMethod` for an id the service does not have and `RpcError::Codec`
     /// for arguments that do not decode; the server answers that call with the error.
-    fn dispatch(&self, method_id: u32, request: IncomingRequest) -> Result<HandlerFuture, RpcError>;
+    fn dispatch(&self, method_id: u32, request: IncomingRequest)
+        -> Result<HandlerFuture, RpcError>;
 }

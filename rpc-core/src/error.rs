@@ -16,7 +16,7 @@ pub enum RpcError {
     /// The call's deadline passed before its response arrived. The server abandons the
     /// handler once the deadline passes too.
     #[error("deadline exceeded")]
-    DeadlineExceeded,
+    DeadlineExceeded {},
 
     /// The connection ended before the response arrived (peer closed it, crashed, or was
     /// cut off), or the channel was already closed when the call started.

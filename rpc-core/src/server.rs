@@ -103,12 +103,19 @@ impl Server {
 
     /// The names of the services this server routes to.
     pub fn service_names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.inner.services.values().map(|service| service.service_name())
+        self.inner
+            .services
+            .values()
+            .map(|service| service.service_name())
     }
 
     /// Serves calls on one connection until the peer closes it, it fails, or `shutdown` is
     /// triggered and its calls have drained. Transports spawn one of these per connection.
-    pub async fn serve_connection<R: FrameRead, W: FrameWrite>(&self, connection: Connection<R, W>, shutdown: Shutdown) {
+    pub async fn serve_connection<R: FrameRead, W: FrameWrite>(
+        &self,
+        connection: Connection<R, W>,
+        shutdown: Shutdown,
+    ) {
         connection::serve(self.inner.clone(), connection, shutdown).await;
     }
 

@@ -368,7 +368,11 @@ pub fn start_frame(buf: &mut BytesMut, kind: FrameKind) -> FrameStart {
 ///
 /// When the frame is larger than `max_frame` it is removed from `buf` again and
 /// `RpcError::FrameTooLarge` is returned.
-pub fn finish_frame(buf: &mut BytesMut, start: FrameStart, max_frame: usize) -> Result<(), RpcError> {
+pub fn finish_frame(
+    buf: &mut BytesMut,
+    start: FrameStart,
+    max_frame: usize,
+) -> Result<(), RpcError> {
     let len = buf.len() - start.offset - LENGTH_PREFIX;
     if len > max_frame {
         buf.truncate(start.offset);
@@ -452,7 +456,10 @@ fn metadata_too_large(len: usize) -> RpcError {
 ///
 /// `RpcError::ResourceExhausted` when the section is over `max_len` bytes, and
 /// `RpcError::Protocol` when it is malformed or not UTF-8.
-pub fn decode_metadata(mut section: Bytes, max_len: usize) -> Result<Vec<(String, String)>, RpcError> {
+pub fn decode_metadata(
+    mut section: Bytes,
+    max_len: usize,
+) -> Result<Vec<(String, String)>, RpcError> {
     if section.len() > max_len {
         return Err(metadata_too_large(section.len()));
     }

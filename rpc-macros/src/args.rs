@@ -18,16 +18,24 @@ impl ServiceArgs {
             if meta.path.is_ident("crate") {
                 let value: syn::LitStr = meta.value()?.parse()?;
                 let path = value.parse::<syn::Path>().map_err(|_| {
-                    syn::Error::new(value.span(), "expected a path, e.g. `crate = \"::rpc_core\"`")
+                    syn::Error::new(
+                        value.span(),
+                        "expected a path, e.g. `crate = \"::rpc_core\"`",
+                    )
                 })?;
                 if krate.replace(path).is_some() {
-                    push(&mut errors, meta.error("duplicate `crate` argument; give it once"));
+                    push(
+                        &mut errors,
+                        meta.error("duplicate `crate` argument; give it once"),
+                    );
                 }
                 Ok(())
             } else {
                 push(
                     &mut errors,
-                    meta.error("unknown argument; expected `#[service]` or `#[service(crate = \"path\")]`"),
+                    meta.error(
+                        "unknown argument; expected `#[service]` or `#[service(crate = \"path\")]`",
+                    ),
                 );
                 // Skip the unknown argument's value, if any, so later keys are still read.
                 if meta.input.peek(syn::Token![=]) {

@@ -20,6 +20,9 @@ mod validate;
 
 /// Turns a trait into an RPC service. See `rpc_core::service` for the documentation.
 #[proc_macro_attribute]
-pub fn service(args: proc_macro::TokenStream, item: proc_macro::TokenStream) -> proc_macro::TokenStream {
+pub fn service(
+    args: proc_macro::TokenStream,
+    item: proc_macro::TokenStream,
+) -> proc_macro::TokenStream {
     service::expand(args.into(), item.into()).into()
 }

@@ -59,10 +59,9 @@ impl ServiceModel {
             let mut context = None;
             let mut wire_args = Vec::new();
             for arg in &method.args {
-                let ident = arg
-                    .ident
-                    .cloned()
-                    .ok_or_else(|| syn::Error::new_spanned(arg.pat, "expected a plain argument name"))?;
+                let ident = arg.ident.cloned().ok_or_else(|| {
+                    syn::Error::new_spanned(arg.pat, "expected a plain argument name")
+                })?;
                 match arg.kind {
                     ArgKind::ContextRef => context = Some((ident, arg.ty.clone())),
                     ArgKind::ContextMisused | ArgKind::Value => wire_args.push(ArgModel {
@@ -72,7 +71,10 @@ impl ServiceModel {
                     }),
                 }
             }
-            let output = method.output.cloned().unwrap_or_else(|| syn::parse_quote!(()));
+            let output = method
+                .output
+                .cloned()
+                .unwrap_or_else(|| syn::parse_quote!(()));
             let wire_name = wire_name(method.ident);
             methods.push(MethodModel {
                 ident: method.ident.clone(),

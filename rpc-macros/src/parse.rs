@@ -92,7 +92,9 @@ impl<'a> Method<'a> {
 fn plain_ident(pat: &Pat) -> Option<&Ident> {
     match pat {
         Pat::Ident(pat_ident)
-            if pat_ident.by_ref.is_none() && pat_ident.mutability.is_none() && pat_ident.subpat.is_none() =>
+            if pat_ident.by_ref.is_none()
+                && pat_ident.mutability.is_none()
+                && pat_ident.subpat.is_none() =>
         {
             Some(&pat_ident.ident)
         }
@@ -121,7 +123,11 @@ fn is_context(ty: &Type) -> bool {
 /// Whether `ty` is a path whose last segment is `name`.
 pub(crate) fn last_segment_is(ty: &Type, name: &str) -> bool {
     match ty {
-        Type::Path(path) if path.qself.is_none() => path.path.segments.last().is_some_and(|segment| segment.ident == name),
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == name),
         Type::Group(group) => last_segment_is(&group.elem, name),
         Type::Paren(paren) => last_segment_is(&paren.elem, name),
         _ => false,

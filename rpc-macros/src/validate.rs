@@ -3,14 +3,20 @@
 
 use std::collections::HashMap;
 
-use syn::spanned::Spanned;
+use quote::ToTokens;
 use syn::Type;
 
 use crate::names::{wire_id, wire_name};
 use crate::parse::{ArgKind, Method, Service};
 
 /// Names the generated client already uses for its own methods.
-const CLIENT_METHODS: &[&str] = &["new", "with_timeout", "with_deadline", "with_metadata", "channel"];
+const CLIENT_METHODS: &[&str] = &[
+    "new",
+    "with_timeout",
+    "with_deadline",
+    "with_metadata",
+    "channel",
+];
 
 /// Collects errors so that all of them are reported together.
 #[derive(Default)]
@@ -19,12 +25,16 @@ struct Errors {
 }
 
 impl Errors {
-    fn push(&mut self, tokens: impl Spanned, message: impl std::fmt::Display) {
-        self.push_at(tokens.span(), message);
+    /// Reports `message` under all of `tokens` (from their first to their last token).
+    fn push(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.add(syn::Error::new_spanned(tokens, message));
     }
 
     fn push_at(&mut self, span: proc_macro2::Span, message: impl std::fmt::Display) {
-        let error = syn::Error::new(span, message);
+        self.add(syn::Error::new(span, message));
+    }
+
+    fn add(&mut self, error: syn::Error) {
         match &mut self.first {
             Some(first) => first.combine(error),
             None => self.first = Some(error),
@@ -49,7 +59,10 @@ pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
         );
     }
     if let Some(unsafety) = &original.unsafety {
-        errors.push(unsafety, "`#[service]` traits cannot be `unsafe`; remove `unsafe`");
+        errors.push(
+            unsafety,
+            "`#[service]` traits cannot be `unsafe`; remove `unsafe`",
+        );
     }
     if let Some(auto_token) = &original.auto_token {
         errors.push(auto_token, "`#[service]` traits cannot be `auto` traits");
@@ -68,14 +81,18 @@ pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
         if seen_names.insert(name.clone(), method.ident).is_some() {
             errors.push(
                 method.ident,
-                format_args!("duplicate method `{name}`; every method of a service needs its own name"),
+                format_args!(
+                    "duplicate method `{name}`; every method of a service needs its own name"
+                ),
             );
             continue;
         }
         if let Some(other) = seen_ids.insert(wire_id(&name), name.clone()) {
             errors.push(
                 method.ident,
-                format_args!("method `{name}` has the same wire id as `{other}`; rename one of them"),
+                format_args!(
+                    "method `{name}` has the same wire id as `{other}`; rename one of them"
+                ),
             );
         }
         if CLIENT_METHODS.contains(&name.as_str()) {
@@ -93,16 +110,28 @@ pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
 fn validate_method(method: &Method<'_>, errors: &mut Errors) {
     let sig = &method.original.sig;
     if sig.asyncness.is_none() {
-        errors.push(&sig.fn_token, "`#[service]` methods must be `async fn`; add `async`");
+        errors.push(
+            sig.fn_token,
+            "`#[service]` methods must be `async fn`; add `async`",
+        );
     }
     if let Some(constness) = &sig.constness {
-        errors.push(constness, "`#[service]` methods cannot be `const`; remove `const`");
+        errors.push(
+            constness,
+            "`#[service]` methods cannot be `const`; remove `const`",
+        );
     }
     if let Some(unsafety) = &sig.unsafety {
-        errors.push(unsafety, "`#[service]` methods cannot be `unsafe`; remove `unsafe`");
+        errors.push(
+            unsafety,
+            "`#[service]` methods cannot be `unsafe`; remove `unsafe`",
+        );
     }
     if let Some(abi) = &sig.abi {
-        errors.push(abi, "`#[service]` methods cannot have an ABI; remove `extern`");
+        errors.push(
+            abi,
+            "`#[service]` methods cannot have an ABI; remove `extern`",
+        );
     }
     if let Some(variadic) = &sig.variadic {
         errors.push(variadic, "`#[service]` methods cannot be variadic");
@@ -168,7 +197,9 @@ fn check_owned(ty: &Type, what: &str, errors: &mut Errors) {
     match ty {
         Type::Reference(_) => errors.push(
             ty,
-            format_args!("a `#[service]` {what} must be an owned type (for example `String`, not `&str`)"),
+            format_args!(
+                "a `#[service]` {what} must be an owned type (for example `String`, not `&str`)"
+            ),
         ),
         Type::ImplTrait(_) => errors.push(
             ty,

@@ -17,13 +17,12 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = Server::new().add_service(EchoServer::new(Impl));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
-//! tokio::spawn(rpc_transport::serve(listener, server).into_future());
+//! tokio::spawn(rpc_transport::serve(listener, server));
 //!
 //! let client = EchoClient::new(rpc_transport::tcp::connect("127.0.0.1:7000").await?);
 //! assert_eq!(client.echo("hi".to_owned()).await?, "hi");
 //! # Ok(())
 //! # }
-//! # use std::future::IntoFuture;
 //! ```
 //!
 //! # Organization

@@ -60,7 +60,9 @@ pub fn connect_with(server: &Server, config: ChannelConfig) -> Channel {
     );
     let server = server.clone();
     tokio::spawn(async move {
-        server.serve_connection(server_connection, Shutdown::new()).await;
+        server
+            .serve_connection(server_connection, Shutdown::new())
+            .await;
     });
     let (client_reader, client_writer) = tokio::io::split(client_end);
     let connection = framed(

@@ -6,7 +6,7 @@
 //! memory backs off and retries; only an error that means the listener itself is broken
 //! ends `serve`.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
@@ -30,18 +30,21 @@ pub struct Accepted<R, W> {
 
 /// A source of connections for [`serve`]: implemented for `tokio::net::TcpListener` and
 /// `tokio::net::UnixListener`.
-pub trait Listener: Send + 'static {
+pub trait Listener: Send + Unpin + 'static {
     /// The reading half of an accepted connection.
     type Reader: AsyncRead + Send + Unpin + 'static;
     /// The writing half of an accepted connection.
     type Writer: AsyncWrite + Send + Unpin + 'static;
 
     /// Accepts the next connection.
-    fn accept(&mut self) -> impl Future<Output = io::Result<Accepted<Self::Reader, Self::Writer>>> + Send;
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = io::Result<Accepted<Self::Reader, Self::Writer>>> + Send;
 }
 
-/// Serves `server` on every connection `listener` accepts. Await it (it runs until the
-/// listener fails), or call [`Serve::with_graceful_shutdown`] first.
+/// Serves `server` on every connection `listener` accepts. The returned future (`Send`,
+/// `'static`, so it can be spawned) runs until the listener fails; call
+/// [`Serve::with_graceful_shutdown`] first to stop it with a signal.
 ///
 /// ```no_run
 /// # async fn example(server: rpc_core::Server) -> std::io::Result<()> {
@@ -51,15 +54,37 @@ pub trait Listener: Send + 'static {
 /// # }
 /// ```
 pub fn serve<L: Listener>(listener: L, server: Server) -> Serve<L> {
-    Serve { listener, server }
+    Serve {
+        state: State::NotStarted {
+            listener,
+            server,
+            signal: Box::pin(std::future::pending()),
+        },
+    }
 }
 
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
 /// The future of [`serve`]; see [`Serve::with_graceful_shutdown`].
-#[derive(Debug)]
 #[must_use = "`serve` does nothing until awaited"]
 pub struct Serve<L> {
-    listener: L,
-    server: Server,
+    state: State<L>,
+}
+
+/// The future of [`Serve::with_graceful_shutdown`].
+#[must_use = "`serve` does nothing until awaited"]
+pub struct WithGracefulShutdown<L> {
+    state: State<L>,
+}
+
+enum State<L> {
+    NotStarted {
+        listener: L,
+        server: Server,
+        signal: BoxFuture<()>,
+    },
+    Running(BoxFuture<io::Result<()>>),
+    Finished,
 }
 
 impl<L: Listener> Serve<L> {
@@ -74,53 +99,93 @@ impl<L: Listener> Serve<L> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<L, F>
+    pub fn with_graceful_shutdown<F>(self, signal: F) -> WithGracefulShutdown<L>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        WithGracefulShutdown {
-            listener: self.listener,
-            server: self.server,
-            signal,
+        let state = match self.state {
+            State::NotStarted {
+                listener, server, ..
+            } => State::NotStarted {
+                listener,
+                server,
+                signal: Box::pin(signal),
+            },
+            // Already polled: it keeps running as it was started.
+            started => started,
+        };
+        WithGracefulShutdown { state }
+    }
+}
+
+impl<L: Listener> State<L> {
+    fn poll_serve(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        if let State::NotStarted { .. } = self {
+            if let State::NotStarted {
+                listener,
+                server,
+                signal,
+            } = std::mem::replace(self, State::Finished)
+            {
+                *self = State::Running(Box::pin(run(listener, server, signal)));
+            }
+        }
+        match self {
+            State::Running(future) => {
+                let outcome = std::task::ready!(future.as_mut().poll(cx));
+                *self = State::Finished;
+                std::task::Poll::Ready(outcome)
+            }
+            State::NotStarted { .. } | State::Finished => {
+                std::task::Poll::Ready(Err(io::Error::other("`serve` polled after it finished")))
+            }
         }
     }
 }
 
-impl<L: Listener> IntoFuture for Serve<L> {
+impl<L: Listener> Future for Serve<L> {
     type Output = io::Result<()>;
-    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'static>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(run(self.listener, self.server, std::future::pending()))
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.get_mut().state.poll_serve(cx)
     }
 }
 
-/// The future of [`Serve::with_graceful_shutdown`].
-#[derive(Debug)]
-#[must_use = "`serve` does nothing until awaited"]
-pub struct WithGracefulShutdown<L, F> {
-    listener: L,
-    server: Server,
-    signal: F,
+impl<L: Listener> Future for WithGracefulShutdown<L> {
+    type Output = io::Result<()>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.get_mut().state.poll_serve(cx)
+    }
 }
 
-impl<L, F> IntoFuture for WithGracefulShutdown<L, F>
-where
-    L: Listener,
-    F: Future<Output = ()> + Send + 'static,
-{
-    type Output = io::Result<()>;
-    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'static>>;
+impl<L> std::fmt::Debug for Serve<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve").finish_non_exhaustive()
+    }
+}
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(run(self.listener, self.server, self.signal))
+impl<L> std::fmt::Debug for WithGracefulShutdown<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithGracefulShutdown")
+            .finish_non_exhaustive()
     }
 }
 
 /// Longest pause after running out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-async fn run<L: Listener>(mut listener: L, server: Server, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
+async fn run<L: Listener>(
+    mut listener: L,
+    server: Server,
+    signal: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let shutdown = Shutdown::new();
     let connections = TaskTracker::new();
     let mut backoff = Duration::from_millis(5);
@@ -131,13 +196,24 @@ async fn run<L: Listener>(mut listener: L, server: Server, signal: impl Future<O
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok(Accepted { reader, writer, peer }) => {
+            Ok(Accepted {
+                reader,
+                writer,
+                peer,
+            }) => {
                 backoff = Duration::from_millis(5);
                 let config = server.config();
-                let connection = framed(reader, writer, peer, config.max_frame_size, config.frame_timeout);
+                let connection = framed(
+                    reader,
+                    writer,
+                    peer,
+                    config.max_frame_size,
+                    config.frame_timeout,
+                );
                 let server = server.clone();
                 let shutdown = shutdown.clone();
-                connections.spawn(async move { server.serve_connection(connection, shutdown).await });
+                connections
+                    .spawn(async move { server.serve_connection(connection, shutdown).await });
             }
             Err(error) => match classify_accept_error(&error) {
                 AcceptError::ThisConnection => {
@@ -181,7 +257,9 @@ fn classify_accept_error(error: &io::Error) -> AcceptError {
         | ErrorKind::WouldBlock
         | ErrorKind::TimedOut
         | ErrorKind::PermissionDenied => AcceptError::ThisConnection,
-        ErrorKind::InvalidInput | ErrorKind::NotConnected | ErrorKind::Unsupported => AcceptError::Listener,
+        ErrorKind::InvalidInput | ErrorKind::NotConnected | ErrorKind::Unsupported => {
+            AcceptError::Listener
+        }
         // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unknown: keep serving, slowly.
         _ => AcceptError::OutOfResources,
     }
@@ -194,10 +272,19 @@ mod tests {
     #[test]
     fn running_out_of_descriptors_is_retried() {
         let emfile = io::Error::from_raw_os_error(24);
-        assert!(matches!(classify_accept_error(&emfile), AcceptError::OutOfResources));
+        assert!(matches!(
+            classify_accept_error(&emfile),
+            AcceptError::OutOfResources
+        ));
         let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
-        assert!(matches!(classify_accept_error(&aborted), AcceptError::ThisConnection));
+        assert!(matches!(
+            classify_accept_error(&aborted),
+            AcceptError::ThisConnection
+        ));
         let closed = io::Error::from(io::ErrorKind::InvalidInput);
-        assert!(matches!(classify_accept_error(&closed), AcceptError::Listener));
+        assert!(matches!(
+            classify_accept_error(&closed),
+            AcceptError::Listener
+        ));
     }
 }

@@ -31,12 +31,21 @@ pub async fn connect(address: impl ToSocketAddrs) -> Result<Channel, RpcError> {
 /// # Errors
 ///
 /// `RpcError::Io` when the connection cannot be established.
-pub async fn connect_with(address: impl ToSocketAddrs, config: ChannelConfig) -> Result<Channel, RpcError> {
+pub async fn connect_with(
+    address: impl ToSocketAddrs,
+    config: ChannelConfig,
+) -> Result<Channel, RpcError> {
     let stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     let peer = Peer::Tcp(stream.peer_addr()?);
     let (reader, writer) = stream.into_split();
-    let connection = framed(reader, writer, peer, config.max_frame_size, config.frame_timeout);
+    let connection = framed(
+        reader,
+        writer,
+        peer,
+        config.max_frame_size,
+        config.frame_timeout,
+    );
     Ok(Channel::new(connection, config))
 }
 

@@ -32,11 +32,20 @@ pub async fn connect(path: impl AsRef<Path>) -> Result<Channel, RpcError> {
 /// # Errors
 ///
 /// `RpcError::Io` when the connection cannot be established.
-pub async fn connect_with(path: impl AsRef<Path>, config: ChannelConfig) -> Result<Channel, RpcError> {
+pub async fn connect_with(
+    path: impl AsRef<Path>,
+    config: ChannelConfig,
+) -> Result<Channel, RpcError> {
     let stream = UnixStream::connect(path.as_ref()).await?;
     let peer = peer_of(&stream);
     let (reader, writer) = stream.into_split();
-    let connection = framed(reader, writer, peer, config.max_frame_size, config.frame_timeout);
+    let connection = framed(
+        reader,
+        writer,
+        peer,
+        config.max_frame_size,
+        config.frame_timeout,
+    );
     Ok(Channel::new(connection, config))
 }
 

@@ -22,7 +22,11 @@ async fn an_application_error_travels_inside_ok() {
         let (server, _) = test_server();
         let server = TestServer::start(server, transport).await;
         let calc = CalculatorClient::new(server.connect().await);
-        assert_eq!(calc.div(1, 0).await.unwrap(), Err(MathError::DivideByZero), "{transport:?}");
+        assert_eq!(
+            calc.div(1, 0).await.unwrap(),
+            Err(MathError::DivideByZero),
+            "{transport:?}"
+        );
         assert_eq!(calc.div(9, 3).await.unwrap(), Ok(3), "{transport:?}");
     }
 }
@@ -48,10 +52,22 @@ async fn metadata_reaches_the_handler() {
         let (server, _) = test_server();
         let server = TestServer::start(server, transport).await;
         let probe = ProbeClient::new(server.connect().await);
-        let tagged = probe.with_metadata("tenant", "acme").with_metadata("trace", "t-1");
-        assert_eq!(tagged.metadata("tenant".into()).await.unwrap().as_deref(), Some("acme"));
-        assert_eq!(tagged.metadata("trace".into()).await.unwrap().as_deref(), Some("t-1"));
-        assert_eq!(probe.metadata("tenant".into()).await.unwrap(), None, "{transport:?}");
+        let tagged = probe
+            .with_metadata("tenant", "acme")
+            .with_metadata("trace", "t-1");
+        assert_eq!(
+            tagged.metadata("tenant".into()).await.unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tagged.metadata("trace".into()).await.unwrap().as_deref(),
+            Some("t-1")
+        );
+        assert_eq!(
+            probe.metadata("tenant".into()).await.unwrap(),
+            None,
+            "{transport:?}"
+        );
     }
 }
 
@@ -67,7 +83,10 @@ async fn metadata_over_the_server_limit_fails_only_that_call() {
         .metadata("big".into())
         .await
         .unwrap_err();
-    assert!(matches!(error, RpcError::ResourceExhausted { .. }), "{error}");
+    assert!(
+        matches!(error, RpcError::ResourceExhausted { .. }),
+        "{error}"
+    );
     assert_eq!(probe.metadata("k".into()).await.unwrap(), None);
 }
 
@@ -97,7 +116,10 @@ async fn a_slow_call_does_not_block_a_fast_one() {
         // Responses come back as they finish: the fast call returns long before the slow one.
         let started = Instant::now();
         assert_eq!(calc.add(20, 22).await.unwrap(), 42);
-        assert!(started.elapsed() < Duration::from_millis(1_500), "{transport:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1_500),
+            "{transport:?}"
+        );
         assert!(!slow.is_finished(), "{transport:?}");
         slow.abort();
     }
@@ -123,7 +145,11 @@ async fn byte_buffers_round_trip_intact() {
         let server = TestServer::start(server, transport).await;
         let probe = ProbeClient::new(server.connect().await);
         let data: Vec<u8> = (0..3_000_000_u32).map(|i| (i % 251) as u8).collect();
-        assert_eq!(probe.echo(data.clone()).await.unwrap(), data, "{transport:?}");
+        assert_eq!(
+            probe.echo(data.clone()).await.unwrap(),
+            data,
+            "{transport:?}"
+        );
         assert_eq!(probe.echo(Vec::new()).await.unwrap(), Vec::<u8>::new());
     }
 }
@@ -146,7 +172,10 @@ async fn an_unknown_service_or_method_fails_that_call_only() {
             .call::<_, i64>(&missing_service, &options, &(1_i64, 2_i64))
             .await
             .unwrap_err();
-        assert!(matches!(&error, RpcError::UnknownService { service } if &**service == "Nope"), "{error}");
+        assert!(
+            matches!(&error, RpcError::UnknownService { service } if &**service == "Nope"),
+            "{error}"
+        );
         let missing_method = MethodSpec {
             service: "Calculator",
             method: "mul",
@@ -162,7 +191,11 @@ async fn an_unknown_service_or_method_fails_that_call_only() {
             "{error}"
         );
         // The connection is fine.
-        assert_eq!(CalculatorClient::new(channel).add(1, 2).await.unwrap(), 3, "{transport:?}");
+        assert_eq!(
+            CalculatorClient::new(channel).add(1, 2).await.unwrap(),
+            3,
+            "{transport:?}"
+        );
     }
 }
 
@@ -184,7 +217,10 @@ async fn arguments_that_do_not_decode_fail_that_call_with_a_codec_error() {
             .call::<_, i64>(&add, &CallOptions::default(), &("not numbers",))
             .await
             .unwrap_err();
-        assert!(matches!(error, RpcError::Codec { .. }), "{transport:?}: {error}");
+        assert!(
+            matches!(error, RpcError::Codec { .. }),
+            "{transport:?}: {error}"
+        );
         assert_eq!(CalculatorClient::new(channel).add(1, 2).await.unwrap(), 3);
     }
 }

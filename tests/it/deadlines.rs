@@ -14,8 +14,15 @@ async fn a_passed_deadline_fails_the_call_promptly_and_drops_the_handler() {
         let server = TestServer::start(server, transport).await;
         let probe = ProbeClient::new(server.connect().await);
         let started = Instant::now();
-        let error = probe.with_timeout(Duration::from_millis(100)).hang().await.unwrap_err();
-        assert!(matches!(error, RpcError::DeadlineExceeded { .. }), "{transport:?}: {error}");
+        let error = probe
+            .with_timeout(Duration::from_millis(100))
+            .hang()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RpcError::DeadlineExceeded { .. }),
+            "{transport:?}: {error}"
+        );
         assert!(started.elapsed() < Duration::from_secs(2), "{transport:?}");
         eventually("the server dropped the handler", || {
             stats.hang_dropped.load(Ordering::SeqCst) == 1
@@ -44,7 +51,10 @@ async fn the_handler_sees_the_deadline_as_remaining_time() {
             .await
             .unwrap()
             .expect("a deadline");
-        assert!((2_000..=3_000).contains(&fixed), "{transport:?}: {fixed} ms");
+        assert!(
+            (2_000..=3_000).contains(&fixed),
+            "{transport:?}: {fixed} ms"
+        );
     }
 }
 
@@ -58,7 +68,10 @@ async fn an_expired_deadline_fails_before_anything_is_sent() {
         .hang()
         .await
         .unwrap_err();
-    assert!(matches!(error, RpcError::DeadlineExceeded { .. }), "{error}");
+    assert!(
+        matches!(error, RpcError::DeadlineExceeded { .. }),
+        "{error}"
+    );
     assert_eq!(stats.hang_started.load(Ordering::SeqCst), 0);
 }
 
@@ -70,7 +83,10 @@ async fn a_default_timeout_applies_to_calls_without_one() {
     config.default_timeout = Some(Duration::from_millis(50));
     let probe = ProbeClient::new(server.connect_with(config).await);
     let error = probe.hang().await.unwrap_err();
-    assert!(matches!(error, RpcError::DeadlineExceeded { .. }), "{error}");
+    assert!(
+        matches!(error, RpcError::DeadlineExceeded { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -80,7 +96,10 @@ async fn dropping_a_call_future_drops_the_handler() {
         let server = TestServer::start(server, transport).await;
         let probe = ProbeClient::new(server.connect().await);
         let call = tokio::spawn(probe.hang());
-        eventually("the handler started", || stats.hang_started.load(Ordering::SeqCst) == 1).await;
+        eventually("the handler started", || {
+            stats.hang_started.load(Ordering::SeqCst) == 1
+        })
+        .await;
         call.abort();
         eventually("the server dropped the handler", || {
             stats.hang_dropped.load(Ordering::SeqCst) == 1
@@ -98,7 +117,10 @@ async fn a_client_that_disconnects_drops_all_its_handlers() {
         let server = TestServer::start(server, transport).await;
         let probe = ProbeClient::new(server.connect().await);
         let calls: Vec<_> = (0..3).map(|_| tokio::spawn(probe.hang())).collect();
-        eventually("the handlers started", || stats.hang_started.load(Ordering::SeqCst) == 3).await;
+        eventually("the handlers started", || {
+            stats.hang_started.load(Ordering::SeqCst) == 3
+        })
+        .await;
         for call in calls {
             call.abort();
         }

@@ -60,7 +60,10 @@ async fn a_response_over_the_clients_limit_closes_its_channel_with_frame_too_lar
         let channel = server.connect_with(config).await;
         let probe = ProbeClient::new(channel.clone());
         let error = probe.fill(4096).await.unwrap_err();
-        assert!(matches!(error, RpcError::FrameTooLarge { max: 1024, .. }), "{error}");
+        assert!(
+            matches!(error, RpcError::FrameTooLarge { max: 1024, .. }),
+            "{error}"
+        );
         // The stream can no longer be trusted: later calls fail fast with the same cause.
         let later = probe.fill(1).await.unwrap_err();
         assert!(matches!(later, RpcError::FrameTooLarge { .. }), "{later}");
@@ -136,8 +139,12 @@ async fn a_well_framed_request_with_a_bad_payload_gets_an_answer_and_the_connect
         let mut raw = server.raw().await;
         raw.write_all(&PREFACE).await.unwrap();
         // `add` takes two integers; send a string and trailing garbage.
-        raw.write_all(&request_frame(1, "Calculator", "add", &("x", 1_u8))).await.unwrap();
-        raw.write_all(&request_frame(2, "Calculator", "add", &(20_i64, 22_i64))).await.unwrap();
+        raw.write_all(&request_frame(1, "Calculator", "add", &("x", 1_u8)))
+            .await
+            .unwrap();
+        raw.write_all(&request_frame(2, "Calculator", "add", &(20_i64, 22_i64)))
+            .await
+            .unwrap();
         let mut decoder = FrameDecoder::new(1 << 20);
         let mut buf = bytes::BytesMut::new();
         let mut answers = Vec::new();
@@ -156,11 +163,27 @@ async fn a_well_framed_request_with_a_bad_payload_gets_an_answer_and_the_connect
             Frame::Response { call_id, .. } => *call_id,
             _ => 0,
         });
-        assert!(matches!(&answers[0], Frame::Response { call_id: 1, status: Status::BadRequest, .. }));
-        let Frame::Response { call_id: 2, status: Status::Ok, payload } = &answers[1] else {
+        assert!(matches!(
+            &answers[0],
+            Frame::Response {
+                call_id: 1,
+                status: Status::BadRequest,
+                ..
+            }
+        ));
+        let Frame::Response {
+            call_id: 2,
+            status: Status::Ok,
+            payload,
+        } = &answers[1]
+        else {
             panic!("unexpected {:?}", answers[1]);
         };
-        assert_eq!(rpc_core::codec::decode::<i64>(payload).unwrap(), 42, "{transport:?}");
+        assert_eq!(
+            rpc_core::codec::decode::<i64>(payload).unwrap(),
+            42,
+            "{transport:?}"
+        );
     }
 }
 
@@ -173,7 +196,10 @@ async fn a_panicking_handler_fails_only_its_own_call() {
         let probe = ProbeClient::new(channel.clone());
         let calc = CalculatorClient::new(channel);
         let bystander = tokio::spawn(probe.sleep(200));
-        eventually("the bystander started", || stats.sleeping.load(Ordering::SeqCst) == 1).await;
+        eventually("the bystander started", || {
+            stats.sleeping.load(Ordering::SeqCst) == 1
+        })
+        .await;
         let error = probe.panic("boom".into()).await.unwrap_err();
         assert!(
             matches!(&error, RpcError::HandlerPanicked { method } if &**method == "panic"),
@@ -219,12 +245,18 @@ async fn a_connection_that_drops_mid_call_fails_every_pending_call_promptly() {
     let calls: Vec<_> = (0..5).map(|i| tokio::spawn(calc.add(i, i))).collect();
     for call in calls {
         let error = call.await.unwrap().unwrap_err();
-        assert!(matches!(error, RpcError::ConnectionClosed { .. }), "{error}");
+        assert!(
+            matches!(error, RpcError::ConnectionClosed { .. }),
+            "{error}"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(2));
     // Later calls fail fast instead of hanging.
     let error = calc.add(1, 1).await.unwrap_err();
-    assert!(matches!(error, RpcError::ConnectionClosed { .. }), "{error}");
+    assert!(
+        matches!(error, RpcError::ConnectionClosed { .. }),
+        "{error}"
+    );
     assert!(channel.is_closed());
 }
 
@@ -277,7 +309,10 @@ async fn half_a_frame_is_closed_after_the_frame_timeout() {
         raw.write_all(&frame[..frame.len() - 3]).await.unwrap();
         assert_server_healthy(&server).await;
         let answer = read_until_closed(&mut raw, Duration::from_secs(2)).await;
-        assert_eq!(answer, PREFACE, "{transport:?}: only the preface, no response");
+        assert_eq!(
+            answer, PREFACE,
+            "{transport:?}: only the preface, no response"
+        );
     }
 }
 
@@ -294,10 +329,16 @@ async fn an_idle_connection_is_closed_and_its_channel_fails_fast() {
         let reason = tokio::time::timeout(Duration::from_secs(2), channel.closed())
             .await
             .expect("the idle connection should close");
-        assert!(matches!(reason, RpcError::ConnectionClosed { .. }), "{reason}");
+        assert!(
+            matches!(reason, RpcError::ConnectionClosed { .. }),
+            "{reason}"
+        );
         let error = calc.add(1, 1).await.unwrap_err();
         assert!(
-            matches!(error, RpcError::ConnectionClosed { .. } | RpcError::Unavailable { .. }),
+            matches!(
+                error,
+                RpcError::ConnectionClosed { .. } | RpcError::Unavailable { .. }
+            ),
             "{transport:?}: {error}"
         );
     }
@@ -327,6 +368,9 @@ async fn past_the_concurrency_limit_the_server_applies_backpressure() {
             assert_eq!(call.await.unwrap().unwrap(), 50);
         }
         let max = stats.max_sleeping.load(Ordering::SeqCst);
-        assert!((1..=4).contains(&max), "{transport:?}: {max} handlers ran at once");
+        assert!(
+            (1..=4).contains(&max),
+            "{transport:?}: {max} handlers ran at once"
+        );
     }
 }

@@ -12,7 +12,10 @@ async fn shutdown_lets_in_flight_calls_finish_then_returns_ok() {
         let mut server = TestServer::start(server, transport).await;
         let probe = ProbeClient::new(server.connect().await);
         let in_flight = tokio::spawn(probe.sleep(300));
-        eventually("the call started", || stats.sleeping.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        eventually("the call started", || {
+            stats.sleeping.load(std::sync::atomic::Ordering::SeqCst) == 1
+        })
+        .await;
         let serving = server.start_shutdown();
         assert_eq!(in_flight.await.unwrap().unwrap(), 300, "{transport:?}");
         tokio::time::timeout(Duration::from_secs(2), serving)
@@ -30,7 +33,10 @@ async fn calls_started_after_shutdown_began_fail_fast_and_may_be_retried() {
     let channel = server.connect().await;
     let probe = ProbeClient::new(channel.clone());
     let in_flight = tokio::spawn(probe.sleep(300));
-    eventually("the call started", || stats.sleeping.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    eventually("the call started", || {
+        stats.sleeping.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
     let serving = server.start_shutdown();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let error = CalculatorClient::new(channel).add(1, 1).await.unwrap_err();
@@ -47,7 +53,10 @@ async fn handlers_still_running_after_the_grace_period_are_abandoned() {
     let mut server = TestServer::start(server, Transport::Tcp).await;
     let probe = ProbeClient::new(server.connect().await);
     let stuck = tokio::spawn(probe.hang());
-    eventually("the call started", || stats.hang_started.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    eventually("the call started", || {
+        stats.hang_started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
     let serving = server.start_shutdown();
     tokio::time::timeout(Duration::from_secs(2), serving)
         .await
@@ -55,19 +64,34 @@ async fn handlers_still_running_after_the_grace_period_are_abandoned() {
         .unwrap()
         .unwrap();
     let error = stuck.await.unwrap().unwrap_err();
-    assert!(matches!(error, RpcError::ConnectionClosed { .. }), "{error}");
-    assert_eq!(stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        matches!(error, RpcError::ConnectionClosed { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }
 
 #[tokio::test]
 async fn serve_is_a_spawnable_future() {
-    fn assert_spawnable<F: std::future::Future + Send + 'static>(_: F) {}
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
     let (server, _) = test_server();
-    let serving = rpc_transport::serve(listener, server.clone());
-    assert_spawnable(std::future::IntoFuture::into_future(serving));
+    let serving = tokio::spawn(rpc_transport::serve(listener, server.clone()));
+    let calc = CalculatorClient::new(rpc_transport::tcp::connect(address).await.unwrap());
+    assert_eq!(calc.add(1, 2).await.unwrap(), 3);
+    assert!(!serving.is_finished());
+    serving.abort();
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    assert_spawnable(std::future::IntoFuture::into_future(
-        rpc_transport::serve(listener, server).with_graceful_shutdown(async {}),
-    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        rpc_transport::serve(listener, server).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        }),
+    );
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
 }

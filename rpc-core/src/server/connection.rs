@@ -55,7 +55,11 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         }
     }
     let outbox = Arc::new(Outbox::new(&wire::PREFACE));
-    let writer_task = tokio::spawn(outbox::run_writer(outbox.clone(), writer, config.write_timeout));
+    let writer_task = tokio::spawn(outbox::run_writer(
+        outbox.clone(),
+        writer,
+        config.write_timeout,
+    ));
     let conn = Arc::new(ConnState {
         server: Server {
             inner: server.clone(),
@@ -81,8 +85,12 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
             let write_timeout = server.config.write_timeout;
             match tokio::time::timeout(write_timeout, &mut driver.writer_task).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => tracing::debug!(peer = %conn.peer, %error, "write failed while closing"),
-                Ok(Err(join_error)) => tracing::warn!(peer = %conn.peer, %join_error, "writer task failed"),
+                Ok(Ok(Err(error))) => {
+                    tracing::debug!(peer = %conn.peer, %error, "write failed while closing")
+                }
+                Ok(Err(join_error)) => {
+                    tracing::warn!(peer = %conn.peer, %join_error, "writer task failed")
+                }
                 Err(_elapsed) => driver.writer_task.abort(),
             }
         }
@@ -203,7 +211,11 @@ impl Driver {
     }
 
     /// Handles one frame. An error closes the connection.
-    fn handle_frame(&mut self, frame: Bytes, next_permit: &mut Option<OwnedSemaphorePermit>) -> Result<(), RpcError> {
+    fn handle_frame(
+        &mut self,
+        frame: Bytes,
+        next_permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), RpcError> {
         match Frame::parse(frame)? {
             Frame::Request {
                 head,
@@ -246,7 +258,13 @@ impl ConnState {
     }
 
     /// Validates a request and spawns its handler, or answers it with an error at once.
-    fn start_call(self: &Arc<Self>, head: RequestHead, metadata: Bytes, payload: Bytes, permit: OwnedSemaphorePermit) {
+    fn start_call(
+        self: &Arc<Self>,
+        head: RequestHead,
+        metadata: Bytes,
+        payload: Bytes,
+        permit: OwnedSemaphorePermit,
+    ) {
         let call_id = head.call_id;
         if self.handlers().contains_key(&call_id) {
             // A peer reusing a live id cannot disturb the original call.
@@ -286,7 +304,8 @@ impl ConnState {
             .with_metadata(metadata);
         let request = IncomingRequest { context, payload };
         let method_id = head.method_id;
-        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
+        let dispatched =
+            std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
         let handler = match dispatched {
             Ok(Ok(handler)) => handler,
             Ok(Err(RpcError::UnknownMethod { .. })) => {
@@ -298,7 +317,12 @@ impl ConnState {
                 return;
             }
             Err(panic) => {
-                self.log_panic(service.service_name(), service.method_name(method_id), call_id, &*panic);
+                self.log_panic(
+                    service.service_name(),
+                    service.method_name(method_id),
+                    call_id,
+                    &*panic,
+                );
                 self.respond_error(call_id, Status::HandlerPanicked, b"");
                 return;
             }
@@ -345,7 +369,13 @@ impl ConnState {
         }
     }
 
-    fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, panic: &(dyn Any + Send)) {
+    fn log_panic(
+        &self,
+        service: &str,
+        method: Option<&str>,
+        call_id: u32,
+        panic: &(dyn Any + Send),
+    ) {
         let message = panic
             .downcast_ref::<&str>()
             .copied()

@@ -73,7 +73,13 @@ fn an_oversized_length_is_refused_from_its_four_bytes() {
     let mut buf = with_preface(&1025_u32.to_be_bytes());
     let error = decoder.decode(&mut buf).unwrap_err();
     assert!(
-        matches!(error, RpcError::FrameTooLarge { len: 1025, max: 1024 }),
+        matches!(
+            error,
+            RpcError::FrameTooLarge {
+                len: 1025,
+                max: 1024
+            }
+        ),
         "{error}"
     );
 }
@@ -119,7 +125,11 @@ fn an_empty_frame_is_a_protocol_error() {
 
 #[test]
 fn truncated_headers_and_unknown_kinds_are_protocol_errors() {
-    for body in [&[0x01_u8, 0x00, 0x00][..], &[0x7F][..], &[0x02, 0xEE, 0, 0, 0, 1][..]] {
+    for body in [
+        &[0x01_u8, 0x00, 0x00][..],
+        &[0x7F][..],
+        &[0x02, 0xEE, 0, 0, 0, 1][..],
+    ] {
         let error = Frame::parse(Bytes::copy_from_slice(body)).unwrap_err();
         assert!(matches!(error, RpcError::Protocol { .. }), "{error}");
     }
@@ -131,7 +141,10 @@ fn an_oversized_outgoing_frame_is_removed_again() {
     let start = start_frame(&mut buf, FrameKind::Response);
     buf.put_slice(&[0; 100]);
     let error = finish_frame(&mut buf, start, 50).unwrap_err();
-    assert!(matches!(error, RpcError::FrameTooLarge { len: 101, max: 50 }));
+    assert!(matches!(
+        error,
+        RpcError::FrameTooLarge { len: 101, max: 50 }
+    ));
     assert_eq!(&buf[..], b"queued");
 }
 

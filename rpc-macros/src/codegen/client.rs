@@ -14,7 +14,10 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         "Client of the [`{}`] service: one async method per trait method, each sending a call over a shared `Channel`.",
         model.wire_name
     );
-    let methods = model.methods.iter().map(|method| client_method(model, method));
+    let methods = model
+        .methods
+        .iter()
+        .map(|method| client_method(model, method));
     quote! {
         #[doc = #struct_doc]
         #vis struct #client {

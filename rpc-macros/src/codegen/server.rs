@@ -20,7 +20,10 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         let name = &method.wire_name;
         quote!(#id => #private::Option::Some(#name),)
     });
-    let arms = model.methods.iter().map(|method| dispatch_arm(model, method));
+    let arms = model
+        .methods
+        .iter()
+        .map(|method| dispatch_arm(model, method));
     quote! {
         #[doc = #struct_doc]
         #vis struct #server<T> {
@@ -47,7 +50,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         #[automatically_derived]
         impl<T> #private::Clone for #server<T> {
             fn clone(&self) -> Self {
-                #server { service: #private::Arc::clone(&self.service) }
+                #server { service: #private::Clone::clone(&self.service) }
             }
         }
 
@@ -117,7 +120,7 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             let (#(#arg_idents,)*): (#(#wire_types,)*) = request.decode_args()?;
             #(#unwrap_bytes)*
             let __rpc_context = request.context;
-            let __rpc_service = #private::Arc::clone(&self.service);
+            let __rpc_service = #private::Clone::clone(&self.service);
             #private::Result::Ok(#private::Box::pin(async move {
                 let __rpc_reply = <T as #trait_ident>::#ident(&*__rpc_service, #context_arg #(#arg_idents),*).await;
                 #encode

@@ -1,0 +1,5 @@
+// `#[service]` goes on a trait.
+#[rpc_core::service]
+pub struct Service;
+
+fn main() {}
