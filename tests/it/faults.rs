@@ -213,68 +213,96 @@ async fn a_panicking_handler_fails_only_its_own_call() {
     }
 }
 
-/// A fake server on TCP that accepts one connection and runs `behaviour` on it.
-async fn fake_server<F, Fut>(behaviour: F) -> std::net::SocketAddr
+/// A fake server on `transport` that accepts one connection, runs `behaviour` on it, and
+/// returns a channel connected to it.
+async fn fake_server<F, Fut>(transport: Transport, behaviour: F) -> rpc_core::Channel
 where
-    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    F: FnOnce(Box<dyn RawStream>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        behaviour(stream).await;
-    });
-    address
+    match transport {
+        Transport::Tcp => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                behaviour(Box::new(stream)).await;
+            });
+            rpc_transport::tcp::connect(address).await.unwrap()
+        }
+        Transport::Unix => {
+            let path = std::env::temp_dir().join(format!(
+                "rpc-fake-{}-{:?}.sock",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                behaviour(Box::new(stream)).await;
+            });
+            let channel = rpc_transport::unix::connect(&path).await.unwrap();
+            let _ = std::fs::remove_file(&path);
+            channel
+        }
+        Transport::Loopback => panic!("a fake server needs a socket"),
+    }
 }
 
 #[tokio::test]
 async fn a_connection_that_drops_mid_call_fails_every_pending_call_promptly() {
     use tokio::io::AsyncReadExt;
-    let address = fake_server(|mut stream| async move {
-        stream.write_all(&PREFACE).await.unwrap();
-        // Read the preface and the start of the requests, then vanish.
-        let mut buf = [0_u8; 64];
-        let _ = stream.read(&mut buf).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    })
-    .await;
-    let channel = rpc_transport::tcp::connect(address).await.unwrap();
-    let calc = CalculatorClient::new(channel.clone());
-    let started = Instant::now();
-    let calls: Vec<_> = (0..5).map(|i| tokio::spawn(calc.add(i, i))).collect();
-    for call in calls {
-        let error = call.await.unwrap().unwrap_err();
+    for transport in Transport::SOCKETS {
+        let channel = fake_server(transport, |mut stream| async move {
+            stream.write_all(&PREFACE).await.unwrap();
+            // Read the preface and the start of the requests, then vanish.
+            let mut buf = [0_u8; 64];
+            let _ = stream.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        let calc = CalculatorClient::new(channel.clone());
+        let started = Instant::now();
+        let calls: Vec<_> = (0..5).map(|i| tokio::spawn(calc.add(i, i))).collect();
+        for call in calls {
+            let error = call.await.unwrap().unwrap_err();
+            assert!(
+                matches!(error, RpcError::ConnectionClosed { .. }),
+                "{transport:?}: {error}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Later calls fail fast instead of hanging.
+        let error = calc.add(1, 1).await.unwrap_err();
         assert!(
             matches!(error, RpcError::ConnectionClosed { .. }),
             "{error}"
         );
+        assert!(channel.is_closed());
     }
-    assert!(started.elapsed() < Duration::from_secs(2));
-    // Later calls fail fast instead of hanging.
-    let error = calc.add(1, 1).await.unwrap_err();
-    assert!(
-        matches!(error, RpcError::ConnectionClosed { .. }),
-        "{error}"
-    );
-    assert!(channel.is_closed());
 }
 
 #[tokio::test]
 async fn a_peer_that_is_not_an_rpc_server_fails_calls_with_a_protocol_error() {
-    let address = fake_server(|mut stream| async move {
-        let _ = stream
-            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-            .await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    })
-    .await;
-    let calc = CalculatorClient::new(rpc_transport::tcp::connect(address).await.unwrap());
-    let error = tokio::time::timeout(Duration::from_secs(2), calc.add(1, 1))
-        .await
-        .expect("no hang")
-        .unwrap_err();
-    assert!(matches!(error, RpcError::Protocol { .. }), "{error}");
+    for transport in Transport::SOCKETS {
+        let channel = fake_server(transport, |mut stream| async move {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let calc = CalculatorClient::new(channel);
+        let error = tokio::time::timeout(Duration::from_secs(2), calc.add(1, 1))
+            .await
+            .expect("no hang")
+            .unwrap_err();
+        assert!(
+            matches!(error, RpcError::Protocol { .. }),
+            "{transport:?}: {error}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -95,3 +95,43 @@ async fn serve_is_a_spawnable_future() {
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_peer_stalled_in_its_preface_does_not_delay_shutdown() {
+    for transport in Transport::SOCKETS {
+        let (server, _) = test_server();
+        let mut server = TestServer::start(server, transport).await;
+        let _silent = server.raw().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let serving = server.start_shutdown();
+        tokio::time::timeout(Duration::from_secs(2), serving)
+            .await
+            .expect("serve returns without waiting for the preface timeout")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn shutting_down_an_idle_server_closes_its_idle_connections() {
+    for transport in Transport::SOCKETS {
+        let (server, _) = test_server();
+        let mut server = TestServer::start(server, transport).await;
+        let channel = server.connect().await;
+        assert_eq!(
+            CalculatorClient::new(channel.clone())
+                .add(1, 1)
+                .await
+                .unwrap(),
+            2
+        );
+        server.start_shutdown().await.unwrap().unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(2), channel.closed())
+            .await
+            .expect("the channel learns that its connection closed");
+        assert!(
+            matches!(reason, RpcError::ConnectionClosed { .. }),
+            "{transport:?}: {reason}"
+        );
+    }
+}

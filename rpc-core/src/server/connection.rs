@@ -43,7 +43,11 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
     let config = &server.config;
     // The preface comes first, under its own timeout: a peer that does not speak the
     // protocol costs one short-lived task and is never answered.
-    match tokio::time::timeout(config.preface_timeout, reader.read_preface()).await {
+    let preface = tokio::select! {
+        preface = tokio::time::timeout(config.preface_timeout, reader.read_preface()) => preface,
+        () = shutdown.triggered() => return,
+    };
+    match preface {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "refused a connection");
