@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{Connection, FrameRead, FrameWrite};
 use rpc_core::wire::FrameDecoder;
-use rpc_core::{Peer, RpcError};
+use rpc_core::{Channel, ChannelConfig, Peer, RpcError, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The least a read asks the buffer to have room for.
@@ -146,5 +146,46 @@ where
         FramedReader::new(reader, max_frame, frame_timeout),
         FramedWriter::new(writer),
         peer,
+    )
+}
+
+/// A client channel over two stream halves, framed with the channel's limits.
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn channel<R, W>(reader: R, writer: W, peer: Peer, config: ChannelConfig) -> Channel
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let connection = framed(
+        reader,
+        writer,
+        peer,
+        config.max_frame_size,
+        config.frame_timeout,
+    );
+    Channel::new(connection, config)
+}
+
+/// A server-side connection over two stream halves, framed with the server's limits; pass
+/// it to `Server::serve_connection`.
+pub fn server_connection<R, W>(
+    reader: R,
+    writer: W,
+    peer: Peer,
+    config: &ServerConfig,
+) -> Connection<FramedReader<R>, FramedWriter<W>>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    framed(
+        reader,
+        writer,
+        peer,
+        config.max_frame_size,
+        config.frame_timeout,
     )
 }

@@ -6,7 +6,7 @@
 
 use rpc_core::{Channel, ChannelConfig, Peer, Server, Shutdown};
 
-use crate::framed::framed;
+use crate::framed;
 
 /// Bytes buffered in each direction of the pipe before the writer waits for the reader.
 const PIPE_CAPACITY: usize = 256 * 1024;
@@ -49,14 +49,12 @@ pub fn connect(server: &Server) -> Channel {
 /// When called outside a tokio runtime.
 pub fn connect_with(server: &Server, config: ChannelConfig) -> Channel {
     let (client_end, server_end) = tokio::io::duplex(PIPE_CAPACITY);
-    let server_config = server.config();
     let (server_reader, server_writer) = tokio::io::split(server_end);
-    let server_connection = framed(
+    let server_connection = framed::server_connection(
         server_reader,
         server_writer,
         Peer::Loopback,
-        server_config.max_frame_size,
-        server_config.frame_timeout,
+        server.config(),
     );
     let server = server.clone();
     tokio::spawn(async move {
@@ -65,12 +63,5 @@ pub fn connect_with(server: &Server, config: ChannelConfig) -> Channel {
             .await;
     });
     let (client_reader, client_writer) = tokio::io::split(client_end);
-    let connection = framed(
-        client_reader,
-        client_writer,
-        Peer::Loopback,
-        config.max_frame_size,
-        config.frame_timeout,
-    );
-    Channel::new(connection, config)
+    framed::channel(client_reader, client_writer, Peer::Loopback, config)
 }

@@ -15,7 +15,7 @@ use rpc_core::{Peer, Server, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::task::TaskTracker;
 
-use crate::framed::framed;
+use crate::framed::server_connection;
 
 /// A connection a [`Listener`] accepted: its two halves and who is at the other end.
 #[derive(Debug)]
@@ -202,14 +202,7 @@ async fn run<L: Listener>(
                 peer,
             }) => {
                 backoff = Duration::from_millis(5);
-                let config = server.config();
-                let connection = framed(
-                    reader,
-                    writer,
-                    peer,
-                    config.max_frame_size,
-                    config.frame_timeout,
-                );
+                let connection = server_connection(reader, writer, peer, server.config());
                 let server = server.clone();
                 let shutdown = shutdown.clone();
                 connections

@@ -6,7 +6,7 @@
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
-use crate::framed::framed;
+use crate::framed;
 use crate::serve::{Accepted, Listener};
 
 /// Connects to a server at `address` with the default [`ChannelConfig`].
@@ -39,14 +39,7 @@ pub async fn connect_with(
     stream.set_nodelay(true)?;
     let peer = Peer::Tcp(stream.peer_addr()?);
     let (reader, writer) = stream.into_split();
-    let connection = framed(
-        reader,
-        writer,
-        peer,
-        config.max_frame_size,
-        config.frame_timeout,
-    );
-    Ok(Channel::new(connection, config))
+    Ok(framed::channel(reader, writer, peer, config))
 }
 
 impl Listener for TcpListener {

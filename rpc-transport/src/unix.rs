@@ -7,7 +7,7 @@ use std::path::Path;
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError, UnixCredentials};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::framed::framed;
+use crate::framed;
 use crate::serve::{Accepted, Listener};
 
 /// Connects to a server listening at `path` with the default [`ChannelConfig`].
@@ -39,14 +39,7 @@ pub async fn connect_with(
     let stream = UnixStream::connect(path.as_ref()).await?;
     let peer = peer_of(&stream);
     let (reader, writer) = stream.into_split();
-    let connection = framed(
-        reader,
-        writer,
-        peer,
-        config.max_frame_size,
-        config.frame_timeout,
-    );
-    Ok(Channel::new(connection, config))
+    Ok(framed::channel(reader, writer, peer, config))
 }
 
 fn peer_of(stream: &UnixStream) -> Peer {

@@ -154,9 +154,11 @@ impl Driver {
             }
             tokio::select! {
                 biased;
+                // The writer only stops on its own when writing failed (a clean finish is
+                // asked for after this loop), and its handle must not be polled again.
                 writer_outcome = &mut self.writer_task => {
                     return match writer_outcome {
-                        Ok(Ok(())) => Ending::Clean,
+                        Ok(Ok(())) => Ending::Failed(RpcError::connection_closed("the writer stopped")),
                         Ok(Err(error)) => Ending::Failed(error),
                         Err(join_error) => Ending::Failed(RpcError::Internal {
                             message: format!("writer task failed: {join_error}").into(),
