@@ -1,0 +1,52 @@
+//! Runs the benchmark and prints the table.
+//!
+//! Run: `cargo run --release -p rpc-bench` (`-- --quick` for a smoke run, `-- --rounds N`).
+
+use rpc_bench::os::CountingAllocator;
+use rpc_bench::Options;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn main() -> std::io::Result<()> {
+    let mut options = Options::full();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options = Options::quick(),
+            "--rounds" => {
+                options.rounds = args
+                    .next()
+                    .and_then(|rounds| rounds.parse().ok())
+                    .unwrap_or(options.rounds);
+            }
+            other => {
+                eprintln!("unknown argument `{other}`; expected --quick or --rounds N");
+                std::process::exit(2);
+            }
+        }
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    println!(
+        "machine: {} CPU(s), {cpu}; client and server: one tokio worker each",
+        rpc_bench::os::available_cpus()
+    );
+    let report = rpc_bench::run(&options)?;
+    println!("{report}");
+    if report.failures() > 0 {
+        eprintln!(
+            "{} calls returned a wrong result or failed",
+            report.failures()
+        );
+        std::process::exit(1);
+    }
+    Ok(())
+}

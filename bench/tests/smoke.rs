@@ -1,0 +1,19 @@
+//! Keeps the benchmark from rotting: every scenario runs a few calls for every system and
+//! every call returns the right result. Measures nothing (no timing asserts).
+
+use rpc_bench::os::CountingAllocator;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+#[test]
+fn every_scenario_runs_for_every_system() {
+    let report = rpc_bench::run(&rpc_bench::Options::quick()).expect("the benchmark runs");
+    assert_eq!(report.failures(), 0, "{report}");
+    // 6 socket systems × 2 placements + 3 in-process systems, × 5 scenarios.
+    assert_eq!(report.measurements(), (6 * 2 + 3) * 5, "{report}");
+    assert!(
+        rpc_bench::os::allocations() > 0,
+        "the counting allocator is registered"
+    );
+}
