@@ -34,6 +34,11 @@ pub struct Options {
     pub bulk_size: usize,
     /// Connections held open to measure memory per idle connection.
     pub idle_connections: usize,
+    /// Only systems whose name (`ours-tcp`, `tarpc-unix`, `raw-inprocess`...) contains this.
+    pub system_filter: Option<String>,
+    /// Only scenarios whose name (`latency`, `inflight-64`, `connections-8x32`, `bulk`)
+    /// contains this.
+    pub scenario_filter: Option<String>,
 }
 
 impl Options {
@@ -46,6 +51,8 @@ impl Options {
             bulk_calls: 40,
             bulk_size: 1 << 20,
             idle_connections: 200,
+            system_filter: None,
+            scenario_filter: None,
         }
     }
 
@@ -58,6 +65,8 @@ impl Options {
             bulk_calls: 2,
             bulk_size: 1 << 20,
             idle_connections: 4,
+            system_filter: None,
+            scenario_filter: None,
         }
     }
 }
@@ -82,6 +91,20 @@ pub enum Scenario {
     Connections(usize, usize),
     /// Echo of `Options::bulk_size` bytes, one at a time.
     Bulk,
+}
+
+impl Scenario {
+    /// The scenario's name, for filters.
+    pub fn name(self) -> String {
+        match self {
+            Scenario::Latency => "latency".to_owned(),
+            Scenario::InFlight(in_flight) => format!("inflight-{in_flight}"),
+            Scenario::Connections(connections, in_flight) => {
+                format!("connections-{connections}x{in_flight}")
+            }
+            Scenario::Bulk => "bulk".to_owned(),
+        }
+    }
 }
 
 const SCENARIOS: [Scenario; 5] = [
@@ -120,6 +143,12 @@ pub fn all_systems() -> Vec<System> {
     systems
 }
 
+fn matches_filter(filter: &Option<String>, name: &str) -> bool {
+    filter
+        .as_ref()
+        .is_none_or(|filter| name.contains(filter.as_str()))
+}
+
 fn runtime(cpu: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -150,6 +179,7 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
         let systems: Vec<System> = all_systems()
             .into_iter()
             .filter(|system| system.net != Net::InProcess || placement == Placement::OneCpu)
+            .filter(|system| matches_filter(&options.system_filter, &system.name()))
             .collect();
         let mut endpoints = HashMap::new();
         for system in &systems {
@@ -159,6 +189,9 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
         }
         for round in 0..options.rounds {
             for scenario in SCENARIOS {
+                if !matches_filter(&options.scenario_filter, &scenario.name()) {
+                    continue;
+                }
                 // Interleave systems, rotating who goes first.
                 for index in 0..systems.len() {
                     let system = systems[(index + round) % systems.len()];
@@ -171,7 +204,7 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
                 }
             }
         }
-        if placement == Placement::OneCpu {
+        if placement == Placement::OneCpu && options.scenario_filter.is_none() {
             for system in &systems {
                 let endpoint = &endpoints[system];
                 let allocations = on_worker(

@@ -1,6 +1,7 @@
 //! Runs the benchmark and prints the table.
 //!
-//! Run: `cargo run --release -p rpc-bench` (`-- --quick` for a smoke run, `-- --rounds N`).
+//! Run: `cargo run --release -p rpc-bench` (`-- --quick` for a smoke run, `-- --rounds N`,
+//! `-- --system ours-tcp --scenario inflight-64` to run a part, e.g. under a profiler).
 
 use rpc_bench::os::CountingAllocator;
 use rpc_bench::Options;
@@ -20,8 +21,12 @@ fn main() -> std::io::Result<()> {
                     .and_then(|rounds| rounds.parse().ok())
                     .unwrap_or(options.rounds);
             }
+            "--system" => options.system_filter = args.next(),
+            "--scenario" => options.scenario_filter = args.next(),
             other => {
-                eprintln!("unknown argument `{other}`; expected --quick or --rounds N");
+                eprintln!(
+                    "unknown argument `{other}`; expected --quick, --rounds N, --system NAME, --scenario NAME"
+                );
                 std::process::exit(2);
             }
         }

@@ -59,6 +59,23 @@ pub struct System {
     pub net: Net,
 }
 
+impl System {
+    /// `ours-tcp`, `tarpc-unix`, `raw-inprocess`, ...
+    pub fn name(&self) -> String {
+        let stack = match self.stack {
+            Stack::Ours => "ours",
+            Stack::Tarpc => "tarpc",
+            Stack::Raw => "raw",
+        };
+        let net = match self.net {
+            Net::Tcp => "tcp",
+            Net::Unix => "unix",
+            Net::InProcess => "inprocess",
+        };
+        format!("{stack}-{net}")
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The services.
 

@@ -196,7 +196,8 @@ impl Channel {
         let write_timeout = shared.config.write_timeout;
         let writer_shared = shared.clone();
         tokio::spawn(async move {
-            let outcome = outbox::run_writer(outbox, writer, write_timeout).await;
+            let more_coming = || lock(&writer_shared.calls).pending.len() > 1;
+            let outcome = outbox::run_writer(outbox, writer, write_timeout, more_coming).await;
             let error = match outcome {
                 Ok(()) => RpcError::connection_closed("the channel was dropped"),
                 Err(error) => error,

@@ -133,26 +133,56 @@ impl Outbox {
     }
 
     /// Waits for queued bytes and swaps them into `batch` (which must be empty).
-    async fn next_batch(&self, batch: &mut BytesMut) -> NextBatch {
+    ///
+    /// When `more_coming()` says other calls are in flight, it first yields once to the
+    /// scheduler: tasks woken together (callers whose responses arrived in one read, handlers
+    /// spawned from one read) then queue their frames before the batch is taken, and leave
+    /// in one write instead of one write each. A lone call is written at once.
+    async fn next_batch(
+        &self,
+        batch: &mut BytesMut,
+        more_coming: &(impl Fn() -> bool + Sync),
+    ) -> NextBatch {
+        let mut yielded = false;
         loop {
-            {
+            let step = {
                 let mut state = self.lock();
                 if let Some(error) = &state.failed {
                     return NextBatch::Failed(error.clone());
                 }
-                if !state.buf.is_empty() {
+                if state.buf.is_empty() {
+                    if state.finishing {
+                        return NextBatch::Finished;
+                    }
+                    Step::Wait
+                } else if !yielded && !state.finishing {
+                    Step::LetOthersQueue
+                } else {
                     std::mem::swap(&mut state.buf, batch);
-                    drop(state);
+                    Step::Take
+                }
+            };
+            match step {
+                Step::Wait => self.writer_wake.notified().await,
+                Step::LetOthersQueue => {
+                    yielded = true;
+                    if more_coming() {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Step::Take => {
                     self.space.notify_waiters();
                     return NextBatch::Write;
                 }
-                if state.finishing {
-                    return NextBatch::Finished;
-                }
             }
-            self.writer_wake.notified().await;
         }
     }
+}
+
+enum Step {
+    Wait,
+    LetOthersQueue,
+    Take,
 }
 
 enum NextBatch {
@@ -166,14 +196,18 @@ enum NextBatch {
 /// forever).
 ///
 /// Returns `Ok(())` after a clean finish and shutdown of the write half.
+///
+/// `more_coming` tells whether other calls are in flight on the connection (see
+/// `Outbox::next_batch`).
 pub(crate) async fn run_writer<W: FrameWrite>(
     outbox: Arc<Outbox>,
     mut writer: W,
     write_timeout: Duration,
+    more_coming: impl Fn() -> bool + Send + Sync,
 ) -> Result<(), RpcError> {
     let mut batch = BytesMut::with_capacity(INITIAL_CAPACITY);
     loop {
-        match outbox.next_batch(&mut batch).await {
+        match outbox.next_batch(&mut batch, &more_coming).await {
             NextBatch::Write => {
                 let written = tokio::time::timeout(write_timeout, writer.write_all(&batch)).await;
                 batch.clear();

@@ -59,21 +59,28 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         }
     }
     let outbox = Arc::new(Outbox::new(&wire::PREFACE));
-    let writer_task = tokio::spawn(outbox::run_writer(
-        outbox.clone(),
-        writer,
-        config.write_timeout,
-    ));
     let conn = Arc::new(ConnState {
         server: Server {
             inner: server.clone(),
         },
         peer,
-        outbox,
+        outbox: outbox.clone(),
         handlers: Mutex::new(HashMap::new()),
         drained: Notify::new(),
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
     });
+    let handlers_of = Arc::downgrade(&conn);
+    let more_coming = move || {
+        handlers_of
+            .upgrade()
+            .is_some_and(|conn| conn.running_handlers() > 1)
+    };
+    let writer_task = tokio::spawn(outbox::run_writer(
+        outbox,
+        writer,
+        config.write_timeout,
+        more_coming,
+    ));
     let mut driver = Driver {
         conn: conn.clone(),
         writer_task,
