@@ -69,30 +69,47 @@ impl Outbox {
         mut encode: impl FnMut(&mut BytesMut) -> Result<T, RpcError>,
     ) -> Result<T, RpcError> {
         loop {
+            if let Some(result) = self.try_push(&mut encode) {
+                return result;
+            }
+            // Full: wait for the writer, registering before checking again so that a batch
+            // taken in between is not missed.
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if let Some(error) = &state.failed {
-                    return Err(error.clone());
-                }
-                if state.finishing {
-                    return Err(RpcError::connection_closed("the connection is closing"));
-                }
-                if state.buf.len() < HIGH_WATER {
-                    let was_empty = state.buf.is_empty();
-                    let result = encode(&mut state.buf);
-                    let is_empty = state.buf.is_empty();
-                    drop(state);
-                    if was_empty && !is_empty {
-                        self.writer_wake.notify_one();
-                    }
-                    return result;
-                }
+            if let Some(result) = self.try_push(&mut encode) {
+                return result;
             }
             space.await;
         }
+    }
+
+    /// Appends frames with `encode` if the queue is below its high-water mark; `None` when it
+    /// is full.
+    pub(crate) fn try_push<T>(
+        &self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<T, RpcError>,
+    ) -> Option<Result<T, RpcError>> {
+        let mut state = self.lock();
+        if let Some(error) = &state.failed {
+            return Some(Err(error.clone()));
+        }
+        if state.finishing {
+            return Some(Err(RpcError::connection_closed(
+                "the connection is closing",
+            )));
+        }
+        if state.buf.len() >= HIGH_WATER {
+            return None;
+        }
+        let was_empty = state.buf.is_empty();
+        let result = encode(&mut state.buf);
+        let is_empty = state.buf.is_empty();
+        drop(state);
+        if was_empty && !is_empty {
+            self.writer_wake.notify_one();
+        }
+        Some(result)
     }
 
     /// Appends a small control frame now, ignoring the high-water mark. Returns `false`

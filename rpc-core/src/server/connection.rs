@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -67,6 +68,7 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         outbox: outbox.clone(),
         handlers: Mutex::new(HashMap::new()),
         drained: Notify::new(),
+        draining: AtomicBool::new(false),
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
     });
     let handlers_of = Arc::downgrade(&conn);
@@ -125,8 +127,10 @@ struct ConnState {
     peer: Arc<Peer>,
     outbox: Arc<Outbox>,
     handlers: Mutex<HashMap<u32, AbortHandle>>,
-    /// Signalled when the last running handler finishes.
+    /// Signalled when the last running handler finishes while draining.
     drained: Notify,
+    /// Set once the connection takes no new calls.
+    draining: AtomicBool,
     permits: Arc<Semaphore>,
 }
 
@@ -217,6 +221,7 @@ impl Driver {
 
     fn start_draining(&mut self, reason: &str) {
         self.draining = true;
+        self.conn.draining.store(true, Ordering::Release);
         let last_call_id = self.highest_call_id;
         self.conn
             .outbox
@@ -334,25 +339,60 @@ impl ConnState {
                     service.service_name(),
                     service.method_name(method_id),
                     call_id,
-                    &*panic,
+                    &panic_message(&*panic),
                 );
                 self.respond_error(call_id, Status::HandlerPanicked, b"");
                 return;
             }
         };
-        let conn = self.clone();
         let names = (service.service_name(), service.method_name(method_id));
+        // Poll the handler once right here: most handlers finish without waiting, and then
+        // the response is queued without a task spawn or a hop to another task. A handler
+        // that waits is moved into its own task (it is boxed, so moving it is fine), which
+        // polls it again with a real waker.
+        let mut guarded = CatchUnwind { inner: handler };
+        let mut first_poll = TaskContext::from_waker(Waker::noop());
+        if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {
+            let outcome = HandlerOutcome::from(outcome);
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                self.log_panic(names.0, names.1, call_id, panic);
+            }
+            let max_frame = self.server.config().max_frame_size;
+            let queued = self
+                .outbox
+                .try_push(|buf| encode_outcome(buf, call_id, &outcome, max_frame, &self.peer));
+            if queued.is_some() {
+                return;
+            }
+            // The outbox is full: wait for room in a task, holding the permit meanwhile.
+            let conn = self.clone();
+            self.spawn_call(call_id, async move {
+                conn.respond(call_id, outcome).await;
+                drop(permit);
+            });
+            return;
+        }
+        let conn = self.clone();
+        self.spawn_call(call_id, async move {
+            let outcome = run_handler(guarded, deadline).await;
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                conn.log_panic(names.0, names.1, call_id, panic);
+            }
+            conn.respond(call_id, outcome).await;
+            drop(permit);
+        });
+    }
+
+    /// Runs a call's remaining work in its own task, registered under its id so that a
+    /// cancel or the end of the connection can stop it.
+    fn spawn_call(self: &Arc<Self>, call_id: u32, work: impl Future<Output = ()> + Send + 'static) {
+        let conn = self.clone();
         // Hold the table's lock across the spawn, so the task cannot finish (and remove its
         // entry) before the entry exists.
         let mut handlers = self.handlers();
         let task = tokio::spawn(async move {
-            let outcome = run_handler(handler, deadline).await;
-            if let HandlerOutcome::Panicked(panic) = &outcome {
-                conn.log_panic(names.0, names.1, call_id, &**panic);
-            }
-            conn.respond(call_id, outcome).await;
+            work.await;
             conn.finish_call(call_id);
-            drop(permit);
         });
         handlers.insert(call_id, task.abort_handle());
     }
@@ -371,7 +411,7 @@ impl ConnState {
     }
 
     fn notify_if_drained(&self) {
-        if self.handlers().is_empty() {
+        if self.draining.load(Ordering::Acquire) && self.handlers().is_empty() {
             self.drained.notify_one();
         }
     }
@@ -382,18 +422,7 @@ impl ConnState {
         }
     }
 
-    fn log_panic(
-        &self,
-        service: &str,
-        method: Option<&str>,
-        call_id: u32,
-        panic: &(dyn Any + Send),
-    ) {
-        let message = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(not a string)");
+    fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, message: &str) {
         tracing::error!(
             peer = %self.peer,
             service,
@@ -418,31 +447,9 @@ impl ConnState {
     /// Queues a handler's outcome, waiting for room in the outbox.
     async fn respond(&self, call_id: u32, outcome: HandlerOutcome) {
         let max_frame = self.server.config().max_frame_size;
-        let (status, payload): (Status, &[u8]) = match &outcome {
-            HandlerOutcome::Replied(Ok(reply)) => (Status::Ok, reply.as_bytes()),
-            HandlerOutcome::Replied(Err(error)) => {
-                tracing::error!(peer = %self.peer, call_id, %error, "a handler's result could not be encoded");
-                (Status::Internal, b"the result could not be encoded")
-            }
-            HandlerOutcome::Panicked(_) => (Status::HandlerPanicked, b""),
-            HandlerOutcome::DeadlineExceeded => (Status::DeadlineExceeded, b""),
-        };
         let pushed = self
             .outbox
-            .push(|buf| {
-                let start = wire::start_frame(buf, FrameKind::Response);
-                buf.put_u8(status as u8);
-                buf.put_u32(call_id);
-                buf.put_slice(payload);
-                match wire::finish_frame(buf, start, max_frame) {
-                    Err(RpcError::FrameTooLarge { len, max }) => {
-                        tracing::warn!(peer = %self.peer, call_id, len, max, "a response was over the frame limit");
-                        let text = format!("{len} {max}");
-                        wire::encode_response(buf, call_id, Status::ResponseTooLarge, text.as_bytes(), max_frame)
-                    }
-                    other => other,
-                }
-            })
+            .push(|buf| encode_outcome(buf, call_id, &outcome, max_frame, &self.peer))
             .await;
         if let Err(error) = pushed {
             tracing::debug!(peer = %self.peer, call_id, %error, "could not queue a response");
@@ -450,14 +457,70 @@ impl ConnState {
     }
 }
 
+/// Appends the response frame for a handler's outcome. A result over the frame limit is
+/// replaced by a `RESPONSE_TOO_LARGE` answer, so the call still ends.
+fn encode_outcome(
+    buf: &mut BytesMut,
+    call_id: u32,
+    outcome: &HandlerOutcome,
+    max_frame: usize,
+    peer: &Peer,
+) -> Result<(), RpcError> {
+    let (status, payload): (Status, &[u8]) = match outcome {
+        HandlerOutcome::Replied(Ok(reply)) => (Status::Ok, reply.as_bytes()),
+        HandlerOutcome::Replied(Err(error)) => {
+            tracing::error!(%peer, call_id, %error, "a handler's result could not be encoded");
+            (Status::Internal, b"the result could not be encoded")
+        }
+        HandlerOutcome::Panicked(_) => (Status::HandlerPanicked, b""),
+        HandlerOutcome::DeadlineExceeded => (Status::DeadlineExceeded, b""),
+    };
+    let start = wire::start_frame(buf, FrameKind::Response);
+    buf.put_u8(status as u8);
+    buf.put_u32(call_id);
+    buf.put_slice(payload);
+    match wire::finish_frame(buf, start, max_frame) {
+        Err(RpcError::FrameTooLarge { len, max }) => {
+            tracing::warn!(%peer, call_id, len, max, "a response was over the frame limit");
+            let text = format!("{len} {max}");
+            wire::encode_response(
+                buf,
+                call_id,
+                Status::ResponseTooLarge,
+                text.as_bytes(),
+                max_frame,
+            )
+        }
+        other => other,
+    }
+}
+
 enum HandlerOutcome {
     Replied(Result<EncodedReply, RpcError>),
-    Panicked(Box<dyn Any + Send>),
+    /// The handler panicked with this message (kept in the log, never sent).
+    Panicked(String),
     DeadlineExceeded,
 }
 
-async fn run_handler(handler: HandlerFuture, deadline: Option<Instant>) -> HandlerOutcome {
-    let guarded = CatchUnwind { inner: handler };
+impl From<Result<Result<EncodedReply, RpcError>, Box<dyn Any + Send>>> for HandlerOutcome {
+    fn from(outcome: Result<Result<EncodedReply, RpcError>, Box<dyn Any + Send>>) -> Self {
+        match outcome {
+            Ok(reply) => HandlerOutcome::Replied(reply),
+            Err(panic) => HandlerOutcome::Panicked(panic_message(&*panic)),
+        }
+    }
+}
+
+/// The text of a panic payload (what `panic!` was given), for the server's log.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(not a string)".to_owned())
+}
+
+async fn run_handler(guarded: CatchUnwind, deadline: Option<Instant>) -> HandlerOutcome {
     let outcome = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
             Ok(outcome) => outcome,
@@ -465,10 +528,7 @@ async fn run_handler(handler: HandlerFuture, deadline: Option<Instant>) -> Handl
         },
         None => guarded.await,
     };
-    match outcome {
-        Ok(reply) => HandlerOutcome::Replied(reply),
-        Err(panic) => HandlerOutcome::Panicked(panic),
-    }
+    HandlerOutcome::from(outcome)
 }
 
 /// Turns a panic while polling the handler into an output, so one call's panic stays that
