@@ -14,7 +14,7 @@ pub use std::time::{Duration, Instant};
 pub use crate::channel::{CallOptions, Channel, MethodSpec};
 pub use crate::codec::{ByteBuf, ByteSlice};
 pub use crate::context::Context;
-pub use crate::dispatch::{Dispatch, EncodedReply, HandlerFuture, IncomingRequest};
+pub use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use crate::error::RpcError;
 
 /// The error a generated dispatcher returns for a method id it does not know.

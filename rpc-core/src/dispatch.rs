@@ -35,33 +35,49 @@ impl IncomingRequest {
     }
 }
 
-/// A handler's encoded result, ready to be framed.
-#[derive(Debug, Default)]
-pub struct EncodedReply {
-    payload: BytesMut,
+/// A handler's result, encoded straight into the outgoing frame when it is queued (no
+/// intermediate buffer, so large results are copied once).
+pub struct Reply {
+    value: Box<dyn EncodeInto>,
 }
 
-impl EncodedReply {
-    /// Encodes a handler's return value.
+trait EncodeInto: Send {
+    fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError>;
+}
+
+impl<T: Serialize + Send> EncodeInto for T {
+    fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
+        codec::encode_into(buf, self)
+    }
+}
+
+impl Reply {
+    /// A reply carrying `value`.
+    pub fn new<T: Serialize + Send + 'static>(value: T) -> Reply {
+        Reply {
+            value: Box::new(value),
+        }
+    }
+
+    /// Appends the value's encoding to `buf`.
     ///
     /// # Errors
     ///
-    /// `RpcError::Codec` when the value cannot be serialized.
-    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<EncodedReply, RpcError> {
-        let mut payload = BytesMut::new();
-        codec::encode_into(&mut payload, value)?;
-        Ok(EncodedReply { payload })
-    }
-
-    /// The encoded bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.payload
+    /// `RpcError::Codec` when the value cannot be serialized; `buf` may then hold part of
+    /// it, and the caller abandons the frame.
+    pub fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
+        self.value.encode_into(buf)
     }
 }
 
-/// The future that runs one call's handler and encodes its result.
-pub type HandlerFuture =
-    Pin<Box<dyn Future<Output = Result<EncodedReply, RpcError>> + Send + 'static>>;
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").finish_non_exhaustive()
+    }
+}
+
+/// The future that runs one call's handler and returns its reply.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Reply> + Send + 'static>>;
 
 /// A service the server can route calls to: what `#[service]` generates for `{Name}Server<T>`.
 pub trait Dispatch: Send + Sync + 'static {

@@ -67,7 +67,7 @@ pub mod __private;
 pub use channel::{CallOptions, Channel, MethodSpec};
 pub use config::{ChannelConfig, ServerConfig};
 pub use context::{Context, Peer, UnixCredentials};
-pub use dispatch::{Dispatch, EncodedReply, HandlerFuture, IncomingRequest};
+pub use dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use error::RpcError;
 pub use server::{Server, Shutdown};
 

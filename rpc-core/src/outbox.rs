@@ -66,10 +66,11 @@ impl Outbox {
     /// `encode` runs under the lock and must leave `buf` holding whole frames only.
     pub(crate) async fn push<T>(
         &self,
-        mut encode: impl FnMut(&mut BytesMut) -> Result<T, RpcError>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<T, RpcError>,
     ) -> Result<T, RpcError> {
+        let mut encode = Some(encode);
         loop {
-            if let Some(result) = self.try_push(&mut encode) {
+            if let Some(result) = self.try_push_slot(&mut encode) {
                 return result;
             }
             // Full: wait for the writer, registering before checking again so that a batch
@@ -77,19 +78,19 @@ impl Outbox {
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if let Some(result) = self.try_push(&mut encode) {
+            if let Some(result) = self.try_push_slot(&mut encode) {
                 return result;
             }
             space.await;
         }
     }
 
-    /// Appends frames with `encode` if the queue is below its high-water mark; `None` when it
-    /// is full.
-    pub(crate) fn try_push<T>(
-        &self,
-        encode: impl FnOnce(&mut BytesMut) -> Result<T, RpcError>,
-    ) -> Option<Result<T, RpcError>> {
+    /// Appends frames with the encoder in `encode` if the queue is below its high-water mark;
+    /// `None` when it is full, leaving the encoder in its slot.
+    pub(crate) fn try_push_slot<T, F>(&self, encode: &mut Option<F>) -> Option<Result<T, RpcError>>
+    where
+        F: FnOnce(&mut BytesMut) -> Result<T, RpcError>,
+    {
         let mut state = self.lock();
         if let Some(error) = &state.failed {
             return Some(Err(error.clone()));
@@ -102,6 +103,7 @@ impl Outbox {
         if state.buf.len() >= HIGH_WATER {
             return None;
         }
+        let encode = encode.take()?;
         let was_empty = state.buf.is_empty();
         let result = encode(&mut state.buf);
         let is_empty = state.buf.is_empty();

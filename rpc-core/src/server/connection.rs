@@ -25,7 +25,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{Server, ServerInner, Shutdown};
 use crate::context::{Context, Peer};
-use crate::dispatch::{EncodedReply, HandlerFuture, IncomingRequest};
+use crate::dispatch::{HandlerFuture, IncomingRequest, Reply};
 use crate::error::RpcError;
 use crate::outbox::{self, Outbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
@@ -358,18 +358,23 @@ impl ConnState {
                 self.log_panic(names.0, names.1, call_id, panic);
             }
             let max_frame = self.server.config().max_frame_size;
-            let queued = self
-                .outbox
-                .try_push(|buf| encode_outcome(buf, call_id, &outcome, max_frame, &self.peer));
-            if queued.is_some() {
+            let peer = self.peer.clone();
+            let mut encode = Some(move |buf: &mut BytesMut| {
+                encode_outcome(buf, call_id, outcome, max_frame, &peer)
+            });
+            if self.outbox.try_push_slot(&mut encode).is_some() {
                 return;
             }
             // The outbox is full: wait for room in a task, holding the permit meanwhile.
-            let conn = self.clone();
-            self.spawn_call(call_id, async move {
-                conn.respond(call_id, outcome).await;
-                drop(permit);
-            });
+            if let Some(encode) = encode.take() {
+                let conn = self.clone();
+                self.spawn_call(call_id, async move {
+                    if let Err(error) = conn.outbox.push(encode).await {
+                        tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
+                    }
+                    drop(permit);
+                });
+            }
             return;
         }
         let conn = self.clone();
@@ -449,7 +454,7 @@ impl ConnState {
         let max_frame = self.server.config().max_frame_size;
         let pushed = self
             .outbox
-            .push(|buf| encode_outcome(buf, call_id, &outcome, max_frame, &self.peer))
+            .push(|buf| encode_outcome(buf, call_id, outcome, max_frame, &self.peer))
             .await;
         if let Err(error) = pushed {
             tracing::debug!(peer = %self.peer, call_id, %error, "could not queue a response");
@@ -457,53 +462,67 @@ impl ConnState {
     }
 }
 
-/// Appends the response frame for a handler's outcome. A result over the frame limit is
-/// replaced by a `RESPONSE_TOO_LARGE` answer, so the call still ends.
+/// Appends the response frame for a handler's outcome, encoding a reply straight into the
+/// frame. A reply that cannot be encoded, or panics while encoding, or is over the frame
+/// limit, is replaced by the matching error answer, so the call still ends.
 fn encode_outcome(
     buf: &mut BytesMut,
     call_id: u32,
-    outcome: &HandlerOutcome,
+    outcome: HandlerOutcome,
     max_frame: usize,
     peer: &Peer,
 ) -> Result<(), RpcError> {
-    let (status, payload): (Status, &[u8]) = match outcome {
-        HandlerOutcome::Replied(Ok(reply)) => (Status::Ok, reply.as_bytes()),
-        HandlerOutcome::Replied(Err(error)) => {
+    let reply = match outcome {
+        HandlerOutcome::Replied(reply) => reply,
+        HandlerOutcome::Panicked(_) => {
+            return wire::encode_response(buf, call_id, Status::HandlerPanicked, b"", max_frame);
+        }
+        HandlerOutcome::DeadlineExceeded => {
+            return wire::encode_response(buf, call_id, Status::DeadlineExceeded, b"", max_frame);
+        }
+    };
+    let start = wire::start_frame(buf, FrameKind::Response);
+    buf.put_u8(Status::Ok as u8);
+    buf.put_u32(call_id);
+    let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| reply.encode_into(buf)));
+    let (status, text): (Status, &[u8]) = match encoded {
+        Ok(Ok(())) => match wire::finish_frame(buf, start, max_frame) {
+            Err(RpcError::FrameTooLarge { len, max }) => {
+                tracing::warn!(%peer, call_id, len, max, "a response was over the frame limit");
+                let text = format!("{len} {max}");
+                return wire::encode_response(
+                    buf,
+                    call_id,
+                    Status::ResponseTooLarge,
+                    text.as_bytes(),
+                    max_frame,
+                );
+            }
+            other => return other,
+        },
+        Ok(Err(error)) => {
+            wire::abandon_frame(buf, start);
             tracing::error!(%peer, call_id, %error, "a handler's result could not be encoded");
             (Status::Internal, b"the result could not be encoded")
         }
-        HandlerOutcome::Panicked(_) => (Status::HandlerPanicked, b""),
-        HandlerOutcome::DeadlineExceeded => (Status::DeadlineExceeded, b""),
-    };
-    let start = wire::start_frame(buf, FrameKind::Response);
-    buf.put_u8(status as u8);
-    buf.put_u32(call_id);
-    buf.put_slice(payload);
-    match wire::finish_frame(buf, start, max_frame) {
-        Err(RpcError::FrameTooLarge { len, max }) => {
-            tracing::warn!(%peer, call_id, len, max, "a response was over the frame limit");
-            let text = format!("{len} {max}");
-            wire::encode_response(
-                buf,
-                call_id,
-                Status::ResponseTooLarge,
-                text.as_bytes(),
-                max_frame,
-            )
+        Err(panic) => {
+            wire::abandon_frame(buf, start);
+            tracing::error!(%peer, call_id, panic = panic_message(&*panic), "a result panicked while encoding");
+            (Status::HandlerPanicked, b"")
         }
-        other => other,
-    }
+    };
+    wire::encode_response(buf, call_id, status, text, max_frame)
 }
 
 enum HandlerOutcome {
-    Replied(Result<EncodedReply, RpcError>),
+    Replied(Reply),
     /// The handler panicked with this message (kept in the log, never sent).
     Panicked(String),
     DeadlineExceeded,
 }
 
-impl From<Result<Result<EncodedReply, RpcError>, Box<dyn Any + Send>>> for HandlerOutcome {
-    fn from(outcome: Result<Result<EncodedReply, RpcError>, Box<dyn Any + Send>>) -> Self {
+impl From<Result<Reply, Box<dyn Any + Send>>> for HandlerOutcome {
+    fn from(outcome: Result<Reply, Box<dyn Any + Send>>) -> Self {
         match outcome {
             Ok(reply) => HandlerOutcome::Replied(reply),
             Err(panic) => HandlerOutcome::Panicked(panic_message(&*panic)),
@@ -538,7 +557,7 @@ struct CatchUnwind {
 }
 
 impl Future for CatchUnwind {
-    type Output = Result<Result<EncodedReply, RpcError>, Box<dyn Any + Send>>;
+    type Output = Result<Reply, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let inner = &mut self.inner;

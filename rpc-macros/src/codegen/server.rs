@@ -111,9 +111,9 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     });
     let context_arg = method.context.as_ref().map(|_| quote!(&__rpc_context,));
     let encode = if method.output_is_bytes {
-        quote!(#private::EncodedReply::encode(&#private::ByteSlice(&__rpc_reply)))
+        quote!(#private::Reply::new(#private::ByteBuf(__rpc_reply)))
     } else {
-        quote!(#private::EncodedReply::encode(&__rpc_reply))
+        quote!(#private::Reply::new(__rpc_reply))
     };
     quote! {
         #method_id => {
