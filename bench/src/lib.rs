@@ -48,7 +48,7 @@ impl Options {
             rounds: 3,
             throughput_calls: 60_000,
             latency_calls: 5_000,
-            bulk_calls: 40,
+            bulk_calls: 300,
             bulk_size: 1 << 20,
             idle_connections: 200,
             system_filter: None,

@@ -18,8 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// The least a read asks the buffer to have room for.
 const MIN_READ: usize = 8 * 1024;
 
-/// The most a read reserves ahead of data for a frame still arriving: a length prefix is
-/// only a claim, so it buys at most this much memory before its bytes come in.
+/// The most a read reserves ahead of data for a frame still arriving, before the peer has
+/// sent more than this: a length prefix is only a claim, so it buys memory only up to what
+/// the peer has already paid for with bytes actually sent on this connection (a peer that
+/// has sent 10 MiB may have up to 10 MiB reserved for its next frame, which then arrives
+/// without the buffer being grown, and copied, step by step).
 const MAX_READ_AHEAD: usize = 256 * 1024;
 
 /// Reads frames from an `AsyncRead`.
@@ -31,6 +34,8 @@ pub struct FramedReader<R> {
     frame_timeout: Duration,
     /// When the bytes of the frame now at the start of `buf` began to arrive.
     partial_since: Option<Instant>,
+    /// Bytes received on this connection so far: the credit for reserving ahead.
+    received: usize,
 }
 
 impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
@@ -43,17 +48,23 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
             decoder: FrameDecoder::new(max_frame),
             frame_timeout,
             partial_since: None,
+            received: 0,
         }
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> io::Result<usize> {
+        let read_ahead = self
+            .received
+            .clamp(MAX_READ_AHEAD, self.decoder.max_frame().max(MAX_READ_AHEAD));
         let wanted = self
             .decoder
             .bytes_missing(&self.buf)
-            .clamp(MIN_READ, MAX_READ_AHEAD);
+            .clamp(MIN_READ, read_ahead);
         self.buf.reserve(wanted);
-        self.io.read_buf(&mut self.buf).await
+        let read = self.io.read_buf(&mut self.buf).await?;
+        self.received = self.received.saturating_add(read);
+        Ok(read)
     }
 }
 
