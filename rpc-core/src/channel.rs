@@ -24,7 +24,7 @@ use crate::codec;
 use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, InFlight, Outbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, RequestHead, Status};
 
@@ -196,8 +196,7 @@ impl Channel {
         let write_timeout = shared.config.write_timeout;
         let writer_shared = shared.clone();
         tokio::spawn(async move {
-            let more_coming = || lock(&writer_shared.calls).pending.len() > 1;
-            let outcome = outbox::run_writer(outbox, writer, write_timeout, more_coming).await;
+            let outcome = outbox::run_writer(outbox, writer, write_timeout).await;
             let error = match outcome {
                 Ok(()) => RpcError::connection_closed("the channel was dropped"),
                 Err(error) => error,
@@ -297,10 +296,11 @@ impl ChannelShared {
             shared: self,
             call_id,
             sent: false,
+            _in_flight: InFlight::new(&self.outbox),
         };
         let max_frame = self.config.max_frame_size;
         self.outbox
-            .push(|buf| {
+            .push(true, |buf| {
                 let deadline_micros = match deadline {
                     Some(deadline) => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -473,6 +473,8 @@ struct CallGuard<'a> {
     shared: &'a ChannelShared,
     call_id: u32,
     sent: bool,
+    /// Counts the call for the outbox's batching decisions.
+    _in_flight: InFlight,
 }
 
 impl Drop for CallGuard<'_> {

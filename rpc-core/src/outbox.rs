@@ -1,15 +1,24 @@
 //! The outgoing side of a connection, shared by the client and server drivers.
 //!
-//! Callers encode frames straight into one shared buffer under a short lock; a single writer
-//! task swaps the whole buffer out and writes it with one call, so frames queued while a
-//! write is in progress are coalesced into the next one. The buffer has a high-water mark:
-//! past it, callers wait for the writer (backpressure towards handlers and callers) instead
-//! of growing memory without bound.
+//! Callers encode frames straight into one shared buffer under a short lock. Two ways out:
+//!
+//! - **Batched**: a writer task swaps the whole buffer out and writes it with one call, so
+//!   frames queued while a write is in progress leave together. When other calls are in
+//!   flight it first yields once, so that tasks woken together queue their frames before the
+//!   batch is taken.
+//! - **Direct**: a lone call (nothing else in flight, nothing queued, the writer idle) writes
+//!   its frame itself with a non-blocking write, sparing a hop to the writer task. Whatever
+//!   the socket does not take at once is left to the writer.
+//!
+//! The buffer has a high-water mark: past it, callers wait for the writer (backpressure
+//! towards handlers and callers) instead of growing memory without bound.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
 
 use crate::error::RpcError;
@@ -18,14 +27,22 @@ use crate::transport::FrameWrite;
 /// Bytes queued before new frames wait for the writer (a single larger frame still fits).
 const HIGH_WATER: usize = 256 * 1024;
 
-/// Capacity of each of the two buffers the writer swaps between.
-const INITIAL_CAPACITY: usize = 16 * 1024;
-
-#[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
     writer_wake: Notify,
     space: Notify,
+    /// Calls in flight on the connection (see `InFlight`).
+    in_flight: AtomicUsize,
+    /// The write half while the writer task is idle, for direct writes.
+    direct: OnceLock<Arc<dyn TryWrite>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -37,19 +54,40 @@ struct OutboxState {
     failed: Option<RpcError>,
 }
 
+/// Counts one call as in flight on an outbox for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    outbox: Arc<Outbox>,
+}
+
+impl InFlight {
+    pub(crate) fn new(outbox: &Arc<Outbox>) -> Self {
+        outbox.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            outbox: outbox.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.outbox.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Outbox {
     /// An outbox whose first bytes are `preface`.
     pub(crate) fn new(preface: &[u8]) -> Self {
-        let mut buf = BytesMut::with_capacity(INITIAL_CAPACITY);
-        buf.extend_from_slice(preface);
         Outbox {
             state: Mutex::new(OutboxState {
-                buf,
+                buf: BytesMut::from(preface),
                 finishing: false,
                 failed: None,
             }),
             writer_wake: Notify::new(),
             space: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            direct: OnceLock::new(),
         }
     }
 
@@ -61,16 +99,24 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether calls other than one are in flight, so that more frames are likely to follow.
+    fn others_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 1
+    }
+
     /// Appends frames with `encode` once the queue is below its high-water mark.
     ///
-    /// `encode` runs under the lock and must leave `buf` holding whole frames only.
+    /// `encode` runs under the lock and must leave `buf` holding whole frames only. With
+    /// `alone` (the caller knows no other frame is about to follow) and no other call in
+    /// flight, the frame may be written directly.
     pub(crate) async fn push<T>(
         &self,
+        alone: bool,
         encode: impl FnOnce(&mut BytesMut) -> Result<T, RpcError>,
     ) -> Result<T, RpcError> {
         let mut encode = Some(encode);
         loop {
-            if let Some(result) = self.try_push_slot(&mut encode) {
+            if let Some(result) = self.try_push_slot(alone, &mut encode) {
                 return result;
             }
             // Full: wait for the writer, registering before checking again so that a batch
@@ -78,7 +124,7 @@ impl Outbox {
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if let Some(result) = self.try_push_slot(&mut encode) {
+            if let Some(result) = self.try_push_slot(alone, &mut encode) {
                 return result;
             }
             space.await;
@@ -86,8 +132,12 @@ impl Outbox {
     }
 
     /// Appends frames with the encoder in `encode` if the queue is below its high-water mark;
-    /// `None` when it is full, leaving the encoder in its slot.
-    pub(crate) fn try_push_slot<T, F>(&self, encode: &mut Option<F>) -> Option<Result<T, RpcError>>
+    /// `None` when it is full, leaving the encoder in its slot. See `push` for `alone`.
+    pub(crate) fn try_push_slot<T, F>(
+        &self,
+        alone: bool,
+        encode: &mut Option<F>,
+    ) -> Option<Result<T, RpcError>>
     where
         F: FnOnce(&mut BytesMut) -> Result<T, RpcError>,
     {
@@ -106,12 +156,35 @@ impl Outbox {
         let encode = encode.take()?;
         let was_empty = state.buf.is_empty();
         let result = encode(&mut state.buf);
-        let is_empty = state.buf.is_empty();
-        drop(state);
-        if was_empty && !is_empty {
-            self.writer_wake.notify_one();
+        if !was_empty || state.buf.is_empty() {
+            // The writer already knows about the queued bytes (or there are none).
+            return Some(result);
         }
+        if alone && !self.others_in_flight() {
+            self.write_directly(&mut state);
+            if state.buf.is_empty() {
+                return Some(result);
+            }
+        }
+        drop(state);
+        self.writer_wake.notify_one();
         Some(result)
+    }
+
+    /// Writes what is queued with a non-blocking write, if the writer task is idle. Runs under
+    /// the state lock, so nothing can be queued or taken meanwhile.
+    fn write_directly(&self, state: &mut OutboxState) {
+        let Some(direct) = self.direct.get() else {
+            return;
+        };
+        match direct.try_write(&state.buf) {
+            Some(Ok(written)) => state.buf.advance(written),
+            // Not now (writer busy, or the socket full): the writer task takes it from here.
+            Some(Err(error)) if error.kind() == io::ErrorKind::WouldBlock => {}
+            // A real error: let the writer task meet it on its own write and fail the
+            // connection through the usual path.
+            Some(Err(_)) | None => {}
+        }
     }
 
     /// Appends a small control frame now, ignoring the high-water mark. Returns `false`
@@ -153,15 +226,14 @@ impl Outbox {
 
     /// Waits for queued bytes and swaps them into `batch` (which must be empty).
     ///
-    /// When `more_coming()` says other calls are in flight, it first yields once to the
-    /// scheduler: tasks woken together (callers whose responses arrived in one read, handlers
-    /// spawned from one read) then queue their frames before the batch is taken, and leave
-    /// in one write instead of one write each. A lone call is written at once.
-    async fn next_batch(
-        &self,
-        batch: &mut BytesMut,
-        more_coming: &(impl Fn() -> bool + Sync),
-    ) -> NextBatch {
+    /// When other calls are in flight, it first yields once to the scheduler: tasks woken
+    /// together (callers whose responses arrived in one read, handlers finishing together)
+    /// then queue their frames before the batch is taken, and leave in one write instead of
+    /// one write each.
+    ///
+    /// The write half is taken from `slot` under the same lock as the batch, so no direct
+    /// write can slip in between the batch being taken and being written.
+    async fn next_batch<W>(&self, batch: &mut BytesMut, slot: &WriterSlot<W>) -> NextBatch<W> {
         let mut yielded = false;
         loop {
             let step = {
@@ -174,40 +246,77 @@ impl Outbox {
                         return NextBatch::Finished;
                     }
                     Step::Wait
-                } else if !yielded && !state.finishing {
+                } else if !yielded && !state.finishing && self.others_in_flight() {
                     Step::LetOthersQueue
                 } else {
+                    let Some(writer) = slot.take() else {
+                        return NextBatch::Failed(RpcError::Internal {
+                            message: "the write half is gone".into(),
+                        });
+                    };
                     std::mem::swap(&mut state.buf, batch);
-                    Step::Take
+                    Step::Take(writer)
                 }
             };
             match step {
                 Step::Wait => self.writer_wake.notified().await,
                 Step::LetOthersQueue => {
                     yielded = true;
-                    if more_coming() {
-                        tokio::task::yield_now().await;
-                    }
+                    tokio::task::yield_now().await;
                 }
-                Step::Take => {
+                Step::Take(writer) => {
                     self.space.notify_waiters();
-                    return NextBatch::Write;
+                    return NextBatch::Write(writer);
                 }
             }
         }
     }
 }
 
-enum Step {
+enum Step<W> {
     Wait,
     LetOthersQueue,
-    Take,
+    Take(W),
 }
 
-enum NextBatch {
-    Write,
+enum NextBatch<W> {
+    Write(W),
     Finished,
     Failed(RpcError),
+}
+
+/// A non-blocking write into the connection's write half, when the writer task is idle.
+trait TryWrite: Send + Sync {
+    /// `None` when the writer task holds the write half.
+    fn try_write(&self, bytes: &[u8]) -> Option<io::Result<usize>>;
+}
+
+/// The write half, parked here while the writer task waits for work.
+struct WriterSlot<W> {
+    writer: Mutex<Option<W>>,
+}
+
+impl<W: FrameWrite> TryWrite for WriterSlot<W> {
+    fn try_write(&self, bytes: &[u8]) -> Option<io::Result<usize>> {
+        let mut slot = self.writer.try_lock().ok()?;
+        Some(slot.as_mut()?.try_write(bytes))
+    }
+}
+
+impl<W> WriterSlot<W> {
+    fn park(&self, writer: W) {
+        *self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(writer);
+    }
+
+    fn take(&self) -> Option<W> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
 }
 
 /// Writes what the outbox queues until it finishes or fails. A write that makes no progress
@@ -215,23 +324,28 @@ enum NextBatch {
 /// forever).
 ///
 /// Returns `Ok(())` after a clean finish and shutdown of the write half.
-///
-/// `more_coming` tells whether other calls are in flight on the connection (see
-/// `Outbox::next_batch`).
 pub(crate) async fn run_writer<W: FrameWrite>(
     outbox: Arc<Outbox>,
-    mut writer: W,
+    writer: W,
     write_timeout: Duration,
-    more_coming: impl Fn() -> bool + Send + Sync,
 ) -> Result<(), RpcError> {
-    let mut batch = BytesMut::with_capacity(INITIAL_CAPACITY);
+    let slot = Arc::new(WriterSlot {
+        writer: Mutex::new(Some(writer)),
+    });
+    let direct: Arc<dyn TryWrite> = slot.clone();
+    // Each outbox has one writer; should a second ever start, it simply gets no direct writes.
+    let _ = outbox.direct.set(direct);
+    let mut batch = BytesMut::new();
     loop {
-        match outbox.next_batch(&mut batch, &more_coming).await {
-            NextBatch::Write => {
+        match outbox.next_batch(&mut batch, &slot).await {
+            NextBatch::Write(mut writer) => {
                 let written = tokio::time::timeout(write_timeout, writer.write_all(&batch)).await;
                 batch.clear();
                 let error = match written {
-                    Ok(Ok(())) => continue,
+                    Ok(Ok(())) => {
+                        slot.park(writer);
+                        continue;
+                    }
                     Ok(Err(error)) => RpcError::from(error),
                     Err(_elapsed) => RpcError::connection_closed(format!(
                         "the peer read nothing for {write_timeout:?} (write stalled)"
@@ -241,6 +355,9 @@ pub(crate) async fn run_writer<W: FrameWrite>(
                 return Err(error);
             }
             NextBatch::Finished => {
+                let Some(mut writer) = slot.take() else {
+                    return Ok(());
+                };
                 let shutdown = tokio::time::timeout(write_timeout, writer.shutdown()).await;
                 return match shutdown {
                     Ok(result) => result.map_err(RpcError::from),

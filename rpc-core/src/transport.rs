@@ -28,12 +28,22 @@ pub trait FrameRead: Send + 'static {
     /// Reads the next frame body (the bytes after the length prefix). `Ok(None)` means the
     /// peer closed the stream cleanly between frames.
     ///
+    /// Must be cancel safe: the drivers race it against timers and signals, and a dropped
+    /// call must lose no bytes (keep partial frames in the reader, not in the future).
+    ///
     /// # Errors
     ///
     /// `RpcError::FrameTooLarge` for a length prefix over the limit (checked before any
     /// allocation), `ConnectionClosed` for an end of stream inside a frame, `Io` for
     /// transport failures.
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Bytes>, RpcError>> + Send;
+
+    /// Whether bytes of a next frame are already buffered (so more requests are about to be
+    /// handled and their responses should be batched). The default says yes, which only
+    /// costs a transport that does not say the direct-write shortcut.
+    fn has_buffered_bytes(&self) -> bool {
+        true
+    }
 }
 
 /// The writing half of a connection.
@@ -43,6 +53,15 @@ pub trait FrameWrite: Send + 'static {
 
     /// Flushes and closes the write direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes as much of `bytes` as the transport takes right now, without waiting; an
+    /// `io::ErrorKind::WouldBlock` error when it takes nothing. A lone call uses it to send
+    /// its frame without a hop to the writer task. The default never writes (every frame
+    /// then goes through `write_all`).
+    fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let _ = bytes;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 /// One established connection, as a transport hands it to a [`crate::Channel`] or a

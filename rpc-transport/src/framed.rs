@@ -80,6 +80,10 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for FramedReader<R> {
         Ok(())
     }
 
+    fn has_buffered_bytes(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Cancel safe: the bytes read so far stay in the reader, and so does the time the
     /// current frame started, so a dropped call neither loses data nor resets the timeout.
     async fn read_frame(&mut self) -> Result<Option<Bytes>, RpcError> {
@@ -138,6 +142,16 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for FramedWriter<W> {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         self.io.shutdown().await
+    }
+
+    fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        // A poll with a waker that does nothing: if the stream is not ready, it says so and
+        // the writer task, polling with its own waker, takes over.
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut self.io).poll_write(&mut context, bytes) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 }
 

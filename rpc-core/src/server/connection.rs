@@ -27,7 +27,7 @@ use super::{Server, ServerInner, Shutdown};
 use crate::context::{Context, Peer};
 use crate::dispatch::{HandlerFuture, IncomingRequest, Reply};
 use crate::error::RpcError;
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, InFlight, Outbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, FrameKind, RequestHead, Status};
 
@@ -71,18 +71,7 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         draining: AtomicBool::new(false),
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
     });
-    let handlers_of = Arc::downgrade(&conn);
-    let more_coming = move || {
-        handlers_of
-            .upgrade()
-            .is_some_and(|conn| conn.running_handlers() > 1)
-    };
-    let writer_task = tokio::spawn(outbox::run_writer(
-        outbox,
-        writer,
-        config.write_timeout,
-        more_coming,
-    ));
+    let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, config.write_timeout));
     let mut driver = Driver {
         conn: conn.clone(),
         writer_task,
@@ -211,7 +200,10 @@ impl Driver {
                         Err(error) => return Ending::Failed(error),
                     };
                     self.last_frame_at = Instant::now();
-                    if let Err(error) = self.handle_frame(frame, &mut next_permit) {
+                    // With more requests already buffered, their responses should leave
+                    // together rather than each on its own.
+                    let alone = !reader.has_buffered_bytes();
+                    if let Err(error) = self.handle_frame(frame, alone, &mut next_permit) {
                         return Ending::Failed(error);
                     }
                 }
@@ -232,6 +224,7 @@ impl Driver {
     fn handle_frame(
         &mut self,
         frame: Bytes,
+        alone: bool,
         next_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), RpcError> {
         match Frame::parse(frame)? {
@@ -250,7 +243,7 @@ impl Driver {
                     return Ok(());
                 }
                 if let Some(permit) = next_permit.take() {
-                    self.conn.start_call(head, metadata, payload, permit);
+                    self.conn.start_call(head, metadata, payload, permit, alone);
                 }
                 Ok(())
             }
@@ -275,13 +268,16 @@ impl ConnState {
         self.handlers().len()
     }
 
-    /// Validates a request and spawns its handler, or answers it with an error at once.
+    /// Validates a request and runs its handler (inline if it finishes at once, else in a
+    /// task of its own), or answers it with an error at once. `alone` says no other request
+    /// is waiting to be read right behind this one.
     fn start_call(
         self: &Arc<Self>,
         head: RequestHead,
         metadata: Bytes,
         payload: Bytes,
         permit: OwnedSemaphorePermit,
+        alone: bool,
     ) {
         let call_id = head.call_id;
         if self.handlers().contains_key(&call_id) {
@@ -289,6 +285,7 @@ impl ConnState {
             tracing::debug!(peer = %self.peer, call_id, "ignored a request reusing a live call id");
             return;
         }
+        let in_flight = InFlight::new(&self.outbox);
         let Some(service) = self.server.service(head.service_id).cloned() else {
             self.respond_error(call_id, Status::UnknownService, b"");
             return;
@@ -362,17 +359,17 @@ impl ConnState {
             let mut encode = Some(move |buf: &mut BytesMut| {
                 encode_outcome(buf, call_id, outcome, max_frame, &peer)
             });
-            if self.outbox.try_push_slot(&mut encode).is_some() {
+            if self.outbox.try_push_slot(alone, &mut encode).is_some() {
                 return;
             }
             // The outbox is full: wait for room in a task, holding the permit meanwhile.
             if let Some(encode) = encode.take() {
                 let conn = self.clone();
                 self.spawn_call(call_id, async move {
-                    if let Err(error) = conn.outbox.push(encode).await {
+                    if let Err(error) = conn.outbox.push(true, encode).await {
                         tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
                     }
-                    drop(permit);
+                    drop((permit, in_flight));
                 });
             }
             return;
@@ -384,7 +381,7 @@ impl ConnState {
                 conn.log_panic(names.0, names.1, call_id, panic);
             }
             conn.respond(call_id, outcome).await;
-            drop(permit);
+            drop((permit, in_flight));
         });
     }
 
@@ -454,7 +451,9 @@ impl ConnState {
         let max_frame = self.server.config().max_frame_size;
         let pushed = self
             .outbox
-            .push(|buf| encode_outcome(buf, call_id, outcome, max_frame, &self.peer))
+            .push(true, |buf| {
+                encode_outcome(buf, call_id, outcome, max_frame, &self.peer)
+            })
             .await;
         if let Err(error) = pushed {
             tracing::debug!(peer = %self.peer, call_id, %error, "could not queue a response");
