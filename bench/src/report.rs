@@ -111,7 +111,7 @@ fn micros(duration: Duration) -> f64 {
 struct Row {
     label: String,
     values: [Option<f64>; 3],
-    format: fn(f64) -> String,
+    format: Box<dyn Fn(f64) -> String>,
 }
 
 const STACKS: [Stack; 3] = [Stack::Raw, Stack::Ours, Stack::Tarpc];
@@ -169,25 +169,19 @@ impl Report {
                 rows.push(Row {
                     label: format!("{label}, {where_}"),
                     values,
-                    format: match metric {
-                        Metric::CpuPerCall => |v| Metric::CpuPerCall.format(v),
-                        Metric::CallsPerSecond => |v| Metric::CallsPerSecond.format(v),
-                        Metric::P50 => |v| Metric::P50.format(v),
-                        Metric::P99 => |v| Metric::P99.format(v),
-                        Metric::BytesPerSecond => |v| Metric::BytesPerSecond.format(v),
-                    },
+                    format: Box::new(move |value| metric.format(value)),
                 });
             }
         }
         rows.push(Row {
             label: "allocations per call (both sides)".to_owned(),
             values: STACKS.map(|stack| self.allocations.get(&System { stack, net }).copied()),
-            format: |v| format!("{v:.1}"),
+            format: Box::new(|value| format!("{value:.1}")),
         });
         rows.push(Row {
             label: "heap per idle connection (both sides)".to_owned(),
             values: STACKS.map(|stack| self.idle_memory.get(&System { stack, net }).copied()),
-            format: |v| format!("{:.1} KiB", v / 1024.0),
+            format: Box::new(|value| format!("{:.1} KiB", value / 1024.0)),
         });
         rows
     }
@@ -210,7 +204,7 @@ impl fmt::Display for Report {
             )?;
             writeln!(f, "|---|---|---|---|---|---|")?;
             for row in self.rows(net) {
-                let cell = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), row.format);
+                let cell = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), &row.format);
                 let ratio = |other: Option<f64>| match (row.values[1], other) {
                     (Some(ours), Some(other)) if other > 0.0 => format!("{:.2}×", ours / other),
                     _ => "–".to_owned(),

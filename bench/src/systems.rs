@@ -157,38 +157,31 @@ pub async fn start_server(system: System) -> std::io::Result<Endpoint> {
         Net::Tcp => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
-            match system.stack {
-                Stack::Ours => {
-                    tokio::spawn(rpc_transport::serve(listener, ours_server()));
-                }
-                Stack::Tarpc | Stack::Raw => {
-                    tokio::spawn(async move {
-                        while let Ok((stream, _)) = listener.accept().await {
-                            let _ = stream.set_nodelay(true);
-                            tokio::spawn(serve_stream(system.stack, stream));
-                        }
-                    });
-                }
-            }
+            serve_on(listener, system.stack);
             Ok(Endpoint::Tcp(address))
         }
         Net::Unix => {
             let path = socket_path();
             let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
-            match system.stack {
-                Stack::Ours => {
-                    tokio::spawn(rpc_transport::serve(listener, ours_server()));
-                }
-                Stack::Tarpc | Stack::Raw => {
-                    tokio::spawn(async move {
-                        while let Ok((stream, _)) = listener.accept().await {
-                            tokio::spawn(serve_stream(system.stack, stream));
-                        }
-                    });
-                }
-            }
+            serve_on(tokio::net::UnixListener::bind(&path)?, system.stack);
             Ok(Endpoint::Unix(path))
+        }
+    }
+}
+
+/// Serves `stack` on every connection `listener` accepts (with TCP_NODELAY on TCP).
+fn serve_on<L: rpc_transport::Listener>(mut listener: L, stack: Stack) {
+    match stack {
+        Stack::Ours => {
+            tokio::spawn(rpc_transport::serve(listener, ours_server()));
+        }
+        Stack::Tarpc | Stack::Raw => {
+            tokio::spawn(async move {
+                while let Ok(accepted) = rpc_transport::Listener::accept(&mut listener).await {
+                    let stream = tokio::io::join(accepted.reader, accepted.writer);
+                    tokio::spawn(serve_stream(stack, stream));
+                }
+            });
         }
     }
 }
