@@ -54,14 +54,16 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> io::Result<usize> {
-        let read_ahead = self
-            .received
-            .clamp(MAX_READ_AHEAD, self.decoder.max_frame().max(MAX_READ_AHEAD));
-        let wanted = self
-            .decoder
-            .bytes_missing(&self.buf)
-            .clamp(MIN_READ, read_ahead);
-        self.buf.reserve(wanted);
+        let missing = self.decoder.bytes_missing(&self.buf);
+        let spare = self.buf.capacity() - self.buf.len();
+        // Read into the room left behind the frames already split off while there is some:
+        // growing the buffer while those frames are still alive means a new allocation.
+        if spare < missing.max(MIN_READ / 8) {
+            let read_ahead = self
+                .received
+                .clamp(MAX_READ_AHEAD, self.decoder.max_frame().max(MAX_READ_AHEAD));
+            self.buf.reserve(missing.clamp(MIN_READ, read_ahead));
+        }
         let read = self.io.read_buf(&mut self.buf).await?;
         self.received = self.received.saturating_add(read);
         Ok(read)
