@@ -72,21 +72,15 @@ impl CallOptions {
         self
     }
 
-    /// The deadline of a call starting at `start`: the earlier of the fixed deadline and
-    /// the timeout (or `default_timeout` when neither is set).
-    fn deadline_for_call(
-        &self,
-        start: Instant,
-        default_timeout: Option<Duration>,
-    ) -> Option<Instant> {
-        let from_timeout = self
-            .timeout
-            .or(if self.deadline.is_none() {
-                default_timeout
-            } else {
-                None
-            })
-            .and_then(|timeout| start.checked_add(timeout));
+    /// The deadline of a call starting now: the earlier of the fixed deadline and the
+    /// timeout (or `default_timeout` when neither is set).
+    fn deadline_for_call(&self, default_timeout: Option<Duration>) -> Option<Instant> {
+        let timeout = match self.deadline {
+            Some(_) => self.timeout,
+            None => self.timeout.or(default_timeout),
+        };
+        // Read the clock only for calls that have a timeout.
+        let from_timeout = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         match (self.deadline, from_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -266,7 +260,7 @@ impl Channel {
         R: DeserializeOwned,
     {
         let shared = &self.handle.shared;
-        let deadline = options.deadline_for_call(Instant::now(), shared.config.default_timeout);
+        let deadline = options.deadline_for_call(shared.config.default_timeout);
         let exchange = shared.exchange(method, deadline, &options.metadata, args);
         let (status, payload) = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)

@@ -31,8 +31,8 @@ pub struct ServerConfig {
     pub preface_timeout: Duration,
     /// Time the rest of a frame has to arrive once its first byte has. Default 30 s.
     pub frame_timeout: Duration,
-    /// A connection with no call in flight and no frame received for this long is closed.
-    /// Default 10 minutes; `None` keeps idle connections open.
+    /// A connection with no call in flight and no frame received for this long (up to twice
+    /// this long) is closed. Default 10 minutes; `None` keeps idle connections open.
     pub idle_timeout: Option<Duration>,
     /// A write that makes no progress for this long closes the connection. Default 30 s.
     pub write_timeout: Duration,

@@ -77,7 +77,7 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         writer_task,
         draining: false,
         highest_call_id: 0,
-        last_frame_at: Instant::now(),
+        frames_received: 0,
     };
     let ending = driver.run(&mut reader, &shutdown).await;
     conn.abort_handlers();
@@ -128,7 +128,9 @@ struct Driver {
     writer_task: JoinHandle<Result<(), RpcError>>,
     draining: bool,
     highest_call_id: u32,
-    last_frame_at: Instant,
+    /// Frames received so far; the idle timer compares it between its firings rather than
+    /// reading the clock for every frame.
+    frames_received: u64,
 }
 
 impl Driver {
@@ -147,6 +149,7 @@ impl Driver {
                 .into(),
         );
         tokio::pin!(idle_timer);
+        let mut frames_at_last_idle_check = 0;
         let mut next_permit: Option<OwnedSemaphorePermit> = None;
         loop {
             if self.draining && self.conn.running_handlers() == 0 {
@@ -178,15 +181,18 @@ impl Driver {
                     return Ending::Clean;
                 }
                 () = self.conn.drained.notified(), if self.draining => {}
+                // The idle timer fires once per idle period; a period with no frame and no
+                // call running ends the connection (so idleness is noticed after one to two
+                // periods, without reading the clock for every frame).
                 () = &mut idle_timer, if config.idle_timeout.is_some() && !self.draining => {
                     let Some(idle_timeout) = config.idle_timeout else { continue };
-                    let now = Instant::now();
-                    let idle_until = self.last_frame_at + idle_timeout;
-                    if self.conn.running_handlers() == 0 && idle_until <= now {
+                    let quiet = self.frames_received == frames_at_last_idle_check;
+                    if quiet && self.conn.running_handlers() == 0 {
                         tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
                         self.start_draining("the connection was idle");
                     } else {
-                        idle_timer.as_mut().reset(idle_until.max(now + idle_timeout).into());
+                        frames_at_last_idle_check = self.frames_received;
+                        idle_timer.as_mut().reset((Instant::now() + idle_timeout).into());
                     }
                 }
                 permit = self.conn.permits.clone().acquire_owned(), if next_permit.is_none() => {
@@ -199,7 +205,7 @@ impl Driver {
                         Ok(None) => return Ending::Clean,
                         Err(error) => return Ending::Failed(error),
                     };
-                    self.last_frame_at = Instant::now();
+                    self.frames_received += 1;
                     // With more requests already buffered, their responses should leave
                     // together rather than each on its own.
                     let alone = !reader.has_buffered_bytes();
