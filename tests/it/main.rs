@@ -10,3 +10,4 @@ mod calls;
 mod deadlines;
 mod faults;
 mod shutdown;
+mod stress;
