@@ -352,6 +352,7 @@ pub fn request_frame<A: Serialize>(call_id: u32, service: &str, method: &str, ar
         service_id: rpc_core::wire::wire_id(service),
         method_id: rpc_core::wire::wire_id(method),
         deadline_micros: None,
+        request_stream: false,
     };
     let start = rpc_core::wire::start_request(&mut buf, &head, &[]).unwrap();
     rpc_core::codec::encode_into(&mut buf, args).unwrap();

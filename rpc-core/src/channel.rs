@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -25,6 +25,7 @@ use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
 use crate::outbox::{self, InFlight, Outbox};
+use crate::streaming::{send_stream, Credit, Inbox, Streaming};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, RequestHead, Status};
 
@@ -128,6 +129,10 @@ struct CallTable {
     closed: Option<RpcError>,
     /// Set when the server said it is going away: later calls fail fast with it.
     going_away: Option<RpcError>,
+    /// Response streams being received, by call id, with the method (for errors).
+    streams: HashMap<u32, (Arc<Inbox>, MethodSpec), BuildHasherDefault<CallIdHasher>>,
+    /// Request streams being sent, by call id: the credit the server granted.
+    credits: HashMap<u32, Arc<Credit>, BuildHasherDefault<CallIdHasher>>,
 }
 
 #[derive(Debug)]
@@ -180,6 +185,8 @@ impl Channel {
                 pending: HashMap::default(),
                 closed: None,
                 going_away: None,
+                streams: HashMap::default(),
+                credits: HashMap::default(),
             }),
             outbox: outbox.clone(),
             config,
@@ -270,6 +277,88 @@ impl Channel {
         };
         decode_response(method, status, &payload)
     }
+
+    /// Calls a method whose result is a stream, sending `input` as its request stream if it
+    /// takes one. The call resolves once the server's handler has returned its stream; the
+    /// stream then yields the items as they come, within the call's deadline.
+    ///
+    /// # Errors
+    ///
+    /// Any [`RpcError`] that ends the call before its stream starts.
+    pub async fn call_streaming<A, I, R>(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &A,
+        input: Option<Streaming<I>>,
+    ) -> Result<Streaming<R>, RpcError>
+    where
+        A: Serialize + ?Sized,
+        I: Serialize + Send + 'static,
+        R: DeserializeOwned,
+    {
+        let deadline = options.deadline_for_call(self.handle.shared.config.default_timeout);
+        let (status, payload, inbox) = self
+            .exchange_with_deadline(method, options, deadline, args, input, true)
+            .await?;
+        match (status, inbox) {
+            (Status::Ok, Some(inbox)) => Ok(Streaming::remote(inbox, deadline)),
+            (status, _) => Err(status_error(method, status, &payload)),
+        }
+    }
+
+    /// Calls a method that takes a request stream and returns a single result: `input` is
+    /// sent as the server's handler reads it, and the call resolves when the handler returns.
+    ///
+    /// # Errors
+    ///
+    /// Any [`RpcError`], as for [`Channel::call`].
+    pub async fn call_with_input<A, I, R>(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &A,
+        input: Streaming<I>,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        I: Serialize + Send + 'static,
+        R: DeserializeOwned,
+    {
+        let deadline = options.deadline_for_call(self.handle.shared.config.default_timeout);
+        let (status, payload, _) = self
+            .exchange_with_deadline(method, options, deadline, args, Some(input), false)
+            .await?;
+        decode_response(method, status, &payload)
+    }
+
+    async fn exchange_with_deadline<A, I>(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        deadline: Option<Instant>,
+        args: &A,
+        input: Option<Streaming<I>>,
+        output: bool,
+    ) -> Result<(Status, Bytes, Option<Arc<Inbox>>), RpcError>
+    where
+        A: Serialize + ?Sized,
+        I: Serialize + Send + 'static,
+    {
+        let call = StreamedCall {
+            metadata: &options.metadata,
+            deadline,
+            input,
+            output,
+        };
+        let exchange = self.handle.shared.exchange_streams(method, args, call);
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
+                .await
+                .map_err(|_elapsed| RpcError::DeadlineExceeded {})?,
+            None => exchange.await,
+        }
+    }
 }
 
 impl ChannelShared {
@@ -290,37 +379,15 @@ impl ChannelShared {
             shared: self,
             call_id,
             sent: false,
+            owns_streams: false,
             _in_flight: InFlight::new(&self.outbox),
         };
         let max_frame = self.config.max_frame_size;
         self.outbox
             .push(true, |buf| {
-                let deadline_micros = match deadline {
-                    Some(deadline) => {
-                        let remaining = deadline.saturating_duration_since(Instant::now());
-                        if remaining.is_zero() {
-                            return Err(RpcError::DeadlineExceeded {});
-                        }
-                        Some(
-                            u64::try_from(remaining.as_micros())
-                                .unwrap_or(u64::MAX)
-                                .max(1),
-                        )
-                    }
-                    None => None,
-                };
-                let head = RequestHead {
-                    call_id,
-                    service_id: method.service_id,
-                    method_id: method.method_id,
-                    deadline_micros,
-                };
-                let start = wire::start_request(buf, &head, metadata)?;
-                if let Err(error) = codec::encode_into(buf, args) {
-                    wire::abandon_frame(buf, start);
-                    return Err(error);
-                }
-                wire::finish_frame(buf, start, max_frame)
+                encode_request(
+                    buf, call_id, method, deadline, metadata, args, false, max_frame,
+                )
             })
             .await?;
         guard.sent = true;
@@ -331,6 +398,106 @@ impl ChannelShared {
         .await;
         guard.sent = false;
         outcome
+    }
+
+    /// Sends one request with its streams and waits for its response frame. On success the
+    /// response stream's inbox, if any, is handed to the caller (who then owns its cleanup);
+    /// the request stream keeps flowing from its own task.
+    async fn exchange_streams<A, I>(
+        self: &Arc<Self>,
+        method: &MethodSpec,
+        args: &A,
+        call: StreamedCall<'_, I>,
+    ) -> Result<(Status, Bytes, Option<Arc<Inbox>>), RpcError>
+    where
+        A: Serialize + ?Sized,
+        I: Serialize + Send + 'static,
+    {
+        let call_id = self.register_call()?;
+        let mut guard = CallGuard {
+            shared: self,
+            call_id,
+            sent: false,
+            owns_streams: true,
+            _in_flight: InFlight::new(&self.outbox),
+        };
+        let inbox = call
+            .output
+            .then(|| Inbox::new(call_id, self.config.stream_window, self.outbox.clone()));
+        let credit = call.input.as_ref().map(|_| Arc::new(Credit::default()));
+        {
+            let mut calls = lock(&self.calls);
+            if let Some(inbox) = &inbox {
+                calls.streams.insert(call_id, (inbox.clone(), *method));
+            }
+            if let Some(credit) = &credit {
+                calls.credits.insert(call_id, credit.clone());
+            }
+        }
+        let max_frame = self.config.max_frame_size;
+        let request_stream = call.input.is_some();
+        self.outbox
+            .push(true, |buf| {
+                encode_request(
+                    buf,
+                    call_id,
+                    method,
+                    call.deadline,
+                    call.metadata,
+                    args,
+                    request_stream,
+                    max_frame,
+                )?;
+                if let Some(inbox) = &inbox {
+                    inbox.encode_initial_window(buf);
+                }
+                Ok(())
+            })
+            .await?;
+        guard.sent = true;
+        let mut producer = match (call.input, credit) {
+            (Some(input), Some(credit)) => {
+                let shared = self.clone();
+                let outbox = self.outbox.clone();
+                let deadline = call.deadline;
+                Some(AbortOnDrop(Some(tokio::spawn(async move {
+                    send_stream(input, call_id, outbox, credit, deadline, max_frame).await;
+                    lock(&shared.calls).credits.remove(&call_id);
+                }))))
+            }
+            _ => None,
+        };
+        let outcome = ResponseWait {
+            shared: self,
+            call_id,
+        }
+        .await;
+        guard.sent = false;
+        // Answered: the request stream goes on until it ends or the server stops it.
+        if let Some(producer) = &mut producer {
+            producer.0.take();
+        }
+        let (status, payload) = outcome?;
+        if status != Status::Ok {
+            return Ok((status, payload, None));
+        }
+        // The caller owns the response stream from here: dropping it cancels the call.
+        guard.owns_streams = false;
+        lock(&self.calls)
+            .credits
+            .retain(|id, _| *id != call_id || request_stream);
+        if let Some(inbox) = &inbox {
+            let shared = Arc::downgrade(self);
+            inbox.on_abandon(move || {
+                if let Some(shared) = shared.upgrade() {
+                    lock(&shared.calls).streams.remove(&call_id);
+                    shared
+                        .outbox
+                        .push_now(|buf| wire::encode_cancel(buf, call_id));
+                }
+            });
+        }
+        Ok((status, payload, inbox))
     }
 
     fn register_call(&self) -> Result<u32, RpcError> {
@@ -377,6 +544,8 @@ impl ChannelShared {
     /// Fails every pending and later call with `error`.
     fn close(&self, error: RpcError) {
         let mut wakers = Vec::new();
+        let streams;
+        let credits;
         {
             let mut calls = lock(&self.calls);
             if calls.closed.is_none() {
@@ -388,6 +557,14 @@ impl ChannelShared {
                     *slot = PendingCall::Done(Err(error.clone()));
                 }
             }
+            streams = std::mem::take(&mut calls.streams);
+            credits = std::mem::take(&mut calls.credits);
+        }
+        for (inbox, _) in streams.into_values() {
+            inbox.finish(Err(error.clone()));
+        }
+        for credit in credits.into_values() {
+            credit.stop();
         }
         for waker in wakers {
             waker.wake();
@@ -420,6 +597,41 @@ async fn read_responses<R: FrameRead>(
                 payload,
             } => shared.complete(call_id, Ok((status, payload))),
             Frame::GoAway { reason, .. } => shared.go_away(reason),
+            Frame::StreamItem { call_id, payload } => {
+                let inbox = lock(&shared.calls)
+                    .streams
+                    .get(&call_id)
+                    .map(|(inbox, _)| inbox.clone());
+                if let Some(inbox) = inbox {
+                    inbox.push_item(payload)?;
+                }
+            }
+            Frame::StreamEnd {
+                call_id,
+                status,
+                text,
+            } => {
+                let entry = lock(&shared.calls).streams.remove(&call_id);
+                if let Some((inbox, method)) = entry {
+                    let outcome = match status {
+                        Status::Ok => Ok(()),
+                        status => Err(status_error(&method, status, &text)),
+                    };
+                    inbox.finish(outcome);
+                }
+            }
+            Frame::Window { call_id, credit } => {
+                let entry = lock(&shared.calls).credits.get(&call_id).cloned();
+                if let Some(entry) = entry {
+                    entry.grant(credit);
+                }
+            }
+            Frame::StopStream { call_id } => {
+                let entry = lock(&shared.calls).credits.remove(&call_id);
+                if let Some(entry) = entry {
+                    entry.stop();
+                }
+            }
             Frame::Request { .. } | Frame::Cancel { .. } => {
                 return Err(RpcError::protocol("the server sent a client-only frame"));
             }
@@ -433,9 +645,17 @@ fn decode_response<R: DeserializeOwned>(
     status: Status,
     payload: &[u8],
 ) -> Result<R, RpcError> {
+    match status {
+        Status::Ok => codec::decode(payload),
+        status => Err(status_error(method, status, payload)),
+    }
+}
+
+/// The error a non-OK status (of a response or a stream's end) stands for.
+fn status_error(method: &MethodSpec, status: Status, payload: &[u8]) -> RpcError {
     let message = || -> Arc<str> { String::from_utf8_lossy(payload).into() };
-    Err(match status {
-        Status::Ok => return codec::decode(payload),
+    match status {
+        Status::Ok => RpcError::protocol("an OK status where an error was expected"),
         Status::UnknownService => RpcError::UnknownService {
             service: method.service.into(),
         },
@@ -459,7 +679,67 @@ fn decode_response<R: DeserializeOwned>(
         Status::Unavailable => RpcError::Unavailable { reason: message() },
         Status::ResourceExhausted => RpcError::ResourceExhausted { message: message() },
         Status::Internal => RpcError::Internal { message: message() },
-    })
+    }
+}
+
+/// The stream parts of a call.
+struct StreamedCall<'a, I> {
+    metadata: &'a [(String, String)],
+    deadline: Option<Instant>,
+    input: Option<Streaming<I>>,
+    output: bool,
+}
+
+/// Aborts a task when dropped, unless its handle was taken out first.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Appends a REQUEST frame: header, then the encoded arguments.
+#[allow(clippy::too_many_arguments)]
+fn encode_request<A: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    call_id: u32,
+    method: &MethodSpec,
+    deadline: Option<Instant>,
+    metadata: &[(String, String)],
+    args: &A,
+    request_stream: bool,
+    max_frame: usize,
+) -> Result<(), RpcError> {
+    let deadline_micros = match deadline {
+        Some(deadline) => {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(RpcError::DeadlineExceeded {});
+            }
+            Some(
+                u64::try_from(remaining.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+        }
+        None => None,
+    };
+    let head = RequestHead {
+        call_id,
+        service_id: method.service_id,
+        method_id: method.method_id,
+        deadline_micros,
+        request_stream,
+    };
+    let start = wire::start_request(buf, &head, metadata)?;
+    if let Err(error) = codec::encode_into(buf, args) {
+        wire::abandon_frame(buf, start);
+        return Err(error);
+    }
+    wire::finish_frame(buf, start, max_frame)
 }
 
 /// Removes a call's slot if its future is dropped early, and tells the server.
@@ -467,13 +747,24 @@ struct CallGuard<'a> {
     shared: &'a ChannelShared,
     call_id: u32,
     sent: bool,
+    /// Whether the call's stream entries are still this guard's to remove.
+    owns_streams: bool,
     /// Counts the call for the outbox's batching decisions.
     _in_flight: InFlight,
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        let removed = lock(&self.shared.calls).pending.remove(&self.call_id);
+        let removed = {
+            let mut calls = lock(&self.shared.calls);
+            if self.owns_streams {
+                calls.streams.remove(&self.call_id);
+                if let Some(credit) = calls.credits.remove(&self.call_id) {
+                    credit.stop();
+                }
+            }
+            calls.pending.remove(&self.call_id)
+        };
         let was_waiting = matches!(removed, Some(PendingCall::Waiting(_)));
         if self.sent && was_waiting {
             let call_id = self.call_id;

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     /// After a graceful shutdown starts, in-flight calls get this long to finish before
     /// their connections are closed. Default 30 s.
     pub shutdown_grace_period: Duration,
+    /// Items of a client's request stream the server takes before its handler reads them
+    /// (the flow-control window). Default 64.
+    pub stream_window: u32,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             write_timeout: Duration::from_secs(30),
             shutdown_grace_period: Duration::from_secs(30),
+            stream_window: 64,
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct ChannelConfig {
     pub frame_timeout: Duration,
     /// A write that makes no progress for this long closes the connection. Default 30 s.
     pub write_timeout: Duration,
+    /// Items of a response stream the client takes before the caller reads them (the
+    /// flow-control window). Default 64.
+    pub stream_window: u32,
 }
 
 impl Default for ChannelConfig {
@@ -90,6 +97,7 @@ impl Default for ChannelConfig {
             preface_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            stream_window: 64,
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -14,6 +16,8 @@ use serde::Serialize;
 use crate::codec;
 use crate::context::Context;
 use crate::error::RpcError;
+use crate::outbox::Outbox;
+use crate::streaming::{send_stream, Credit, Inbox, Streaming};
 
 /// A decoded request on its way to a handler.
 #[derive(Debug)]
@@ -22,9 +26,23 @@ pub struct IncomingRequest {
     pub context: Context,
     /// The encoded argument tuple.
     pub payload: Bytes,
+    /// The stream of items the client sends for this call, if it said it would.
+    pub(crate) stream: Option<Arc<Inbox>>,
 }
 
 impl IncomingRequest {
+    /// The request stream of items the client sends for this call. A method that takes a
+    /// `Streaming<T>` argument reads it from here; a client that sent none gets a stream that
+    /// fails with a protocol error.
+    pub fn take_stream<T: DeserializeOwned>(&mut self) -> Streaming<T> {
+        match self.stream.take() {
+            Some(inbox) => Streaming::remote(inbox, None),
+            None => Streaming::failed(RpcError::protocol(
+                "the client sent no stream for this call",
+            )),
+        }
+    }
+
     /// Decodes the argument tuple.
     ///
     /// # Errors
@@ -35,13 +53,31 @@ impl IncomingRequest {
     }
 }
 
-/// A handler's result, encoded straight into the outgoing frame when it is queued (no
-/// intermediate buffer, so large results are copied once).
+/// A handler's result: a value, encoded straight into the outgoing frame when it is queued
+/// (no intermediate buffer, so large results are copied once), or a stream of values.
 pub struct Reply {
-    value: Box<dyn EncodeInto>,
+    kind: ReplyKind,
 }
 
-trait EncodeInto: Send {
+pub(crate) enum ReplyKind {
+    Value(Box<dyn EncodeInto>),
+    Stream(StreamStarter),
+}
+
+/// Starts sending a response stream, given where to send it.
+pub(crate) type StreamStarter =
+    Box<dyn FnOnce(StreamSink) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Where a response stream goes.
+pub(crate) struct StreamSink {
+    pub(crate) call_id: u32,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) credit: Arc<Credit>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) max_frame: usize,
+}
+
+pub(crate) trait EncodeInto: Send {
     fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError>;
 }
 
@@ -55,18 +91,49 @@ impl Reply {
     /// A reply carrying `value`.
     pub fn new<T: Serialize + Send + 'static>(value: T) -> Reply {
         Reply {
-            value: Box::new(value),
+            kind: ReplyKind::Value(Box::new(value)),
         }
     }
 
-    /// Appends the value's encoding to `buf`.
+    /// A reply that streams the items of `stream` after the response.
+    pub fn stream<T: Serialize + Send + 'static>(stream: Streaming<T>) -> Reply {
+        Reply {
+            kind: ReplyKind::Stream(Box::new(move |sink: StreamSink| {
+                Box::pin(send_stream(
+                    stream,
+                    sink.call_id,
+                    sink.outbox,
+                    sink.credit,
+                    sink.deadline,
+                    sink.max_frame,
+                ))
+            })),
+        }
+    }
+
+    /// Appends the value's encoding to `buf` (nothing for a stream, whose response carries
+    /// no value).
     ///
     /// # Errors
     ///
     /// `RpcError::Codec` when the value cannot be serialized; `buf` may then hold part of
     /// it, and the caller abandons the frame.
     pub fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
-        self.value.encode_into(buf)
+        match &self.kind {
+            ReplyKind::Value(value) => value.encode_into(buf),
+            ReplyKind::Stream(_) => Ok(()),
+        }
+    }
+
+    /// Splits off the stream this reply starts, if any.
+    pub(crate) fn take_stream(&mut self) -> Option<StreamStarter> {
+        match std::mem::replace(&mut self.kind, ReplyKind::Value(Box::new(()))) {
+            ReplyKind::Stream(starter) => Some(starter),
+            value => {
+                self.kind = value;
+                None
+            }
+        }
     }
 }
 

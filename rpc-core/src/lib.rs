@@ -58,6 +58,7 @@ mod dispatch;
 mod error;
 mod outbox;
 mod server;
+mod streaming;
 pub mod transport;
 pub mod wire;
 
@@ -70,6 +71,10 @@ pub use context::{Context, Peer, UnixCredentials};
 pub use dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use error::RpcError;
 pub use server::{Server, Shutdown};
+pub use streaming::Streaming;
+
+/// The serde this crate is built on, for deriving on types that services carry.
+pub use serde;
 
 /// Turns a trait into an RPC service: the trait itself (with `Send` futures), a client
 /// `{Name}Client`, and a server dispatcher `{Name}Server<T>`.

@@ -11,7 +11,14 @@
 //! RESPONSE = status:u8 call_id:u32 payload      status 0: postcard value; else UTF-8 text
 //! CANCEL   = call_id:u32
 //! GOAWAY   = last_call_id:u32 reason:UTF-8      the sender accepts no call above last_call_id
+//! STREAM_ITEM = call_id:u32 payload             one item of the call's stream
+//! STREAM_END  = call_id:u32 status:u8 text      the stream ended (status 0) or failed
+//! WINDOW      = call_id:u32 credit:u32          the receiver takes `credit` more items
+//! STOP_STREAM = call_id:u32                     the receiver wants no more items
 //! ```
+//!
+//! Stream frames travel both ways: from the client they concern the call's request stream
+//! (flag 4 of its REQUEST says one follows), from the server its response stream.
 //!
 //! All integers are big-endian. Nothing here does I/O: [`FrameDecoder`] splits frames out of
 //! a byte buffer that a transport fills, and the `encode_*` functions append frames to a
@@ -49,6 +56,14 @@ pub enum FrameKind {
     Cancel = 0x03,
     /// The sender is going away and accepts no new calls.
     GoAway = 0x04,
+    /// One item of a call's stream.
+    StreamItem = 0x10,
+    /// The end of a call's stream, clean or with an error.
+    StreamEnd = 0x11,
+    /// More credit for the sender of a call's stream.
+    Window = 0x12,
+    /// The receiver of a call's stream wants no more items.
+    StopStream = 0x13,
 }
 
 /// Status byte of a response frame.
@@ -122,6 +137,8 @@ pub struct RequestHead {
     pub method_id: u32,
     /// Time left until the deadline, in microseconds, when the call has one.
     pub deadline_micros: Option<u64>,
+    /// Whether the client sends a stream of items for this call after the request.
+    pub request_stream: bool,
 }
 
 /// One decoded frame. Payloads are zero-copy slices of the received buffer.
@@ -157,10 +174,39 @@ pub enum Frame {
         /// Why it is going away.
         reason: String,
     },
+    /// One item of a call's stream.
+    StreamItem {
+        /// The call the stream belongs to.
+        call_id: u32,
+        /// The encoded item.
+        payload: Bytes,
+    },
+    /// The end of a call's stream.
+    StreamEnd {
+        /// The call the stream belongs to.
+        call_id: u32,
+        /// `Status::Ok` for a clean end; otherwise why the stream failed.
+        status: Status,
+        /// Text for people, for an error status.
+        text: Bytes,
+    },
+    /// More credit for the sender of a call's stream.
+    Window {
+        /// The call the stream belongs to.
+        call_id: u32,
+        /// How many more items the receiver takes.
+        credit: u32,
+    },
+    /// The receiver of a call's stream wants no more items.
+    StopStream {
+        /// The call the stream belongs to.
+        call_id: u32,
+    },
 }
 
 const FLAG_DEADLINE: u8 = 0b01;
 const FLAG_METADATA: u8 = 0b10;
+const FLAG_REQUEST_STREAM: u8 = 0b100;
 
 impl Frame {
     /// Decodes one frame body (the bytes after the length prefix).
@@ -173,7 +219,7 @@ impl Frame {
         match kind {
             k if k == FrameKind::Request as u8 => {
                 let flags = take_u8(&mut body)?;
-                if flags & !(FLAG_DEADLINE | FLAG_METADATA) != 0 {
+                if flags & !(FLAG_DEADLINE | FLAG_METADATA | FLAG_REQUEST_STREAM) != 0 {
                     return Err(RpcError::protocol("unknown request flags"));
                 }
                 let call_id = take_u32(&mut body)?;
@@ -196,6 +242,7 @@ impl Frame {
                         service_id,
                         method_id,
                         deadline_micros,
+                        request_stream: flags & FLAG_REQUEST_STREAM != 0,
                     },
                     metadata,
                     payload: body,
@@ -223,6 +270,34 @@ impl Frame {
                     last_call_id,
                     reason,
                 })
+            }
+            k if k == FrameKind::StreamItem as u8 => {
+                let call_id = take_u32(&mut body)?;
+                Ok(Frame::StreamItem {
+                    call_id,
+                    payload: body,
+                })
+            }
+            k if k == FrameKind::StreamEnd as u8 => {
+                let call_id = take_u32(&mut body)?;
+                let status = Status::from_byte(take_u8(&mut body)?)
+                    .ok_or_else(|| RpcError::protocol("unknown stream status"))?;
+                Ok(Frame::StreamEnd {
+                    call_id,
+                    status,
+                    text: body,
+                })
+            }
+            k if k == FrameKind::Window as u8 => {
+                let call_id = take_u32(&mut body)?;
+                let credit = take_u32(&mut body)?;
+                expect_end(&body)?;
+                Ok(Frame::Window { call_id, credit })
+            }
+            k if k == FrameKind::StopStream as u8 => {
+                let call_id = take_u32(&mut body)?;
+                expect_end(&body)?;
+                Ok(Frame::StopStream { call_id })
             }
             other => Err(RpcError::protocol(format!(
                 "unknown frame kind 0x{other:02x}"
@@ -416,6 +491,9 @@ pub fn start_request(
     if !metadata.is_empty() {
         flags |= FLAG_METADATA;
     }
+    if head.request_stream {
+        flags |= FLAG_REQUEST_STREAM;
+    }
     buf.put_u8(flags);
     buf.put_u32(head.call_id);
     buf.put_u32(head.service_id);
@@ -496,6 +574,50 @@ pub fn encode_cancel(buf: &mut BytesMut, call_id: u32) {
     let start = start_frame(buf, FrameKind::Cancel);
     buf.put_u32(call_id);
     // A cancel frame is 5 bytes: it fits every limit.
+    let _ = finish_frame(buf, start, usize::MAX);
+}
+
+/// Appends a stream-item frame whose payload `encode` writes.
+///
+/// # Errors
+///
+/// What `encode` returns, or `RpcError::FrameTooLarge`; nothing is appended then.
+pub fn encode_stream_item(
+    buf: &mut BytesMut,
+    call_id: u32,
+    max_frame: usize,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), RpcError>,
+) -> Result<(), RpcError> {
+    let start = start_frame(buf, FrameKind::StreamItem);
+    buf.put_u32(call_id);
+    if let Err(error) = encode(buf) {
+        abandon_frame(buf, start);
+        return Err(error);
+    }
+    finish_frame(buf, start, max_frame)
+}
+
+/// Appends a stream-end frame.
+pub fn encode_stream_end(buf: &mut BytesMut, call_id: u32, status: Status, text: &str) {
+    let start = start_frame(buf, FrameKind::StreamEnd);
+    buf.put_u32(call_id);
+    buf.put_u8(status as u8);
+    buf.put_slice(text.as_bytes());
+    let _ = finish_frame(buf, start, usize::MAX);
+}
+
+/// Appends a window frame granting `credit` more items.
+pub fn encode_window(buf: &mut BytesMut, call_id: u32, credit: u32) {
+    let start = start_frame(buf, FrameKind::Window);
+    buf.put_u32(call_id);
+    buf.put_u32(credit);
+    let _ = finish_frame(buf, start, usize::MAX);
+}
+
+/// Appends a stop-stream frame.
+pub fn encode_stop_stream(buf: &mut BytesMut, call_id: u32) {
+    let start = start_frame(buf, FrameKind::StopStream);
+    buf.put_u32(call_id);
     let _ = finish_frame(buf, start, usize::MAX);
 }
 

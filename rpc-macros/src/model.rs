@@ -6,7 +6,7 @@ use syn::{Attribute, Type, Visibility};
 
 use crate::args::ServiceArgs;
 use crate::names::{suffixed, wire_id, wire_name};
-use crate::parse::{is_byte_vec, ArgKind, Service};
+use crate::parse::{is_byte_vec, streaming_item, ArgKind, Service};
 
 pub(crate) struct ServiceModel {
     /// The user's trait, for its attributes, visibility, name and supertraits.
@@ -34,6 +34,12 @@ pub(crate) struct MethodModel {
     pub(crate) docs: Vec<Attribute>,
     /// The `cx: &Context` argument as written, when the method takes one.
     pub(crate) context: Option<(Ident, Type)>,
+    /// Every argument the client passes, in order (the wire arguments and the stream).
+    pub(crate) params: Vec<(Ident, Type)>,
+    /// The `Streaming<T>` argument's name and `T`, when the method takes one.
+    pub(crate) input_stream: Option<(Ident, Type)>,
+    /// The `T` of a `Streaming<T>` result.
+    pub(crate) output_stream: Option<Type>,
     /// The arguments that travel over the wire.
     pub(crate) args: Vec<ArgModel>,
     /// The result type (`()` when the method returns nothing).
@@ -58,12 +64,23 @@ impl ServiceModel {
         for method in &service.methods {
             let mut context = None;
             let mut wire_args = Vec::new();
+            let mut params = Vec::new();
+            let mut input_stream = None;
             for arg in &method.args {
                 let ident = arg.ident.cloned().ok_or_else(|| {
                     syn::Error::new_spanned(arg.pat, "expected a plain argument name")
                 })?;
+                if arg.kind != ArgKind::ContextRef {
+                    params.push((ident.clone(), arg.ty.clone()));
+                }
                 match arg.kind {
                     ArgKind::ContextRef => context = Some((ident, arg.ty.clone())),
+                    ArgKind::Stream => {
+                        let item = streaming_item(arg.ty)
+                            .cloned()
+                            .unwrap_or_else(|| arg.ty.clone());
+                        input_stream = Some((ident, item));
+                    }
                     ArgKind::ContextMisused | ArgKind::Value => wire_args.push(ArgModel {
                         ident,
                         ty: arg.ty.clone(),
@@ -90,6 +107,9 @@ impl ServiceModel {
                     .cloned()
                     .collect(),
                 context,
+                params,
+                input_stream,
+                output_stream: streaming_item(&output).cloned(),
                 args: wire_args,
                 output_is_bytes: is_byte_vec(&output),
                 output,

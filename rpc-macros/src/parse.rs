@@ -38,6 +38,8 @@ pub(crate) enum ArgKind {
     ContextRef,
     /// `Context` by value or by `&mut`: a mistake `validate` reports.
     ContextMisused,
+    /// `Streaming<T>`: the call's request stream, not part of the encoded arguments.
+    Stream,
     /// Anything else: a serialized argument.
     Value,
 }
@@ -112,6 +114,7 @@ fn arg_kind(ty: &Type) -> ArgKind {
             }
         }
         other if is_context(other) => ArgKind::ContextMisused,
+        other if streaming_item(other).is_some() => ArgKind::Stream,
         _ => ArgKind::Value,
     }
 }
@@ -131,6 +134,25 @@ pub(crate) fn last_segment_is(ty: &Type, name: &str) -> bool {
         Type::Group(group) => last_segment_is(&group.elem, name),
         Type::Paren(paren) => last_segment_is(&paren.elem, name),
         _ => false,
+    }
+}
+
+/// The `T` of a type written `Streaming<T>` (with any path to `Streaming`).
+pub(crate) fn streaming_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else { return None };
+    if path.qself.is_some() {
+        return None;
+    }
+    let segment = path.path.segments.last()?;
+    if segment.ident != "Streaming" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(generics) = &segment.arguments else {
+        return None;
+    };
+    match generics.args.first() {
+        Some(syn::GenericArgument::Type(item)) if generics.args.len() == 1 => Some(item),
+        _ => None,
     }
 }
 

@@ -167,6 +167,13 @@ fn validate_method(method: &Method<'_>, errors: &mut Errors) {
             }
         }
     }
+    let mut streams = method.args.iter().filter(|arg| arg.kind == ArgKind::Stream);
+    if let (Some(_), Some(second)) = (streams.next(), streams.next()) {
+        errors.push(
+            second.ty,
+            "a `#[service]` method takes at most one `Streaming<T>` argument; send one stream of an enum or a tuple instead",
+        );
+    }
     for (position, arg) in method.args.iter().enumerate() {
         if arg.ident.is_none() {
             errors.push(
@@ -184,7 +191,7 @@ fn validate_method(method: &Method<'_>, errors: &mut Errors) {
                 "take the context by shared reference: `cx: &Context`",
             ),
             ArgKind::Value => check_owned(arg.ty, "argument", errors),
-            ArgKind::ContextRef => {}
+            ArgKind::ContextRef | ArgKind::Stream => {}
         }
     }
     if let Some(output) = method.output {

@@ -10,4 +10,5 @@ mod calls;
 mod deadlines;
 mod faults;
 mod shutdown;
+mod streams;
 mod stress;

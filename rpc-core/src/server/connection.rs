@@ -25,9 +25,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{Server, ServerInner, Shutdown};
 use crate::context::{Context, Peer};
-use crate::dispatch::{HandlerFuture, IncomingRequest, Reply};
+use crate::dispatch::{HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
 use crate::outbox::{self, InFlight, Outbox};
+use crate::streaming::{end_error, Credit, Inbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, FrameKind, RequestHead, Status};
 
@@ -69,6 +70,8 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         handlers: Mutex::new(HashMap::new()),
         drained: Notify::new(),
         draining: AtomicBool::new(false),
+        inboxes: Mutex::new(HashMap::new()),
+        credits: Mutex::new(HashMap::new()),
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
     });
     let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, config.write_timeout));
@@ -120,6 +123,10 @@ struct ConnState {
     drained: Notify,
     /// Set once the connection takes no new calls.
     draining: AtomicBool,
+    /// Request streams being received, by call id.
+    inboxes: Mutex<HashMap<u32, Arc<Inbox>>>,
+    /// Credit the client granted for response streams, by call id.
+    credits: Mutex<HashMap<u32, Arc<Credit>>>,
     permits: Arc<Semaphore>,
 }
 
@@ -258,6 +265,41 @@ impl Driver {
                 Ok(())
             }
             Frame::GoAway { .. } => Ok(()),
+            Frame::StreamItem { call_id, payload } => {
+                let inbox = lock(&self.conn.inboxes).get(&call_id).cloned();
+                match inbox {
+                    Some(inbox) => inbox.push_item(payload),
+                    None => Ok(()),
+                }
+            }
+            Frame::StreamEnd {
+                call_id,
+                status,
+                text,
+            } => {
+                let inbox = lock(&self.conn.inboxes).remove(&call_id);
+                if let Some(inbox) = inbox {
+                    inbox.finish(match status {
+                        Status::Ok => Ok(()),
+                        status => Err(end_error(status, &text)),
+                    });
+                }
+                Ok(())
+            }
+            Frame::Window { call_id, credit } => {
+                // Credit is kept only for calls that are running; the first WINDOW of a
+                // call may come before its handler has returned its stream.
+                if self.conn.handlers().contains_key(&call_id) {
+                    self.conn.credit(call_id).grant(credit);
+                }
+                Ok(())
+            }
+            Frame::StopStream { call_id } => {
+                if let Some(credit) = lock(&self.conn.credits).remove(&call_id) {
+                    credit.stop();
+                }
+                Ok(())
+            }
             Frame::Response { .. } => Err(RpcError::protocol("a client sent a response frame")),
         }
     }
@@ -323,7 +365,12 @@ impl ConnState {
         let context = Context::new(self.peer.clone(), call_id)
             .with_deadline(deadline)
             .with_metadata(metadata);
-        let request = IncomingRequest { context, payload };
+        let stream = head.request_stream.then(|| self.open_inbox(call_id));
+        let request = IncomingRequest {
+            context,
+            payload,
+            stream,
+        };
         let method_id = head.method_id;
         let dispatched =
             std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
@@ -356,24 +403,29 @@ impl ConnState {
         let mut guarded = CatchUnwind { inner: handler };
         let mut first_poll = TaskContext::from_waker(Waker::noop());
         if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {
-            let outcome = HandlerOutcome::from(outcome);
+            let mut outcome = HandlerOutcome::from(outcome);
             if let HandlerOutcome::Panicked(panic) = &outcome {
                 self.log_panic(names.0, names.1, call_id, panic);
             }
+            let stream = outcome.take_stream();
             let max_frame = self.server.config().max_frame_size;
             let peer = self.peer.clone();
             let mut encode = Some(move |buf: &mut BytesMut| {
                 encode_outcome(buf, call_id, outcome, max_frame, &peer)
             });
-            if self.outbox.try_push_slot(alone, &mut encode).is_some() {
+            if stream.is_none() && self.outbox.try_push_slot(alone, &mut encode).is_some() {
+                self.close_inbox(call_id);
                 return;
             }
-            // The outbox is full: wait for room in a task, holding the permit meanwhile.
+            // A stream follows the response, or the outbox is full: go on in a task, holding
+            // the permit meanwhile.
             if let Some(encode) = encode.take() {
                 let conn = self.clone();
                 self.spawn_call(call_id, async move {
                     if let Err(error) = conn.outbox.push(true, encode).await {
                         tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
+                    } else if let Some(stream) = stream {
+                        conn.send_response_stream(call_id, stream, deadline).await;
                     }
                     drop((permit, in_flight));
                 });
@@ -382,13 +434,67 @@ impl ConnState {
         }
         let conn = self.clone();
         self.spawn_call(call_id, async move {
-            let outcome = run_handler(guarded, deadline).await;
+            let mut outcome = run_handler(guarded, deadline).await;
             if let HandlerOutcome::Panicked(panic) = &outcome {
                 conn.log_panic(names.0, names.1, call_id, panic);
             }
-            conn.respond(call_id, outcome).await;
+            let stream = outcome.take_stream();
+            if conn.respond(call_id, outcome).await {
+                if let Some(stream) = stream {
+                    conn.send_response_stream(call_id, stream, deadline).await;
+                }
+            }
             drop((permit, in_flight));
         });
+    }
+
+    /// Registers the inbox of a request stream and grants it its first window.
+    fn open_inbox(self: &Arc<Self>, call_id: u32) -> Arc<Inbox> {
+        let inbox = Inbox::new(
+            call_id,
+            self.server.config().stream_window,
+            self.outbox.clone(),
+        );
+        let conn = Arc::downgrade(self);
+        inbox.on_abandon(move || {
+            if let Some(conn) = conn.upgrade() {
+                conn.close_inbox(call_id);
+            }
+        });
+        lock(&self.inboxes).insert(call_id, inbox.clone());
+        inbox.grant_initial_window();
+        inbox
+    }
+
+    /// The call no longer reads its request stream: forget it, and tell the client to stop
+    /// sending if it has not finished.
+    fn close_inbox(&self, call_id: u32) {
+        if lock(&self.inboxes).remove(&call_id).is_some() {
+            self.outbox
+                .push_now(|buf| wire::encode_stop_stream(buf, call_id));
+        }
+    }
+
+    /// The credit for the response stream of `call_id`, created on first use.
+    fn credit(&self, call_id: u32) -> Arc<Credit> {
+        lock(&self.credits).entry(call_id).or_default().clone()
+    }
+
+    /// Sends the stream a handler returned, after its response.
+    async fn send_response_stream(
+        &self,
+        call_id: u32,
+        stream: StreamStarter,
+        deadline: Option<Instant>,
+    ) {
+        let sink = StreamSink {
+            call_id,
+            outbox: self.outbox.clone(),
+            credit: self.credit(call_id),
+            deadline,
+            max_frame: self.server.config().max_frame_size,
+        };
+        stream(sink).await;
     }
 
     /// Runs a call's remaining work in its own task, registered under its id so that a
@@ -409,13 +515,21 @@ impl ConnState {
         let handle = self.handlers().remove(&call_id);
         if let Some(handle) = handle {
             handle.abort();
+            self.forget_streams(call_id);
             self.notify_if_drained();
         }
     }
 
     fn finish_call(&self, call_id: u32) {
         self.handlers().remove(&call_id);
+        self.forget_streams(call_id);
         self.notify_if_drained();
+    }
+
+    /// Drops what a finished or cancelled call kept for its streams.
+    fn forget_streams(&self, call_id: u32) {
+        self.close_inbox(call_id);
+        lock(&self.credits).remove(&call_id);
     }
 
     fn notify_if_drained(&self) {
@@ -452,8 +566,9 @@ impl ConnState {
         });
     }
 
-    /// Queues a handler's outcome, waiting for room in the outbox.
-    async fn respond(&self, call_id: u32, outcome: HandlerOutcome) {
+    /// Queues a handler's outcome, waiting for room in the outbox. Returns whether it was
+    /// queued.
+    async fn respond(&self, call_id: u32, outcome: HandlerOutcome) -> bool {
         let max_frame = self.server.config().max_frame_size;
         let pushed = self
             .outbox
@@ -463,13 +578,21 @@ impl ConnState {
             .await;
         if let Err(error) = pushed {
             tracing::debug!(peer = %self.peer, call_id, %error, "could not queue a response");
+            return false;
         }
+        true
     }
 }
 
 /// Appends the response frame for a handler's outcome, encoding a reply straight into the
 /// frame. A reply that cannot be encoded, or panics while encoding, or is over the frame
 /// limit, is replaced by the matching error answer, so the call still ends.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn encode_outcome(
     buf: &mut BytesMut,
     call_id: u32,
@@ -531,6 +654,16 @@ impl From<Result<Reply, Box<dyn Any + Send>>> for HandlerOutcome {
         match outcome {
             Ok(reply) => HandlerOutcome::Replied(reply),
             Err(panic) => HandlerOutcome::Panicked(panic_message(&*panic)),
+        }
+    }
+}
+
+impl HandlerOutcome {
+    /// Splits off the response stream a handler's reply starts, if any.
+    fn take_stream(&mut self) -> Option<StreamStarter> {
+        match self {
+            HandlerOutcome::Replied(reply) => reply.take_stream(),
+            _ => None,
         }
     }
 }

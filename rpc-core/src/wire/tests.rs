@@ -19,6 +19,7 @@ fn a_request_round_trips_with_deadline_and_metadata() {
         service_id: wire_id("Calculator"),
         method_id: wire_id("add"),
         deadline_micros: Some(1_500),
+        request_stream: true,
     };
     let metadata = vec![("trace".to_owned(), "abc".to_owned())];
     let start = start_request(&mut buf, &head, &metadata).unwrap();
@@ -156,6 +157,7 @@ fn metadata_over_the_limit_is_refused() {
         service_id: 1,
         method_id: 1,
         deadline_micros: None,
+        request_stream: false,
     };
     let metadata = vec![("k".to_owned(), "v".repeat(100))];
     let start = start_request(&mut buf, &head, &metadata).unwrap();

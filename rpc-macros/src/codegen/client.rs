@@ -113,11 +113,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         let docs = &method.docs;
         quote!(#(#docs)*)
     };
-    let params = method.args.iter().map(|arg| {
-        let ident = &arg.ident;
-        let ty = &arg.ty;
-        quote!(#ident: #ty)
-    });
+    let params = method.params.iter().map(|(ident, ty)| quote!(#ident: #ty));
     let encoded_args = method.args.iter().map(|arg| {
         let ident = &arg.ident;
         if arg.is_bytes {
@@ -126,22 +122,38 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             quote!(&#ident)
         }
     });
-    let call = if method.output_is_bytes {
-        quote! {
+    let args = quote!(&(#(#encoded_args,)*));
+    let call = match (&method.input_stream, &method.output_stream) {
+        (input, Some(output_item)) => {
+            let (input_item, input) = match input {
+                Some((ident, item)) => (quote!(#item), quote!(#private::Option::Some(#ident))),
+                None => (quote!(()), quote!(#private::Option::None)),
+            };
+            quote! {
+                __rpc_channel
+                    .call_streaming::<_, #input_item, #output_item>(&SPEC, &__rpc_options, #args, #input)
+                    .await
+            }
+        }
+        (Some((ident, item)), None) => quote! {
+            __rpc_channel
+                .call_with_input::<_, #item, #output>(&SPEC, &__rpc_options, #args, #ident)
+                .await
+        },
+        (None, None) if method.output_is_bytes => quote! {
             match __rpc_channel
-                .call::<_, #private::ByteBuf>(&SPEC, &__rpc_options, &(#(#encoded_args,)*))
+                .call::<_, #private::ByteBuf>(&SPEC, &__rpc_options, #args)
                 .await
             {
                 #private::Result::Ok(bytes) => #private::Result::Ok(bytes.0),
                 #private::Result::Err(error) => #private::Result::Err(error),
             }
-        }
-    } else {
-        quote! {
+        },
+        (None, None) => quote! {
             __rpc_channel
-                .call::<_, #output>(&SPEC, &__rpc_options, &(#(#encoded_args,)*))
+                .call::<_, #output>(&SPEC, &__rpc_options, #args)
                 .await
-        }
+        },
     };
     quote! {
         #docs

@@ -110,7 +110,17 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         quote!(let #ident = #ident.0;)
     });
     let context_arg = method.context.as_ref().map(|_| quote!(&__rpc_context,));
-    let encode = if method.output_is_bytes {
+    let take_stream = method.input_stream.as_ref().map(|(ident, item)| {
+        quote! {
+            let mut request = request;
+            let #ident = request.take_stream::<#item>();
+        }
+    });
+    // The handler's arguments in the order the user wrote them (the stream among them).
+    let call_args = method.params.iter().map(|(ident, _)| ident);
+    let encode = if method.output_stream.is_some() {
+        quote!(#private::Reply::stream(__rpc_reply))
+    } else if method.output_is_bytes {
         quote!(#private::Reply::new(#private::ByteBuf(__rpc_reply)))
     } else {
         quote!(#private::Reply::new(__rpc_reply))
@@ -119,10 +129,11 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         #method_id => {
             let (#(#arg_idents,)*): (#(#wire_types,)*) = request.decode_args()?;
             #(#unwrap_bytes)*
+            #take_stream
             let __rpc_context = request.context;
             let __rpc_service = #private::Clone::clone(&self.service);
             #private::Result::Ok(#private::Box::pin(async move {
-                let __rpc_reply = <T as #trait_ident>::#ident(&*__rpc_service, #context_arg #(#arg_idents),*).await;
+                let __rpc_reply = <T as #trait_ident>::#ident(&*__rpc_service, #context_arg #(#call_args),*).await;
                 #encode
             }))
         }

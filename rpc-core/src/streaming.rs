@@ -1,0 +1,488 @@
+//! `Streaming<T>`: a stream of items as the argument or the result of a call.
+//!
+//! The producing side builds one from any stream (`Streaming::new`); the runtime sends its
+//! items as STREAM_ITEM frames, at most as many as the receiver has granted with WINDOW
+//! frames, and ends it with STREAM_END. The receiving side gets a `Streaming<T>` reading
+//! from an [`Inbox`] that the connection's reader fills; consuming items grants more credit,
+//! so a reader that stops reading holds its writer back within one window. Dropping a
+//! received stream tells the producer to stop.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::error::RpcError;
+use crate::outbox::Outbox;
+use crate::wire::{self, Status};
+
+/// A stream of `T` sent as the argument or result of a call, with flow control.
+///
+/// Build one from any stream with [`Streaming::new`]; read one as a
+/// `Stream<Item = Result<T, RpcError>>`. A stream received from the peer yields its items in
+/// order, then ends; if the call fails meanwhile (the producer panicked, the connection was
+/// cut, the deadline passed) it yields one `Err` and then ends, so a failure never looks like
+/// a clean end.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use rpc_core::{service, Streaming};
+///
+/// #[service]
+/// pub trait Feed {
+///     /// Streams `0..n` to the caller.
+///     async fn ticks(&self, n: u64) -> Streaming<u64>;
+///     /// Sums what the caller streams.
+///     async fn sum(&self, numbers: Streaming<i64>) -> i64;
+/// }
+///
+/// struct Impl;
+///
+/// impl Feed for Impl {
+///     async fn ticks(&self, n: u64) -> Streaming<u64> {
+///         Streaming::new(futures_util::stream::iter(0..n))
+///     }
+///
+///     async fn sum(&self, mut numbers: Streaming<i64>) -> i64 {
+///         let mut total = 0;
+///         while let Some(Ok(number)) = numbers.next().await {
+///             total += number;
+///         }
+///         total
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), rpc_core::RpcError> {
+/// let _server = rpc_core::Server::new().add_service(FeedServer::new(Impl));
+/// // A stream built here reads like one received from a peer.
+/// let mut numbers = Streaming::new(futures_util::stream::iter([1, 2, 3]));
+/// let mut total = 0;
+/// while let Some(number) = numbers.next().await {
+///     total += number?;
+/// }
+/// assert_eq!(total, 6);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Streaming<T> {
+    source: Source<T>,
+}
+
+enum Source<T> {
+    Local(Pin<Box<dyn Stream<Item = T> + Send>>),
+    Remote(Inbound<T>),
+    Failed(Option<RpcError>),
+}
+
+impl<T> fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            Source::Local(_) => "local",
+            Source::Remote(_) => "remote",
+            Source::Failed(_) => "failed",
+        };
+        f.debug_struct("Streaming")
+            .field("source", &source)
+            .finish()
+    }
+}
+
+impl<T> Streaming<T> {
+    /// A stream of the items `stream` yields.
+    pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Self {
+        Streaming {
+            source: Source::Local(Box::pin(stream)),
+        }
+    }
+
+    /// A stream that yields `error` and ends.
+    pub fn failed(error: RpcError) -> Self {
+        Streaming {
+            source: Source::Failed(Some(error)),
+        }
+    }
+
+    pub(crate) fn remote(inbox: Arc<Inbox>, deadline: Option<Instant>) -> Self
+    where
+        T: DeserializeOwned,
+    {
+        Streaming {
+            source: Source::Remote(Inbound {
+                inbox,
+                decode: |bytes| codec::decode(bytes),
+                deadline: deadline
+                    .map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into()))),
+                done: false,
+            }),
+        }
+    }
+}
+
+impl<T> Stream for Streaming<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        match &mut self.get_mut().source {
+            Source::Local(stream) => stream.as_mut().poll_next(cx).map(|item| item.map(Ok)),
+            Source::Remote(inbound) => inbound.poll_next(cx),
+            Source::Failed(error) => Poll::Ready(error.take().map(Err)),
+        }
+    }
+}
+
+/// The receiving end of a stream from the peer.
+struct Inbound<T> {
+    inbox: Arc<Inbox>,
+    decode: fn(&[u8]) -> Result<T, RpcError>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl<T> Inbound<T> {
+    fn poll_next(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T, RpcError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inbox.poll_item(cx) {
+            Poll::Ready(InboxItem::Item(bytes)) => return Poll::Ready(Some((self.decode)(&bytes))),
+            Poll::Ready(InboxItem::End(outcome)) => {
+                self.done = true;
+                return Poll::Ready(outcome.err().map(Err));
+            }
+            Poll::Pending => {}
+        }
+        if let Some(deadline) = &mut self.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                self.done = true;
+                self.inbox.abandon();
+                return Poll::Ready(Some(Err(RpcError::DeadlineExceeded {})));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Inbound<T> {
+    fn drop(&mut self) {
+        self.inbox.abandon();
+    }
+}
+
+/// What the consumer of an inbox gets next.
+enum InboxItem {
+    Item(Bytes),
+    End(Result<(), RpcError>),
+}
+
+/// The items of one incoming stream, filled by the connection's reader.
+pub(crate) struct Inbox {
+    state: Mutex<InboxState>,
+    call_id: u32,
+    window: u32,
+    outbox: Arc<Outbox>,
+    /// Runs once when the consumer goes away before the stream ended.
+    on_abandon: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+struct InboxState {
+    items: VecDeque<Bytes>,
+    end: Option<Result<(), RpcError>>,
+    waker: Option<Waker>,
+    /// Items consumed since credit was last granted.
+    consumed: u32,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("call_id", &self.call_id)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// An inbox for `call_id` that grants `window` items at a time through `outbox`.
+    pub(crate) fn new(call_id: u32, window: u32, outbox: Arc<Outbox>) -> Arc<Self> {
+        Arc::new(Inbox {
+            state: Mutex::new(InboxState {
+                items: VecDeque::new(),
+                end: None,
+                waker: None,
+                consumed: 0,
+            }),
+            call_id,
+            window: window.max(1),
+            outbox,
+            on_abandon: Mutex::new(None),
+        })
+    }
+
+    /// Sets what to do if the consumer goes away before the end.
+    pub(crate) fn on_abandon(&self, action: impl FnOnce() + Send + 'static) {
+        *lock(&self.on_abandon) = Some(Box::new(action));
+    }
+
+    /// The first grant of credit, as a frame appended to `buf`.
+    pub(crate) fn encode_initial_window(&self, buf: &mut bytes::BytesMut) {
+        wire::encode_window(buf, self.call_id, self.window);
+    }
+
+    /// Grants the initial credit now.
+    pub(crate) fn grant_initial_window(&self) {
+        let (call_id, window) = (self.call_id, self.window);
+        self.outbox
+            .push_now(|buf| wire::encode_window(buf, call_id, window));
+    }
+
+    /// Adds an item from the peer.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Protocol` when the peer sent more than it was granted.
+    pub(crate) fn push_item(&self, item: Bytes) -> Result<(), RpcError> {
+        let mut state = lock(&self.state);
+        if state.end.is_some() {
+            return Ok(());
+        }
+        if state.items.len() >= self.window as usize {
+            return Err(RpcError::protocol(
+                "a stream sent more items than its window allows",
+            ));
+        }
+        state.items.push_back(item);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Ends the stream (cleanly or with an error); items already queued are still read.
+    pub(crate) fn finish(&self, outcome: Result<(), RpcError>) {
+        let mut state = lock(&self.state);
+        if state.end.is_none() {
+            state.end = Some(outcome);
+        }
+        let waker = state.waker.take();
+        drop(state);
+        // Nothing is left to abandon once the stream has ended.
+        lock(&self.on_abandon).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn poll_item(&self, cx: &mut TaskContext<'_>) -> Poll<InboxItem> {
+        let mut state = lock(&self.state);
+        if let Some(item) = state.items.pop_front() {
+            state.consumed += 1;
+            if state.consumed >= self.window.div_ceil(2) && state.end.is_none() {
+                let credit = std::mem::take(&mut state.consumed);
+                let call_id = self.call_id;
+                drop(state);
+                self.outbox
+                    .push_now(|buf| wire::encode_window(buf, call_id, credit));
+            }
+            return Poll::Ready(InboxItem::Item(item));
+        }
+        if let Some(end) = &state.end {
+            return Poll::Ready(InboxItem::End(end.clone()));
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The consumer is gone: run the abandon action once (it tells the producer to stop).
+    fn abandon(&self) {
+        let action = lock(&self.on_abandon).take();
+        if let Some(action) = action {
+            action();
+        }
+    }
+}
+
+/// Credit for sending one stream: how many more items the receiver takes.
+#[derive(Debug, Default)]
+pub(crate) struct Credit {
+    state: Mutex<CreditState>,
+}
+
+#[derive(Debug, Default)]
+struct CreditState {
+    available: u64,
+    stopped: bool,
+    waker: Option<Waker>,
+}
+
+impl Credit {
+    /// The receiver granted `credit` more items.
+    pub(crate) fn grant(&self, credit: u32) {
+        let mut state = lock(&self.state);
+        state.available = state.available.saturating_add(u64::from(credit));
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The receiver wants no more items.
+    pub(crate) fn stop(&self) {
+        let mut state = lock(&self.state);
+        state.stopped = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Waits for one item's worth of credit; `false` when the receiver stopped the stream.
+    async fn acquire(&self) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut state = lock(&self.state);
+            if state.stopped {
+                return Poll::Ready(false);
+            }
+            if state.available > 0 {
+                state.available -= 1;
+                return Poll::Ready(true);
+            }
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Sends `stream` as the stream of `call_id`: items as credit allows, then the end. Stops
+/// quietly when the receiver stops the stream; reports a producer that panics or fails, or a
+/// deadline that passes, as an erroneous end.
+pub(crate) async fn send_stream<T: Serialize>(
+    mut stream: Streaming<T>,
+    call_id: u32,
+    outbox: Arc<Outbox>,
+    credit: Arc<Credit>,
+    deadline: Option<Instant>,
+    max_frame: usize,
+) {
+    let sending = async {
+        loop {
+            if !credit.acquire().await {
+                return None;
+            }
+            let next = CatchUnwind(std::future::poll_fn(|cx| {
+                Pin::new(&mut stream).poll_next(cx)
+            }))
+            .await;
+            let item = match next {
+                Ok(Some(Ok(item))) => item,
+                Ok(None) => return Some((Status::Ok, String::new())),
+                Ok(Some(Err(error))) => return Some(end_for_error(&error)),
+                Err(()) => return Some((Status::HandlerPanicked, String::new())),
+            };
+            let pushed = outbox
+                .push(false, move |buf| {
+                    wire::encode_stream_item(buf, call_id, max_frame, |buf| {
+                        codec::encode_into(buf, &item)
+                    })
+                })
+                .await;
+            match pushed {
+                Ok(()) => {}
+                Err(RpcError::FrameTooLarge { len, max }) => {
+                    return Some((Status::ResponseTooLarge, format!("{len} {max}")));
+                }
+                Err(RpcError::Codec { .. }) => {
+                    return Some((
+                        Status::Internal,
+                        "a stream item could not be encoded".to_owned(),
+                    ));
+                }
+                // The connection is gone: nobody is left to tell.
+                Err(_) => return None,
+            }
+        }
+    };
+    let end = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), sending)
+            .await
+            .unwrap_or(Some((Status::DeadlineExceeded, String::new()))),
+        None => sending.await,
+    };
+    if let Some((status, text)) = end {
+        outbox.push_now(|buf| wire::encode_stream_end(buf, call_id, status, &text));
+    }
+}
+
+/// The error a stream's end with a non-OK status stands for, where the method is not known.
+pub(crate) fn end_error(status: Status, text: &[u8]) -> RpcError {
+    let text: Arc<str> = String::from_utf8_lossy(text).into();
+    match status {
+        Status::DeadlineExceeded => RpcError::DeadlineExceeded {},
+        Status::HandlerPanicked => RpcError::HandlerPanicked { method: text },
+        Status::Unavailable => RpcError::Unavailable { reason: text },
+        Status::ResourceExhausted => RpcError::ResourceExhausted { message: text },
+        Status::BadRequest => RpcError::Codec { message: text },
+        _ => RpcError::Internal { message: text },
+    }
+}
+
+/// How a stream that met `error` ends on the wire.
+fn end_for_error(error: &RpcError) -> (Status, String) {
+    match error {
+        RpcError::DeadlineExceeded { .. } => (Status::DeadlineExceeded, String::new()),
+        RpcError::HandlerPanicked { .. } => (Status::HandlerPanicked, String::new()),
+        RpcError::Unavailable { reason } => (Status::Unavailable, reason.to_string()),
+        RpcError::ResourceExhausted { message } => (Status::ResourceExhausted, message.to_string()),
+        other => (Status::Internal, other.to_string()),
+    }
+}
+
+/// Polls a future, turning a panic into `Err(())` (the panic is the producer's; the
+/// stream's end reports it).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => {
+                tracing::error!(
+                    panic = panic
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("(not a string)"),
+                    "a stream producer panicked"
+                );
+                Poll::Ready(Err(()))
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

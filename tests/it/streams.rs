@@ -1,0 +1,264 @@
+//! Streaming calls: server, client and bidirectional streams over every transport, with
+//! flow control, cancellation and errors that end a stream visibly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rpc_core::{RpcError, Streaming, service};
+use rpc_tests::*;
+
+/// A service with one method of each streaming kind.
+#[service]
+pub trait Feed {
+    /// Streams `0..n`.
+    async fn ticks(&self, n: u64) -> Streaming<u64>;
+    /// Sums the numbers it is sent.
+    async fn sum(&self, nums: Streaming<i64>) -> i64;
+    /// Echoes every message, upper-cased.
+    async fn shout(&self, messages: Streaming<String>) -> Streaming<String>;
+    /// Streams forever, counting what it produced.
+    async fn endless(&self) -> Streaming<u64>;
+    /// Streams `n` items, then panics.
+    async fn explode_after(&self, n: u64) -> Streaming<u64>;
+    /// Streams one item per `millis`, forever.
+    async fn slow(&self, millis: u64) -> Streaming<u64>;
+}
+
+/// What `Feed`'s producers did.
+#[derive(Debug, Default)]
+struct FeedStats {
+    /// Items `endless` produced.
+    produced: AtomicUsize,
+    /// `endless` producers dropped.
+    dropped: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct FeedImpl {
+    stats: Arc<FeedStats>,
+}
+
+struct CountDrop(Arc<FeedStats>);
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Feed for FeedImpl {
+    async fn ticks(&self, n: u64) -> Streaming<u64> {
+        Streaming::new(futures_util::stream::iter(0..n))
+    }
+
+    async fn sum(&self, mut nums: Streaming<i64>) -> i64 {
+        let mut total = 0;
+        while let Some(Ok(number)) = nums.next().await {
+            total += number;
+        }
+        total
+    }
+
+    async fn shout(&self, messages: Streaming<String>) -> Streaming<String> {
+        Streaming::new(
+            messages.filter_map(|message| async move { message.ok().map(|m| m.to_uppercase()) }),
+        )
+    }
+
+    async fn endless(&self) -> Streaming<u64> {
+        let stats = self.stats.clone();
+        let guard = CountDrop(stats.clone());
+        Streaming::new(futures_util::stream::iter(0..).map(move |item| {
+            let _ = &guard;
+            stats.produced.fetch_add(1, Ordering::SeqCst);
+            item
+        }))
+    }
+
+    async fn explode_after(&self, n: u64) -> Streaming<u64> {
+        Streaming::new(futures_util::stream::iter(0..).map(move |item| {
+            assert!(item < n, "the producer gives up");
+            item
+        }))
+    }
+
+    async fn slow(&self, millis: u64) -> Streaming<u64> {
+        Streaming::new(futures_util::stream::unfold(
+            0_u64,
+            move |item| async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Some((item, item + 1))
+            },
+        ))
+    }
+}
+
+fn feed_server() -> (rpc_core::Server, Arc<FeedStats>) {
+    let feed = FeedImpl::default();
+    let stats = feed.stats.clone();
+    let (server, _) = test_server();
+    (server.add_service(FeedServer::new(feed)), stats)
+}
+
+#[tokio::test]
+async fn a_server_stream_yields_every_item_in_order() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let ticks: Vec<u64> = feed
+            .ticks(100_000)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(ticks, (0..100_000).collect::<Vec<_>>(), "{transport:?}");
+        let empty: Vec<_> = feed.ticks(0).await.unwrap().collect().await;
+        assert!(empty.is_empty(), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_stream_reaches_the_handler() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let total = feed
+            .sum(Streaming::new(futures_util::stream::iter(1..=1_000)))
+            .await
+            .unwrap();
+        assert_eq!(total, 500_500, "{transport:?}");
+        let nothing = feed
+            .sum(Streaming::new(futures_util::stream::empty()))
+            .await
+            .unwrap();
+        assert_eq!(nothing, 0, "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_bidirectional_stream_flows_both_ways_at_once() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let input = Streaming::new(futures_util::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|message| (message, receiver)) },
+        ));
+        let mut output = feed.shout(input).await.unwrap();
+        // Each answer comes back before the next message is sent.
+        for word in ["one", "two", "three"] {
+            sender.send(word.to_owned()).unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(2), output.next())
+                .await
+                .unwrap();
+            assert_eq!(
+                answer.unwrap().unwrap(),
+                word.to_uppercase(),
+                "{transport:?}"
+            );
+        }
+        drop(sender);
+        assert!(output.next().await.is_none(), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_does_not_read_holds_the_producer_to_its_window() {
+    for transport in Transport::ALL {
+        let (server, stats) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let mut endless = feed.endless().await.unwrap();
+        assert_eq!(endless.next().await.unwrap().unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // One window (64) plus what the producer holds in hand: never thousands.
+        let produced = stats.produced.load(Ordering::SeqCst);
+        assert!(produced <= 2 * 64 + 2, "{transport:?}: produced {produced}");
+        // A unary call on the same connection is answered meanwhile.
+        let calc = CalculatorClient::new(feed.channel().clone());
+        let answer = tokio::time::timeout(Duration::from_secs(2), calc.add(1, 2))
+            .await
+            .unwrap();
+        assert_eq!(answer.unwrap(), 3);
+        // Dropping the stream stops the producer.
+        drop(endless);
+        eventually("the producer was dropped", || {
+            stats.dropped.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_producer_that_panics_ends_the_stream_with_an_error() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let items: Vec<_> = feed.explode_after(3).await.unwrap().collect().await;
+        assert_eq!(items.len(), 4, "{transport:?}: {items:?}");
+        assert!(items[..3].iter().all(Result::is_ok));
+        assert!(
+            matches!(items[3], Err(RpcError::HandlerPanicked { .. })),
+            "{items:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_passing_mid_stream_ends_it_with_deadline_exceeded() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let items: Vec<_> = feed
+            .with_timeout(Duration::from_millis(200))
+            .slow(20)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let last = items.last().expect("at least the error");
+        assert!(
+            matches!(last, Err(RpcError::DeadlineExceeded { .. })),
+            "{transport:?}: {last:?}"
+        );
+        assert!(items[..items.len() - 1].iter().all(Result::is_ok));
+    }
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_stream_ends_it_with_an_error() {
+    for transport in Transport::SOCKETS {
+        let feed_impl = FeedImpl::default();
+        let mut config = rpc_core::ServerConfig::default();
+        config.shutdown_grace_period = Duration::from_millis(100);
+        let (server, _) = test_server_with(config);
+        let server = server.add_service(FeedServer::new(feed_impl));
+        let mut server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let mut slow = feed.slow(10).await.unwrap();
+        assert!(slow.next().await.unwrap().is_ok());
+        // The server closes the connection once its grace period is over.
+        let serving = server.start_shutdown();
+        let mut last = None;
+        while let Some(item) = tokio::time::timeout(Duration::from_secs(5), slow.next())
+            .await
+            .unwrap()
+        {
+            last = Some(item);
+        }
+        assert!(
+            matches!(last, Some(Err(RpcError::ConnectionClosed { .. }))),
+            "{transport:?}: {last:?}"
+        );
+        serving.await.unwrap().unwrap();
+    }
+}
