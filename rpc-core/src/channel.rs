@@ -24,7 +24,7 @@ use crate::codec;
 use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
-use crate::outbox::{self, InFlight, Outbox};
+use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::streaming::{send_stream, Credit, Inbox, Streaming};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, RequestHead, Status};
@@ -384,7 +384,7 @@ impl ChannelShared {
         };
         let max_frame = self.config.max_frame_size;
         self.outbox
-            .push(true, |buf| {
+            .push(Lane::Lone, |buf| {
                 encode_request(
                     buf, call_id, method, deadline, metadata, args, false, max_frame,
                 )
@@ -437,7 +437,7 @@ impl ChannelShared {
         let max_frame = self.config.max_frame_size;
         let request_stream = call.input.is_some();
         self.outbox
-            .push(true, |buf| {
+            .push(Lane::Lone, |buf| {
                 encode_request(
                     buf,
                     call_id,

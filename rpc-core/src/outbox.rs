@@ -27,12 +27,27 @@ use crate::transport::FrameWrite;
 /// Bytes queued before new frames wait for the writer (a single larger frame still fits).
 const HIGH_WATER: usize = 256 * 1024;
 
+/// How a frame queues, which decides its place when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// A call's frame, when the caller knows no other frame follows right behind it: it may
+    /// be written directly.
+    Lone,
+    /// A call's frame among others.
+    Shared,
+    /// A stream's item. When the queue is full it lets call frames waiting for room go
+    /// first, so a stream running flat out never starves the calls beside it.
+    Bulk,
+}
+
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
     writer_wake: Notify,
     space: Notify,
     /// Calls in flight on the connection (see `InFlight`).
     in_flight: AtomicUsize,
+    /// Call frames waiting for room, which stream items let go first.
+    calls_waiting: AtomicUsize,
     /// The write half while the writer task is idle, for direct writes.
     direct: OnceLock<Arc<dyn TryWrite>>,
 }
@@ -52,6 +67,22 @@ struct OutboxState {
     finishing: bool,
     /// The connection failed: nothing more is written.
     failed: Option<RpcError>,
+}
+
+/// Counts a call frame as waiting for room for as long as it lives.
+struct WaitingCall<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingCall<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        WaitingCall(counter)
+    }
+}
+
+impl Drop for WaitingCall<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts one call as in flight on an outbox for as long as it lives.
@@ -87,6 +118,7 @@ impl Outbox {
             writer_wake: Notify::new(),
             space: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            calls_waiting: AtomicUsize::new(0),
             direct: OnceLock::new(),
         }
     }
@@ -106,36 +138,37 @@ impl Outbox {
 
     /// Appends frames with `encode` once the queue is below its high-water mark.
     ///
-    /// `encode` runs under the lock and must leave `buf` holding whole frames only. With
-    /// `alone` (the caller knows no other frame is about to follow) and no other call in
-    /// flight, the frame may be written directly.
+    /// `encode` runs under the lock and must leave `buf` holding whole frames only. The
+    /// `lane` says whether the frame may be written directly and who goes first when the
+    /// queue is full.
     pub(crate) async fn push<T>(
         &self,
-        alone: bool,
+        lane: Lane,
         encode: impl FnOnce(&mut BytesMut) -> Result<T, RpcError>,
     ) -> Result<T, RpcError> {
         let mut encode = Some(encode);
+        if let Some(result) = self.try_push_slot(lane, &mut encode) {
+            return result;
+        }
+        let _waiting = (lane != Lane::Bulk).then(|| WaitingCall::new(&self.calls_waiting));
         loop {
-            if let Some(result) = self.try_push_slot(alone, &mut encode) {
-                return result;
-            }
             // Full: wait for the writer, registering before checking again so that a batch
             // taken in between is not missed.
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if let Some(result) = self.try_push_slot(alone, &mut encode) {
+            if let Some(result) = self.try_push_slot(lane, &mut encode) {
                 return result;
             }
             space.await;
         }
     }
 
-    /// Appends frames with the encoder in `encode` if the queue is below its high-water mark;
-    /// `None` when it is full, leaving the encoder in its slot. See `push` for `alone`.
+    /// Appends frames with the encoder in `encode` if the queue has room for `lane`; `None`
+    /// when it has not, leaving the encoder in its slot.
     pub(crate) fn try_push_slot<T, F>(
         &self,
-        alone: bool,
+        lane: Lane,
         encode: &mut Option<F>,
     ) -> Option<Result<T, RpcError>>
     where
@@ -153,6 +186,12 @@ impl Outbox {
         if state.buf.len() >= HIGH_WATER {
             return None;
         }
+        if lane == Lane::Bulk
+            && self.calls_waiting.load(Ordering::Relaxed) > 0
+            && !state.buf.is_empty()
+        {
+            return None;
+        }
         let encode = encode.take()?;
         let was_empty = state.buf.is_empty();
         let result = encode(&mut state.buf);
@@ -160,7 +199,7 @@ impl Outbox {
             // The writer already knows about the queued bytes (or there are none).
             return Some(result);
         }
-        if alone && !self.others_in_flight() {
+        if lane == Lane::Lone && !self.others_in_flight() {
             self.write_directly(&mut state);
             if state.buf.is_empty() {
                 return Some(result);

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::error::RpcError;
-use crate::outbox::Outbox;
+use crate::outbox::{Lane, Outbox};
 use crate::wire::{self, Status};
 
 /// A stream of `T` sent as the argument or result of a call, with flow control.
@@ -398,7 +398,7 @@ pub(crate) async fn send_stream<T: Serialize>(
                 Err(()) => return Some((Status::HandlerPanicked, String::new())),
             };
             let pushed = outbox
-                .push(false, move |buf| {
+                .push(Lane::Bulk, move |buf| {
                     wire::encode_stream_item(buf, call_id, max_frame, |buf| {
                         codec::encode_into(buf, &item)
                     })

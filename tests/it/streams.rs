@@ -24,6 +24,12 @@ pub trait Feed {
     async fn explode_after(&self, n: u64) -> Streaming<u64>;
     /// Streams one item per `millis`, forever.
     async fn slow(&self, millis: u64) -> Streaming<u64>;
+    /// Reads its input until it ends, counting the items.
+    async fn drain(&self, items: Streaming<u64>) -> u64;
+    /// Streams `count` items of `size` bytes.
+    async fn blobs(&self, count: u32, size: u32) -> Streaming<Vec<u8>>;
+    /// Returns the metadata value under `key` and the deadline's presence, as a stream.
+    async fn describe(&self, cx: &rpc_core::Context, key: String) -> Streaming<String>;
 }
 
 /// What `Feed`'s producers did.
@@ -33,6 +39,8 @@ struct FeedStats {
     produced: AtomicUsize,
     /// `endless` producers dropped.
     dropped: AtomicUsize,
+    /// `drain` handlers dropped before their input ended.
+    drains_dropped: AtomicUsize,
 }
 
 #[derive(Clone, Default)]
@@ -41,6 +49,16 @@ struct FeedImpl {
 }
 
 struct CountDrop(Arc<FeedStats>);
+
+struct CountDrainDrop(Arc<FeedStats>, bool);
+
+impl Drop for CountDrainDrop {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.drains_dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
 
 impl Drop for CountDrop {
     fn drop(&mut self) {
@@ -82,6 +100,32 @@ impl Feed for FeedImpl {
             assert!(item < n, "the producer gives up");
             item
         }))
+    }
+
+    async fn drain(&self, mut items: Streaming<u64>) -> u64 {
+        let mut guard = CountDrainDrop(self.stats.clone(), false);
+        let mut count = 0;
+        while let Some(Ok(_)) = items.next().await {
+            count += 1;
+        }
+        guard.1 = true;
+        count
+    }
+
+    async fn blobs(&self, count: u32, size: u32) -> Streaming<Vec<u8>> {
+        Streaming::new(futures_util::stream::iter(
+            (0..count).map(move |_| vec![9; size as usize]),
+        ))
+    }
+
+    async fn describe(&self, cx: &rpc_core::Context, key: String) -> Streaming<String> {
+        let value = cx.metadata(&key).unwrap_or("none").to_owned();
+        let deadline = if cx.deadline().is_some() {
+            "deadline"
+        } else {
+            "no deadline"
+        };
+        Streaming::new(futures_util::stream::iter([value, deadline.to_owned()]))
     }
 
     async fn slow(&self, millis: u64) -> Streaming<u64> {
@@ -261,4 +305,78 @@ async fn a_connection_cut_mid_stream_ends_it_with_an_error() {
         );
         serving.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test]
+async fn dropping_a_client_streaming_call_ends_its_handler() {
+    for transport in Transport::ALL {
+        let (server, stats) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let endless_input = Streaming::new(futures_util::stream::iter(0_u64..));
+        let call = tokio::spawn(feed.drain(endless_input));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call.abort();
+        eventually("the handler was dropped", || {
+            stats.drains_dropped.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // The connection carries on.
+        let total = feed
+            .sum(Streaming::new(futures_util::stream::iter([1, 2])))
+            .await
+            .unwrap();
+        assert_eq!(total, 3, "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_unary_call_is_answered_promptly_while_a_stream_runs_flat_out() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let mut blobs = feed.blobs(u32::MAX, 16 * 1024).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut bytes = 0_usize;
+            while let Some(Ok(blob)) = blobs.next().await {
+                bytes += blob.len();
+            }
+            bytes
+        });
+        // The calls run as a task beside the stream's, as in a real program (the test's own
+        // future is polled only between batches of task polls on this runtime).
+        let calc = CalculatorClient::new(feed.channel().clone());
+        let calls = tokio::spawn(async move {
+            for i in 0..10 {
+                let answer = tokio::time::timeout(Duration::from_secs(1), calc.add(i, 1)).await;
+                let answer = answer
+                    .unwrap_or_else(|_| panic!("{transport:?}: call {i} not answered promptly"));
+                assert_eq!(answer.unwrap(), i + 1, "{transport:?}");
+            }
+        });
+        calls.await.unwrap();
+        assert!(
+            !reader.is_finished(),
+            "{transport:?}: the stream ran throughout"
+        );
+        reader.abort();
+    }
+}
+
+#[tokio::test]
+async fn metadata_and_deadline_reach_a_streaming_handler() {
+    let (server, _) = feed_server();
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let feed = FeedClient::new(server.connect().await);
+    let described: Vec<String> = feed
+        .with_metadata("tenant", "acme")
+        .with_timeout(Duration::from_secs(5))
+        .describe("tenant".into())
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(described, ["acme", "deadline"]);
 }

@@ -27,7 +27,7 @@ use super::{Server, ServerInner, Shutdown};
 use crate::context::{Context, Peer};
 use crate::dispatch::{HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
-use crate::outbox::{self, InFlight, Outbox};
+use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::streaming::{end_error, Credit, Inbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, FrameKind, RequestHead, Status};
@@ -413,7 +413,12 @@ impl ConnState {
             let mut encode = Some(move |buf: &mut BytesMut| {
                 encode_outcome(buf, call_id, outcome, max_frame, &peer)
             });
-            if stream.is_none() && self.outbox.try_push_slot(alone, &mut encode).is_some() {
+            if stream.is_none()
+                && self
+                    .outbox
+                    .try_push_slot(if alone { Lane::Lone } else { Lane::Shared }, &mut encode)
+                    .is_some()
+            {
                 self.close_inbox(call_id);
                 return;
             }
@@ -422,7 +427,7 @@ impl ConnState {
             if let Some(encode) = encode.take() {
                 let conn = self.clone();
                 self.spawn_call(call_id, async move {
-                    if let Err(error) = conn.outbox.push(true, encode).await {
+                    if let Err(error) = conn.outbox.push(Lane::Lone, encode).await {
                         tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
                     } else if let Some(stream) = stream {
                         conn.send_response_stream(call_id, stream, deadline).await;
@@ -572,7 +577,7 @@ impl ConnState {
         let max_frame = self.server.config().max_frame_size;
         let pushed = self
             .outbox
-            .push(true, |buf| {
+            .push(Lane::Lone, |buf| {
                 encode_outcome(buf, call_id, outcome, max_frame, &self.peer)
             })
             .await;
