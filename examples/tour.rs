@@ -1,13 +1,14 @@
 //! A tour of the toolkit over TCP, a Unix socket and the in-process loopback: unary calls,
-//! an application error, a deadline, metadata, two services on one connection, and a short
-//! latency and throughput figure for each transport.
+//! an application error, a deadline, metadata, a streamed result, two services on one
+//! connection, and a short latency and throughput figure for each transport.
 //!
 //! Run: `cargo run --example tour` (add `--release` for representative figures).
 
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use rpc_core::{service, Channel, Context, RpcError, Server};
+use futures_util::StreamExt;
+use rpc_core::{service, Channel, Context, RpcError, Server, Streaming};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -27,6 +28,8 @@ pub trait Calculator {
     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
     /// Takes its time.
     async fn slow_square(&self, x: i64, millis: u64) -> i64;
+    /// Streams the squares of `1..=n`.
+    async fn squares(&self, n: i64) -> Streaming<i64>;
 }
 
 /// Greets people in the caller's language, read from call metadata.
@@ -54,6 +57,10 @@ impl Calculator for Calc {
     async fn slow_square(&self, x: i64, millis: u64) -> i64 {
         tokio::time::sleep(Duration::from_millis(millis)).await;
         x * x
+    }
+
+    async fn squares(&self, n: i64) -> Streaming<i64> {
+        Streaming::new(futures_util::stream::iter((1..=n).map(|x| x * x)))
     }
 }
 
@@ -150,6 +157,15 @@ async fn tour(channel: Channel) -> Result<(), RpcError> {
             .slow_square(12, 10)
             .await?
     );
+
+    let squares: Vec<i64> = calc
+        .squares(5)
+        .await?
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    println!("squares(5), streamed = {squares:?}");
 
     // Latency: one call in flight at a time.
     let mut samples = Vec::with_capacity(2_000);
