@@ -28,6 +28,8 @@ pub trait Feed {
     async fn drain(&self, items: Streaming<u64>) -> u64;
     /// Streams `count` items of `size` bytes.
     async fn blobs(&self, count: u32, size: u32) -> Streaming<Vec<u8>>;
+    /// Waits `millis` without reading its input, then returns.
+    async fn ignore(&self, items: Streaming<u64>, millis: u64) -> u64;
     /// Returns the metadata value under `key` and the deadline's presence, as a stream.
     async fn describe(&self, cx: &rpc_core::Context, key: String) -> Streaming<String>;
 }
@@ -110,6 +112,12 @@ impl Feed for FeedImpl {
         }
         guard.1 = true;
         count
+    }
+
+    async fn ignore(&self, items: Streaming<u64>, millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        drop(items);
+        millis
     }
 
     async fn blobs(&self, count: u32, size: u32) -> Streaming<Vec<u8>> {
@@ -379,4 +387,30 @@ async fn metadata_and_deadline_reach_a_streaming_handler() {
         .collect()
         .await;
     assert_eq!(described, ["acme", "deadline"]);
+}
+
+#[tokio::test]
+async fn a_handler_that_does_not_read_holds_the_client_producer_to_its_window() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let endless = Streaming::new(futures_util::stream::iter(0_u64..).map(move |item| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            item
+        }));
+        assert_eq!(
+            feed.ignore(endless, 200).await.unwrap(),
+            200,
+            "{transport:?}"
+        );
+        // The server's window (64) and what the producer holds in hand: never thousands.
+        let count = produced.load(Ordering::SeqCst);
+        assert!(count <= 64 + 2, "{transport:?}: produced {count}");
+        // The server stopped the stream when the handler returned: nothing more is produced.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(produced.load(Ordering::SeqCst), count, "{transport:?}");
+    }
 }
