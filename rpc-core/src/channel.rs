@@ -421,9 +421,14 @@ impl ChannelShared {
             owns_streams: true,
             _in_flight: InFlight::new(&self.outbox),
         };
-        let inbox = call
-            .output
-            .then(|| Inbox::new(call_id, self.config.stream_window, self.outbox.clone()));
+        let inbox = call.output.then(|| {
+            Inbox::new(
+                call_id,
+                self.config.stream_window,
+                self.config.max_frame_size,
+                self.outbox.clone(),
+            )
+        });
         let credit = call.input.as_ref().map(|_| Arc::new(Credit::default()));
         {
             let mut calls = lock(&self.calls);
@@ -604,6 +609,15 @@ async fn read_responses<R: FrameRead>(
                     .map(|(inbox, _)| inbox.clone());
                 if let Some(inbox) = inbox {
                     inbox.push_item(payload)?;
+                }
+            }
+            Frame::StreamPart { call_id, payload } => {
+                let inbox = lock(&shared.calls)
+                    .streams
+                    .get(&call_id)
+                    .map(|(inbox, _)| inbox.clone());
+                if let Some(inbox) = inbox {
+                    inbox.push_piece(payload)?;
                 }
             }
             Frame::StreamEnd {

@@ -23,6 +23,39 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T) -> Resu
         .map_err(|error| RpcError::codec(format!("cannot encode value: {error}")))
 }
 
+/// The length of `value`'s encoding, without encoding it anywhere (a `Vec<u8>` or string is
+/// counted, not copied).
+///
+/// # Errors
+///
+/// `RpcError::Codec` when the value's `Serialize` impl fails.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, RpcError> {
+    postcard::serialize_with_flavor(value, CountingFlavor { len: 0 })
+        .map_err(|error| RpcError::codec(format!("cannot encode value: {error}")))
+}
+
+struct CountingFlavor {
+    len: usize,
+}
+
+impl postcard::ser_flavors::Flavor for CountingFlavor {
+    type Output = usize;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.len += data.len();
+        Ok(())
+    }
+
+    fn try_push(&mut self, _data: u8) -> postcard::Result<()> {
+        self.len += 1;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
+    }
+}
+
 /// Decodes exactly one value from `bytes`.
 ///
 /// # Errors

@@ -190,6 +190,8 @@ pub(crate) struct Inbox {
     state: Mutex<InboxState>,
     call_id: u32,
     window: u32,
+    /// The largest item accepted, pieces included.
+    max_item: usize,
     outbox: Arc<Outbox>,
     /// Runs once when the consumer goes away before the stream ended.
     on_abandon: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -197,6 +199,8 @@ pub(crate) struct Inbox {
 
 struct InboxState {
     items: VecDeque<Bytes>,
+    /// The pieces of a large item received so far.
+    partial: bytes::BytesMut,
     end: Option<Result<(), RpcError>>,
     waker: Option<Waker>,
     /// Items consumed since credit was last granted.
@@ -213,17 +217,25 @@ impl fmt::Debug for Inbox {
 }
 
 impl Inbox {
-    /// An inbox for `call_id` that grants `window` items at a time through `outbox`.
-    pub(crate) fn new(call_id: u32, window: u32, outbox: Arc<Outbox>) -> Arc<Self> {
+    /// An inbox for `call_id` that grants `window` items at a time through `outbox`, and
+    /// takes items of up to `max_item` bytes.
+    pub(crate) fn new(
+        call_id: u32,
+        window: u32,
+        max_item: usize,
+        outbox: Arc<Outbox>,
+    ) -> Arc<Self> {
         Arc::new(Inbox {
             state: Mutex::new(InboxState {
                 items: VecDeque::new(),
+                partial: bytes::BytesMut::new(),
                 end: None,
                 waker: None,
                 consumed: 0,
             }),
             call_id,
             window: window.max(1),
+            max_item,
             outbox,
             on_abandon: Mutex::new(None),
         })
@@ -261,11 +273,44 @@ impl Inbox {
                 "a stream sent more items than its window allows",
             ));
         }
+        let item = if state.partial.is_empty() {
+            item
+        } else {
+            // The last piece of a large item completes it.
+            self.check_item_size(state.partial.len() + item.len())?;
+            state.partial.extend_from_slice(&item);
+            std::mem::take(&mut state.partial).freeze()
+        };
         state.items.push_back(item);
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Adds a piece of a large item from the peer.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Protocol` when the pieces add up to more than the largest item accepted.
+    pub(crate) fn push_piece(&self, piece: Bytes) -> Result<(), RpcError> {
+        let mut state = lock(&self.state);
+        if state.end.is_some() {
+            return Ok(());
+        }
+        self.check_item_size(state.partial.len() + piece.len())?;
+        state.partial.extend_from_slice(&piece);
+        Ok(())
+    }
+
+    fn check_item_size(&self, len: usize) -> Result<(), RpcError> {
+        if len > self.max_item {
+            return Err(RpcError::FrameTooLarge {
+                len: len as u64,
+                max: self.max_item as u64,
+            });
         }
         Ok(())
     }
@@ -397,13 +442,7 @@ pub(crate) async fn send_stream<T: Serialize>(
                 Ok(Some(Err(error))) => return Some(end_for_error(&error)),
                 Err(()) => return Some((Status::HandlerPanicked, String::new())),
             };
-            let pushed = outbox
-                .push(Lane::Bulk, move |buf| {
-                    wire::encode_stream_item(buf, call_id, max_frame, |buf| {
-                        codec::encode_into(buf, &item)
-                    })
-                })
-                .await;
+            let pushed = send_item(&outbox, call_id, item, max_frame).await;
             match pushed {
                 Ok(()) => {}
                 Err(RpcError::FrameTooLarge { len, max }) => {
@@ -429,6 +468,50 @@ pub(crate) async fn send_stream<T: Serialize>(
     if let Some((status, text)) = end {
         outbox.push_now(|buf| wire::encode_stream_end(buf, call_id, status, &text));
     }
+}
+
+/// Items up to this size go in one frame; larger ones go in pieces of this size, each queued
+/// on its own, so that call frames and other streams' items go out between the pieces.
+const PIECE: usize = 64 * 1024;
+
+/// Queues one item: encoded straight into the outgoing buffer when it is small, or encoded
+/// once and sent in pieces when it is large.
+async fn send_item<T: Serialize>(
+    outbox: &Outbox,
+    call_id: u32,
+    item: T,
+    max_frame: usize,
+) -> Result<(), RpcError> {
+    let len = codec::encoded_len(&item)?;
+    if len > max_frame {
+        return Err(RpcError::FrameTooLarge {
+            len: len as u64,
+            max: max_frame as u64,
+        });
+    }
+    if len <= PIECE {
+        return outbox
+            .push(Lane::Bulk, move |buf| {
+                wire::encode_stream_item(buf, call_id, max_frame, |buf| {
+                    codec::encode_into(buf, &item)
+                })
+            })
+            .await;
+    }
+    let mut encoded = bytes::BytesMut::with_capacity(len);
+    codec::encode_into(&mut encoded, &item)?;
+    let mut encoded = encoded.freeze();
+    while !encoded.is_empty() {
+        let piece = encoded.split_to(encoded.len().min(PIECE));
+        let last = encoded.is_empty();
+        outbox
+            .push(Lane::Bulk, move |buf| {
+                wire::encode_stream_piece(buf, call_id, &piece, last);
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// The error a stream's end with a non-OK status stands for, where the method is not known.

@@ -15,6 +15,7 @@
 //! STREAM_END  = call_id:u32 status:u8 text      the stream ended (status 0) or failed
 //! WINDOW      = call_id:u32 credit:u32          the receiver takes `credit` more items
 //! STOP_STREAM = call_id:u32                     the receiver wants no more items
+//! STREAM_PART = call_id:u32 bytes               a piece of an item too big for one frame
 //! ```
 //!
 //! Stream frames travel both ways: from the client they concern the call's request stream
@@ -64,6 +65,8 @@ pub enum FrameKind {
     Window = 0x12,
     /// The receiver of a call's stream wants no more items.
     StopStream = 0x13,
+    /// A piece of a large stream item; the item's last piece comes as a STREAM_ITEM.
+    StreamPart = 0x14,
 }
 
 /// Status byte of a response frame.
@@ -202,6 +205,13 @@ pub enum Frame {
         /// The call the stream belongs to.
         call_id: u32,
     },
+    /// A piece of a large stream item.
+    StreamPart {
+        /// The call the stream belongs to.
+        call_id: u32,
+        /// The piece's bytes.
+        payload: Bytes,
+    },
 }
 
 const FLAG_DEADLINE: u8 = 0b01;
@@ -293,6 +303,13 @@ impl Frame {
                 let credit = take_u32(&mut body)?;
                 expect_end(&body)?;
                 Ok(Frame::Window { call_id, credit })
+            }
+            k if k == FrameKind::StreamPart as u8 => {
+                let call_id = take_u32(&mut body)?;
+                Ok(Frame::StreamPart {
+                    call_id,
+                    payload: body,
+                })
             }
             k if k == FrameKind::StopStream as u8 => {
                 let call_id = take_u32(&mut body)?;
@@ -595,6 +612,21 @@ pub fn encode_stream_item(
         return Err(error);
     }
     finish_frame(buf, start, max_frame)
+}
+
+/// Appends a stream-item frame (the last piece of an item when `last`, else a STREAM_PART)
+/// carrying `bytes` as they are.
+pub fn encode_stream_piece(buf: &mut BytesMut, call_id: u32, bytes: &[u8], last: bool) {
+    let kind = if last {
+        FrameKind::StreamItem
+    } else {
+        FrameKind::StreamPart
+    };
+    let start = start_frame(buf, kind);
+    buf.put_u32(call_id);
+    buf.put_slice(bytes);
+    // Pieces are cut below every frame limit.
+    let _ = finish_frame(buf, start, usize::MAX);
 }
 
 /// Appends a stream-end frame.

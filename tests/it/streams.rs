@@ -28,6 +28,8 @@ pub trait Feed {
     async fn drain(&self, items: Streaming<u64>) -> u64;
     /// Streams `count` items of `size` bytes.
     async fn blobs(&self, count: u32, size: u32) -> Streaming<Vec<u8>>;
+    /// Streams `count` strings of `size` letters, item `i` made of letter `a + i % 26`.
+    async fn big(&self, count: u32, size: u32) -> Streaming<String>;
     /// Waits `millis` without reading its input, then returns.
     async fn ignore(&self, items: Streaming<u64>, millis: u64) -> u64;
     /// Returns the metadata value under `key` and the deadline's presence, as a stream.
@@ -112,6 +114,13 @@ impl Feed for FeedImpl {
         }
         guard.1 = true;
         count
+    }
+
+    async fn big(&self, count: u32, size: u32) -> Streaming<String> {
+        Streaming::new(futures_util::stream::iter((0..count).map(move |index| {
+            let letter = char::from(b'a' + (index % 26) as u8);
+            letter.to_string().repeat(size as usize)
+        })))
     }
 
     async fn ignore(&self, items: Streaming<u64>, millis: u64) -> u64 {
@@ -412,5 +421,43 @@ async fn a_handler_that_does_not_read_holds_the_client_producer_to_its_window() 
         // The server stopped the stream when the handler returned: nothing more is produced.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(produced.load(Ordering::SeqCst), count, "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn large_items_arrive_whole_while_calls_go_out_between_their_pieces() {
+    for transport in Transport::ALL {
+        let (server, _) = feed_server();
+        let server = TestServer::start(server, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        // 8 MiB items: each goes in 128 pieces, and calls are answered between the pieces.
+        let size = 8 << 20;
+        let mut big = feed.big(u32::MAX, size).await.unwrap();
+        let first = big.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), size as usize);
+        assert!(first.bytes().all(|byte| byte == b'a'), "{transport:?}");
+        let reader = tokio::spawn(async move {
+            let mut index = 1_u32;
+            while let Some(Ok(item)) = big.next().await {
+                let letter = b'a' + (index % 26) as u8;
+                assert!(item.len() == size as usize && item.bytes().all(|byte| byte == letter));
+                index += 1;
+            }
+        });
+        let calc = CalculatorClient::new(feed.channel().clone());
+        let calls = tokio::spawn(async move {
+            for i in 0..10 {
+                let answer = tokio::time::timeout(Duration::from_secs(1), calc.add(i, 1)).await;
+                let answer = answer
+                    .unwrap_or_else(|_| panic!("{transport:?}: call {i} not answered promptly"));
+                assert_eq!(answer.unwrap(), i + 1);
+            }
+        });
+        calls.await.unwrap();
+        assert!(
+            !reader.is_finished(),
+            "{transport:?}: the stream ran throughout"
+        );
+        reader.abort();
     }
 }

@@ -272,6 +272,13 @@ impl Driver {
                     None => Ok(()),
                 }
             }
+            Frame::StreamPart { call_id, payload } => {
+                let inbox = lock(&self.conn.inboxes).get(&call_id).cloned();
+                match inbox {
+                    Some(inbox) => inbox.push_piece(payload),
+                    None => Ok(()),
+                }
+            }
             Frame::StreamEnd {
                 call_id,
                 status,
@@ -455,9 +462,11 @@ impl ConnState {
 
     /// Registers the inbox of a request stream and grants it its first window.
     fn open_inbox(self: &Arc<Self>, call_id: u32) -> Arc<Inbox> {
+        let config = self.server.config();
         let inbox = Inbox::new(
             call_id,
-            self.server.config().stream_window,
+            config.stream_window,
+            config.max_frame_size,
             self.outbox.clone(),
         );
         let conn = Arc::downgrade(self);
