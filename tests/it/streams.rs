@@ -156,6 +156,31 @@ impl Feed for FeedImpl {
     }
 }
 
+/// A server with `Feed` (and the shared test services) on `transport`, a client of it, and
+/// the producers' counters.
+async fn feed_on(transport: Transport) -> (TestServer, FeedClient, Arc<FeedStats>) {
+    let (server, stats) = feed_server();
+    let server = TestServer::start(server, transport).await;
+    let feed = FeedClient::new(server.connect().await);
+    (server, feed, stats)
+}
+
+/// Ten unary calls on `feed`'s connection, each answered within a second. They run as a task
+/// beside the stream's, as in a real program (the test's own future is polled only between
+/// batches of task polls on this runtime).
+async fn assert_calls_answered_promptly(feed: &FeedClient, transport: Transport) {
+    let calc = CalculatorClient::new(feed.channel().clone());
+    let calls = tokio::spawn(async move {
+        for i in 0..10 {
+            let answer = tokio::time::timeout(Duration::from_secs(1), calc.add(i, 1)).await;
+            let answer =
+                answer.unwrap_or_else(|_| panic!("{transport:?}: call {i} not answered promptly"));
+            assert_eq!(answer.unwrap(), i + 1, "{transport:?}");
+        }
+    });
+    calls.await.unwrap();
+}
+
 fn feed_server() -> (rpc_core::Server, Arc<FeedStats>) {
     let feed = FeedImpl::default();
     let stats = feed.stats.clone();
@@ -166,9 +191,7 @@ fn feed_server() -> (rpc_core::Server, Arc<FeedStats>) {
 #[tokio::test]
 async fn a_server_stream_yields_every_item_in_order() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let ticks: Vec<u64> = feed
             .ticks(100_000)
             .await
@@ -185,9 +208,7 @@ async fn a_server_stream_yields_every_item_in_order() {
 #[tokio::test]
 async fn a_client_stream_reaches_the_handler() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let total = feed
             .sum(Streaming::new(futures_util::stream::iter(1..=1_000)))
             .await
@@ -204,9 +225,7 @@ async fn a_client_stream_reaches_the_handler() {
 #[tokio::test]
 async fn a_bidirectional_stream_flows_both_ways_at_once() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
         let input = Streaming::new(futures_util::stream::unfold(
             receiver,
@@ -233,9 +252,7 @@ async fn a_bidirectional_stream_flows_both_ways_at_once() {
 #[tokio::test]
 async fn a_reader_that_does_not_read_holds_the_producer_to_its_window() {
     for transport in Transport::ALL {
-        let (server, stats) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, stats) = feed_on(transport).await;
         let mut endless = feed.endless().await.unwrap();
         assert_eq!(endless.next().await.unwrap().unwrap(), 0);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -260,9 +277,7 @@ async fn a_reader_that_does_not_read_holds_the_producer_to_its_window() {
 #[tokio::test]
 async fn a_producer_that_panics_ends_the_stream_with_an_error() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let items: Vec<_> = feed.explode_after(3).await.unwrap().collect().await;
         assert_eq!(items.len(), 4, "{transport:?}: {items:?}");
         assert!(items[..3].iter().all(Result::is_ok));
@@ -276,9 +291,7 @@ async fn a_producer_that_panics_ends_the_stream_with_an_error() {
 #[tokio::test]
 async fn a_deadline_passing_mid_stream_ends_it_with_deadline_exceeded() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let items: Vec<_> = feed
             .with_timeout(Duration::from_millis(200))
             .slow(20)
@@ -327,9 +340,7 @@ async fn a_connection_cut_mid_stream_ends_it_with_an_error() {
 #[tokio::test]
 async fn dropping_a_client_streaming_call_ends_its_handler() {
     for transport in Transport::ALL {
-        let (server, stats) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, stats) = feed_on(transport).await;
         let endless_input = Streaming::new(futures_util::stream::iter(0_u64..));
         let call = tokio::spawn(feed.drain(endless_input));
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -350,9 +361,7 @@ async fn dropping_a_client_streaming_call_ends_its_handler() {
 #[tokio::test]
 async fn a_unary_call_is_answered_promptly_while_a_stream_runs_flat_out() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let mut blobs = feed.blobs(u32::MAX, 16 * 1024).await.unwrap();
         let reader = tokio::spawn(async move {
             let mut bytes = 0_usize;
@@ -361,18 +370,7 @@ async fn a_unary_call_is_answered_promptly_while_a_stream_runs_flat_out() {
             }
             bytes
         });
-        // The calls run as a task beside the stream's, as in a real program (the test's own
-        // future is polled only between batches of task polls on this runtime).
-        let calc = CalculatorClient::new(feed.channel().clone());
-        let calls = tokio::spawn(async move {
-            for i in 0..10 {
-                let answer = tokio::time::timeout(Duration::from_secs(1), calc.add(i, 1)).await;
-                let answer = answer
-                    .unwrap_or_else(|_| panic!("{transport:?}: call {i} not answered promptly"));
-                assert_eq!(answer.unwrap(), i + 1, "{transport:?}");
-            }
-        });
-        calls.await.unwrap();
+        assert_calls_answered_promptly(&feed, transport).await;
         assert!(
             !reader.is_finished(),
             "{transport:?}: the stream ran throughout"
@@ -401,9 +399,7 @@ async fn metadata_and_deadline_reach_a_streaming_handler() {
 #[tokio::test]
 async fn a_handler_that_does_not_read_holds_the_client_producer_to_its_window() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         let produced = Arc::new(AtomicUsize::new(0));
         let counter = produced.clone();
         let endless = Streaming::new(futures_util::stream::iter(0_u64..).map(move |item| {
@@ -427,9 +423,7 @@ async fn a_handler_that_does_not_read_holds_the_client_producer_to_its_window() 
 #[tokio::test]
 async fn large_items_arrive_whole_while_calls_go_out_between_their_pieces() {
     for transport in Transport::ALL {
-        let (server, _) = feed_server();
-        let server = TestServer::start(server, transport).await;
-        let feed = FeedClient::new(server.connect().await);
+        let (_server, feed, _) = feed_on(transport).await;
         // 8 MiB items: each goes in 128 pieces, and calls are answered between the pieces.
         let size = 8 << 20;
         let mut big = feed.big(u32::MAX, size).await.unwrap();
@@ -444,16 +438,7 @@ async fn large_items_arrive_whole_while_calls_go_out_between_their_pieces() {
                 index += 1;
             }
         });
-        let calc = CalculatorClient::new(feed.channel().clone());
-        let calls = tokio::spawn(async move {
-            for i in 0..10 {
-                let answer = tokio::time::timeout(Duration::from_secs(1), calc.add(i, 1)).await;
-                let answer = answer
-                    .unwrap_or_else(|_| panic!("{transport:?}: call {i} not answered promptly"));
-                assert_eq!(answer.unwrap(), i + 1);
-            }
-        });
-        calls.await.unwrap();
+        assert_calls_answered_promptly(&feed, transport).await;
         assert!(
             !reader.is_finished(),
             "{transport:?}: the stream ran throughout"
