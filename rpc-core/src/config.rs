@@ -42,6 +42,13 @@ pub struct ServerConfig {
     /// Items of a client's request stream the server takes before its handler reads them
     /// (the flow-control window). Default 64.
     pub stream_window: u32,
+    /// Errors a connection may cause within 10 seconds (requests the server refuses, frames
+    /// for calls it does not have) before the server closes it, so that a flood of cheap bad
+    /// requests costs bounded work. Default 1024.
+    pub error_budget: u32,
+    /// Connections served at once; past it, `serve` stops accepting until one closes (the
+    /// kernel's backlog holds the rest). Default 1024.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +63,8 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             shutdown_grace_period: Duration::from_secs(30),
             stream_window: 64,
+            error_budget: 1024,
+            max_connections: 1024,
         }
     }
 }

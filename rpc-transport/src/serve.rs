@@ -11,8 +11,11 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use rpc_core::{Peer, Server, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::framed::server_connection;
@@ -190,7 +193,14 @@ async fn run<L: Listener>(
     let connections = TaskTracker::new();
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(signal);
+    let connection_slots = Arc::new(Semaphore::new(server.config().max_connections.max(1)));
     let outcome = loop {
+        // Past the connection limit, stop accepting until a connection closes.
+        let slot = tokio::select! {
+            () = &mut signal => break Ok(()),
+            slot = connection_slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break Ok(()) };
         let accepted = tokio::select! {
             () = &mut signal => break Ok(()),
             accepted = listener.accept() => accepted,
@@ -205,8 +215,10 @@ async fn run<L: Listener>(
                 let connection = server_connection(reader, writer, peer, server.config());
                 let server = server.clone();
                 let shutdown = shutdown.clone();
-                connections
-                    .spawn(async move { server.serve_connection(connection, shutdown).await });
+                connections.spawn(async move {
+                    server.serve_connection(connection, shutdown).await;
+                    drop(slot);
+                });
             }
             Err(error) => match classify_accept_error(&error) {
                 AcceptError::ThisConnection => {

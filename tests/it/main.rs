@@ -9,6 +9,7 @@
 mod calls;
 mod deadlines;
 mod faults;
+mod hostile;
 mod shutdown;
 mod streams;
 mod stress;

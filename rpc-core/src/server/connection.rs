@@ -72,6 +72,11 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
         draining: AtomicBool::new(false),
         inboxes: Mutex::new(HashMap::new()),
         credits: Mutex::new(HashMap::new()),
+        errors: Mutex::new(ErrorBudget {
+            window_start: Instant::now(),
+            spent: 0,
+        }),
+        over_budget: AtomicBool::new(false),
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
     });
     let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, config.write_timeout));
@@ -89,7 +94,14 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
             conn.outbox.finish();
             let write_timeout = server.config.write_timeout;
             match tokio::time::timeout(write_timeout, &mut driver.writer_task).await {
-                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Ok(()))) => {
+                    // Our side is shut: read (and drop) what the peer still sends until it
+                    // closes too, for a moment. Closing a socket with unread bytes resets the
+                    // connection, and the reset can destroy the last frames we wrote (a
+                    // GOAWAY, the last responses) before the peer reads them.
+                    let drain = async { while let Ok(Some(_)) = reader.read_frame().await {} };
+                    let _ = tokio::time::timeout(LINGER, drain).await;
+                }
                 Ok(Ok(Err(error))) => {
                     tracing::debug!(peer = %conn.peer, %error, "write failed while closing")
                 }
@@ -105,6 +117,18 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
             driver.writer_task.abort();
         }
     }
+}
+
+/// How long a closing connection keeps reading for the peer to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The period over which `ServerConfig::error_budget` counts.
+const ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+/// Errors a client caused in the current window.
+struct ErrorBudget {
+    window_start: Instant,
+    spent: u32,
 }
 
 enum Ending {
@@ -127,6 +151,10 @@ struct ConnState {
     inboxes: Mutex<HashMap<u32, Arc<Inbox>>>,
     /// Credit the client granted for response streams, by call id.
     credits: Mutex<HashMap<u32, Arc<Credit>>>,
+    /// Errors the client caused lately (see `ServerConfig::error_budget`).
+    errors: Mutex<ErrorBudget>,
+    /// Set once the client caused more errors than its budget allows.
+    over_budget: AtomicBool,
     permits: Arc<Semaphore>,
 }
 
@@ -219,6 +247,13 @@ impl Driver {
                     if let Err(error) = self.handle_frame(frame, alone, &mut next_permit) {
                         return Ending::Failed(error);
                     }
+                    if self.conn.over_budget.load(Ordering::Relaxed) {
+                        tracing::info!(peer = %self.conn.peer, "closing a connection that caused too many errors");
+                        self.conn
+                            .outbox
+                            .push_now(|buf| wire::encode_go_away(buf, self.highest_call_id, "too many errors"));
+                        return Ending::Clean;
+                    }
                 }
             }
         }
@@ -261,7 +296,12 @@ impl Driver {
                 Ok(())
             }
             Frame::Cancel { call_id } => {
-                self.conn.cancel(call_id);
+                // Cancelling a running call costs bounded work and frees its slot at once,
+                // so request-then-cancel pairs cannot pile up work (the Rapid Reset lesson);
+                // cancels for calls that are not running are useless frames and are charged.
+                if !self.conn.cancel(call_id) {
+                    self.conn.charge_error();
+                }
                 Ok(())
             }
             Frame::GoAway { .. } => Ok(()),
@@ -269,14 +309,20 @@ impl Driver {
                 let inbox = lock(&self.conn.inboxes).get(&call_id).cloned();
                 match inbox {
                     Some(inbox) => inbox.push_item(payload),
-                    None => Ok(()),
+                    None => {
+                        self.conn.charge_error();
+                        Ok(())
+                    }
                 }
             }
             Frame::StreamPart { call_id, payload } => {
                 let inbox = lock(&self.conn.inboxes).get(&call_id).cloned();
                 match inbox {
                     Some(inbox) => inbox.push_piece(payload),
-                    None => Ok(()),
+                    None => {
+                        self.conn.charge_error();
+                        Ok(())
+                    }
                 }
             }
             Frame::StreamEnd {
@@ -298,6 +344,8 @@ impl Driver {
                 // call may come before its handler has returned its stream.
                 if self.conn.handlers().contains_key(&call_id) {
                     self.conn.credit(call_id).grant(credit);
+                } else {
+                    self.conn.charge_error();
                 }
                 Ok(())
             }
@@ -338,6 +386,7 @@ impl ConnState {
         if self.handlers().contains_key(&call_id) {
             // A peer reusing a live id cannot disturb the original call.
             tracing::debug!(peer = %self.peer, call_id, "ignored a request reusing a live call id");
+            self.charge_error();
             return;
         }
         let in_flight = InFlight::new(&self.outbox);
@@ -525,13 +574,16 @@ impl ConnState {
         handlers.insert(call_id, task.abort_handle());
     }
 
-    fn cancel(&self, call_id: u32) {
+    /// Stops a running call; returns whether there was one.
+    fn cancel(&self, call_id: u32) -> bool {
         let handle = self.handlers().remove(&call_id);
-        if let Some(handle) = handle {
-            handle.abort();
-            self.forget_streams(call_id);
-            self.notify_if_drained();
-        }
+        let Some(handle) = handle else {
+            return false;
+        };
+        handle.abort();
+        self.forget_streams(call_id);
+        self.notify_if_drained();
+        true
     }
 
     fn finish_call(&self, call_id: u32) {
@@ -571,6 +623,9 @@ impl ConnState {
 
     /// Queues an error response now (they are small; see `respond` for results).
     fn respond_error(&self, call_id: u32, status: Status, message: &[u8]) {
+        if status != Status::Unavailable && status != Status::HandlerPanicked {
+            self.charge_error();
+        }
         let max_frame = self.server.config().max_frame_size;
         self.outbox.push_now(|buf| {
             // An error message never comes near the frame limit; if it did, drop the text.
@@ -578,6 +633,20 @@ impl ConnState {
                 let _ = wire::encode_response(buf, call_id, status, b"", max_frame);
             }
         });
+    }
+
+    /// Counts one error the client caused against its budget.
+    fn charge_error(&self) {
+        let mut budget = lock(&self.errors);
+        let now = Instant::now();
+        if now.duration_since(budget.window_start) >= ERROR_WINDOW {
+            budget.window_start = now;
+            budget.spent = 0;
+        }
+        budget.spent = budget.spent.saturating_add(1);
+        if budget.spent > self.server.config().error_budget {
+            self.over_budget.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Queues a handler's outcome, waiting for room in the outbox. Returns whether it was

@@ -1,0 +1,189 @@
+//! Hostile peers, speaking the wire protocol by hand (the start of the catalogue in
+//! `shared/HOSTILE.md`; the fault cases of the foundation live in `faults.rs`).
+
+use std::time::Duration;
+
+use rpc_core::ServerConfig;
+use rpc_core::wire::{self, Frame, FrameDecoder, PREFACE};
+use rpc_tests::*;
+use tokio::io::AsyncWriteExt;
+
+/// The frames in `bytes` (what the server sent after its preface).
+fn frames_in(bytes: &[u8]) -> Vec<Frame> {
+    let mut decoder = FrameDecoder::after_preface(1 << 24);
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+        frames.push(Frame::parse(frame).unwrap());
+    }
+    frames
+}
+
+fn server_with_error_budget(budget: u32) -> rpc_core::Server {
+    let mut config = ServerConfig::default();
+    config.error_budget = budget;
+    test_server_with(config).0
+}
+
+/// Catalogue row 25: a flood of requests that each force an error response.
+#[tokio::test]
+async fn a_flood_of_bad_requests_costs_the_peer_its_connection() {
+    for transport in Transport::SOCKETS {
+        let server = TestServer::start(server_with_error_budget(100), transport).await;
+        let bystander = CalculatorClient::new(server.connect().await);
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        let mut flood = Vec::new();
+        for call_id in 1..=1_000 {
+            flood.extend(request_frame(call_id, "NoSuchService", "nothing", &()));
+        }
+        // The server may close before it has read everything; that is the point.
+        let _ = raw.write_all(&flood).await;
+        let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        let frames = frames_in(&answer[PREFACE.len()..]);
+        let answered = frames
+            .iter()
+            .filter(|frame| matches!(frame, Frame::Response { .. }))
+            .count();
+        assert!(
+            answered <= 101,
+            "{transport:?}: {answered} error responses before closing"
+        );
+        assert!(
+            frames.iter().any(
+                |frame| matches!(frame, Frame::GoAway { reason, .. } if reason == "too many errors")
+            ),
+            "{transport:?}: closed with a GOAWAY that says why"
+        );
+        assert_eq!(bystander.add(1, 2).await.unwrap(), 3, "{transport:?}");
+    }
+}
+
+/// Catalogue row 20: request-then-cancel pairs (the Rapid Reset pattern). Each cancel stops
+/// its handler at once and frees its slot, so the work stays bounded and nothing piles up.
+#[tokio::test]
+async fn request_then_cancel_pairs_leave_nothing_running() {
+    for transport in Transport::SOCKETS {
+        let mut config = ServerConfig::default();
+        config.max_concurrent_calls = 16;
+        let (server, stats) = test_server_with(config);
+        let server = TestServer::start(server, transport).await;
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        let mut flood = bytes::BytesMut::new();
+        for call_id in 1..=2_000 {
+            flood.extend_from_slice(&request_frame(call_id, "Probe", "hang", &()));
+            wire::encode_cancel(&mut flood, call_id);
+        }
+        raw.write_all(&flood).await.unwrap();
+        eventually("every handler started was dropped", || {
+            let started = stats.hang_started.load(std::sync::atomic::Ordering::SeqCst);
+            started == 2_000
+                && stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst) == started
+        })
+        .await;
+        // The connection is still served.
+        raw.write_all(&request_frame(5_000, "Calculator", "add", &(2_i64, 3_i64)))
+            .await
+            .unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let sum = loop {
+            use tokio::io::AsyncReadExt;
+            if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                if let Frame::Response {
+                    call_id: 5_000,
+                    payload,
+                    ..
+                } = Frame::parse(frame).unwrap()
+                {
+                    break rpc_core::codec::decode::<i64>(&payload).unwrap();
+                }
+                continue;
+            }
+            let read = tokio::time::timeout(Duration::from_secs(2), raw.read_buf(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_ne!(read, 0, "{transport:?}: connection closed");
+        };
+        assert_eq!(sum, 5, "{transport:?}");
+    }
+}
+
+/// Cancels for calls the server does not have are useless frames: a flood of them is
+/// charged to the error budget like bad requests.
+#[tokio::test]
+async fn a_flood_of_cancels_for_unknown_calls_costs_the_peer_its_connection() {
+    for transport in Transport::SOCKETS {
+        let server = TestServer::start(server_with_error_budget(100), transport).await;
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        let mut flood = bytes::BytesMut::new();
+        for call_id in 1..=1_000 {
+            wire::encode_cancel(&mut flood, call_id);
+        }
+        let _ = raw.write_all(&flood).await;
+        let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        let frames = frames_in(&answer[PREFACE.len()..]);
+        assert!(
+            frames
+                .iter()
+                .any(|frame| matches!(frame, Frame::GoAway { .. })),
+            "{transport:?}: {} frames, no GOAWAY",
+            frames.len()
+        );
+    }
+}
+
+/// A well-behaved client that makes the odd mistake keeps its connection.
+#[tokio::test]
+async fn a_few_errors_within_the_budget_are_forgiven() {
+    use rpc_core::{CallOptions, MethodSpec};
+    let server = TestServer::start(server_with_error_budget(100), Transport::Tcp).await;
+    let channel = server.connect().await;
+    let missing = MethodSpec {
+        service: "Nope",
+        method: "nothing",
+        service_id: wire::wire_id("Nope"),
+        method_id: wire::wire_id("nothing"),
+    };
+    for _ in 0..50 {
+        assert!(
+            channel
+                .call::<_, ()>(&missing, &CallOptions::default(), &())
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(CalculatorClient::new(channel).add(1, 1).await.unwrap(), 2);
+}
+
+/// Past `max_connections`, the server stops accepting until a connection closes.
+#[tokio::test]
+async fn past_the_connection_limit_new_connections_wait_their_turn() {
+    for transport in Transport::SOCKETS {
+        let mut config = ServerConfig::default();
+        config.max_connections = 2;
+        let (server, _) = test_server_with(config);
+        let server = TestServer::start(server, transport).await;
+        let first = CalculatorClient::new(server.connect().await);
+        let second = CalculatorClient::new(server.connect().await);
+        assert_eq!(first.add(1, 1).await.unwrap(), 2);
+        assert_eq!(second.add(2, 2).await.unwrap(), 4);
+        let third = CalculatorClient::new(server.connect().await);
+        let waiting = tokio::spawn(third.add(3, 3));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{transport:?}: served past the limit"
+        );
+        drop(first);
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(
+            answer.expect("served once a slot freed").unwrap().unwrap(),
+            6,
+            "{transport:?}"
+        );
+    }
+}
