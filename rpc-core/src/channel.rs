@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,8 @@ struct ChannelShared {
     peer: Arc<Peer>,
     reader_task: Mutex<Option<AbortHandle>>,
     closed_notify: Notify,
+    /// The opaque of the last PONG received.
+    last_pong: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -193,6 +196,7 @@ impl Channel {
             peer,
             reader_task: Mutex::new(None),
             closed_notify: Notify::new(),
+            last_pong: AtomicU64::new(0),
         });
         let write_timeout = shared.config.write_timeout;
         let writer_shared = shared.clone();
@@ -213,6 +217,13 @@ impl Channel {
             reader_shared.close(error);
         });
         *lock(&shared.reader_task) = Some(reader_task.abort_handle());
+        if let Some(interval) = shared.config.keepalive_interval {
+            tokio::spawn(keep_alive(
+                Arc::downgrade(&shared),
+                interval,
+                shared.config.keepalive_timeout,
+            ));
+        }
         if shared.is_closed() {
             // The reader failed before its handle was stored: stop it now.
             reader_task.abort();
@@ -602,6 +613,12 @@ async fn read_responses<R: FrameRead>(
                 payload,
             } => shared.complete(call_id, Ok((status, payload))),
             Frame::GoAway { reason, .. } => shared.go_away(reason),
+            Frame::Pong { opaque } => shared.last_pong.store(opaque, Ordering::Relaxed),
+            Frame::Ping { opaque } => {
+                shared
+                    .outbox
+                    .push_now(|buf| wire::encode_ping(buf, opaque, true));
+            }
             Frame::StreamItem { call_id, payload } => {
                 let inbox = lock(&shared.calls)
                     .streams
@@ -652,6 +669,42 @@ async fn read_responses<R: FrameRead>(
         }
     }
     Ok(())
+}
+
+/// Pings the server while calls are in flight, and closes the channel when a ping goes
+/// unanswered for `timeout`. Ends with the channel.
+async fn keep_alive(shared: Weak<ChannelShared>, interval: Duration, timeout: Duration) {
+    let mut opaque = 0_u64;
+    loop {
+        tokio::time::sleep(interval).await;
+        {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let calls = lock(&shared.calls);
+            if calls.closed.is_some() {
+                return;
+            }
+            if calls.pending.is_empty() && calls.streams.is_empty() && calls.credits.is_empty() {
+                continue;
+            }
+            drop(calls);
+            opaque += 1;
+            shared
+                .outbox
+                .push_now(|buf| wire::encode_ping(buf, opaque, false));
+        }
+        tokio::time::sleep(timeout).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.last_pong.load(Ordering::Relaxed) < opaque {
+            shared.close(RpcError::connection_closed(format!(
+                "the server did not answer a keepalive ping within {timeout:?}"
+            )));
+            return;
+        }
+    }
 }
 
 fn decode_response<R: DeserializeOwned>(

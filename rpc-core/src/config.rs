@@ -96,6 +96,13 @@ pub struct ChannelConfig {
     /// Items of a response stream the client takes before the caller reads them (the
     /// flow-control window). Default 64.
     pub stream_window: u32,
+    /// While calls are in flight, the channel pings the server this often, and closes the
+    /// connection (failing those calls with `ConnectionClosed`) when a ping goes unanswered
+    /// for `keepalive_timeout`: a server that vanished without closing (power loss, a cut
+    /// link) cannot leave calls without a deadline hanging. Default 30 s; `None` disables.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered. Default 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -107,6 +114,8 @@ impl Default for ChannelConfig {
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             stream_window: 64,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }

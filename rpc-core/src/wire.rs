@@ -16,6 +16,8 @@
 //! WINDOW      = call_id:u32 credit:u32          the receiver takes `credit` more items
 //! STOP_STREAM = call_id:u32                     the receiver wants no more items
 //! STREAM_PART = call_id:u32 bytes               a piece of an item too big for one frame
+//! PING        = opaque:u64                      asks the peer to answer with PONG
+//! PONG        = opaque:u64                      the answer to the PING with this opaque
 //! ```
 //!
 //! Stream frames travel both ways: from the client they concern the call's request stream
@@ -57,6 +59,10 @@ pub enum FrameKind {
     Cancel = 0x03,
     /// The sender is going away and accepts no new calls.
     GoAway = 0x04,
+    /// A keepalive probe.
+    Ping = 0x05,
+    /// The answer to a keepalive probe.
+    Pong = 0x06,
     /// One item of a call's stream.
     StreamItem = 0x10,
     /// The end of a call's stream, clean or with an error.
@@ -205,6 +211,16 @@ pub enum Frame {
         /// The call the stream belongs to.
         call_id: u32,
     },
+    /// A keepalive probe: answer with `Pong` carrying the same value.
+    Ping {
+        /// Echoed in the answer.
+        opaque: u64,
+    },
+    /// The answer to a keepalive probe.
+    Pong {
+        /// The value of the `Ping` it answers.
+        opaque: u64,
+    },
     /// A piece of a large stream item.
     StreamPart {
         /// The call the stream belongs to.
@@ -279,6 +295,15 @@ impl Frame {
                 Ok(Frame::GoAway {
                     last_call_id,
                     reason,
+                })
+            }
+            k if k == FrameKind::Ping as u8 || k == FrameKind::Pong as u8 => {
+                let opaque = take_u64(&mut body)?;
+                expect_end(&body)?;
+                Ok(if k == FrameKind::Ping as u8 {
+                    Frame::Ping { opaque }
+                } else {
+                    Frame::Pong { opaque }
                 })
             }
             k if k == FrameKind::StreamItem as u8 => {
@@ -650,6 +675,18 @@ pub fn encode_window(buf: &mut BytesMut, call_id: u32, credit: u32) {
 pub fn encode_stop_stream(buf: &mut BytesMut, call_id: u32) {
     let start = start_frame(buf, FrameKind::StopStream);
     buf.put_u32(call_id);
+    let _ = finish_frame(buf, start, usize::MAX);
+}
+
+/// Appends a ping frame (`pong: false`) or its answer (`pong: true`).
+pub fn encode_ping(buf: &mut BytesMut, opaque: u64, pong: bool) {
+    let kind = if pong {
+        FrameKind::Pong
+    } else {
+        FrameKind::Ping
+    };
+    let start = start_frame(buf, kind);
+    buf.put_u64(opaque);
     let _ = finish_frame(buf, start, usize::MAX);
 }
 

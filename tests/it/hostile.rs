@@ -187,3 +187,48 @@ async fn past_the_connection_limit_new_connections_wait_their_turn() {
         );
     }
 }
+
+/// Catalogue row 29: a server that stops answering without closing (power loss, a cut link)
+/// cannot leave a call without a deadline hanging: an unanswered keepalive ping ends it.
+#[tokio::test]
+async fn a_silent_server_is_detected_by_keepalive() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(&PREFACE).await.unwrap();
+        // Read everything, answer nothing, never close.
+        let mut sink = [0_u8; 4096];
+        while stream.read(&mut sink).await.is_ok_and(|read| read > 0) {}
+        std::future::pending::<()>().await;
+    });
+    let mut config = rpc_core::ChannelConfig::default();
+    config.keepalive_interval = Some(Duration::from_millis(100));
+    config.keepalive_timeout = Duration::from_millis(100);
+    let channel = rpc_transport::tcp::connect_with(address, config)
+        .await
+        .unwrap();
+    let calc = CalculatorClient::new(channel);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), calc.add(1, 2))
+        .await
+        .expect("the call ends without a deadline of its own");
+    assert!(
+        matches!(outcome, Err(rpc_core::RpcError::ConnectionClosed { .. })),
+        "{outcome:?}"
+    );
+}
+
+/// A live server answers keepalive pings, so a long call is not cut short by them.
+#[tokio::test]
+async fn keepalive_pings_are_answered_by_a_live_server() {
+    for transport in Transport::ALL {
+        let (server, _) = test_server();
+        let server = TestServer::start(server, transport).await;
+        let mut config = rpc_core::ChannelConfig::default();
+        config.keepalive_interval = Some(Duration::from_millis(20));
+        config.keepalive_timeout = Duration::from_millis(200);
+        let probe = ProbeClient::new(server.connect_with(config).await);
+        assert_eq!(probe.sleep(600).await.unwrap(), 600, "{transport:?}");
+    }
+}

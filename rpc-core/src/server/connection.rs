@@ -304,7 +304,16 @@ impl Driver {
                 }
                 Ok(())
             }
-            Frame::GoAway { .. } => Ok(()),
+            Frame::GoAway { .. } | Frame::Pong { .. } => Ok(()),
+            Frame::Ping { opaque } => {
+                // Answering is cheap, but each ping is charged so a ping flood cannot make
+                // the server queue answers without bound.
+                self.conn.charge_error();
+                self.conn
+                    .outbox
+                    .push_now(|buf| wire::encode_ping(buf, opaque, true));
+                Ok(())
+            }
             Frame::StreamItem { call_id, payload } => {
                 let inbox = lock(&self.conn.inboxes).get(&call_id).cloned();
                 match inbox {

@@ -181,3 +181,45 @@ fn wire_ids_are_fnv1a() {
     assert_eq!(wire_id("a"), 0xe40c_292c);
     assert_eq!(wire_id("foobar"), 0xbf9c_f968);
 }
+
+#[test]
+fn stream_and_keepalive_frames_round_trip() {
+    let mut buf = BytesMut::new();
+    encode_ping(&mut buf, 7, false);
+    encode_ping(&mut buf, 7, true);
+    encode_window(&mut buf, 3, 64);
+    encode_stop_stream(&mut buf, 3);
+    encode_stream_piece(&mut buf, 3, b"part", false);
+    encode_stream_piece(&mut buf, 3, b"last", true);
+    encode_stream_end(&mut buf, 3, Status::HandlerPanicked, "");
+    let mut decoder = FrameDecoder::after_preface(1024);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+        frames.push(Frame::parse(frame).unwrap());
+    }
+    assert_eq!(
+        frames,
+        [
+            Frame::Ping { opaque: 7 },
+            Frame::Pong { opaque: 7 },
+            Frame::Window {
+                call_id: 3,
+                credit: 64
+            },
+            Frame::StopStream { call_id: 3 },
+            Frame::StreamPart {
+                call_id: 3,
+                payload: Bytes::from_static(b"part")
+            },
+            Frame::StreamItem {
+                call_id: 3,
+                payload: Bytes::from_static(b"last")
+            },
+            Frame::StreamEnd {
+                call_id: 3,
+                status: Status::HandlerPanicked,
+                text: Bytes::new()
+            },
+        ]
+    );
+}
