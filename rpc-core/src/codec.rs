@@ -4,6 +4,8 @@
 //! decoded from a zero-copy slice of the received frame. Decoding rejects trailing bytes, so
 //! a payload means exactly one value.
 
+mod guard;
+
 use std::fmt;
 
 use bytes::{BufMut, BytesMut};
@@ -58,11 +60,28 @@ impl postcard::ser_flavors::Flavor for CountingFlavor {
 
 /// Decodes exactly one value from `bytes`.
 ///
+/// Decoding is bounded by the input: values may nest at most 128 levels deep (every
+/// sequence, map, enum, option and newtype is a level), and the payload
+/// may not claim more elements than its bytes could hold (zero-sized elements included), so
+/// a hostile payload can neither overflow the stack nor spin the CPU.
+///
 /// # Errors
 ///
-/// `RpcError::Codec` when the bytes are not a valid encoding of `T` or bytes are left over.
+/// `RpcError::Codec` when the bytes are not a valid encoding of `T`, break those limits, or
+/// bytes are left over.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
-    let (value, rest) = postcard::take_from_bytes::<T>(bytes)
+    let budget = guard::Budget::for_payload(bytes.len());
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(guard::Guard {
+        inner: &mut deserializer,
+        budget: &budget,
+    })
+    .map_err(|error| match budget.violation() {
+        Some(limit) => RpcError::codec(format!("cannot decode value: {limit}")),
+        None => RpcError::codec(format!("cannot decode value: {error}")),
+    })?;
+    let rest = deserializer
+        .finalize()
         .map_err(|error| RpcError::codec(format!("cannot decode value: {error}")))?;
     if !rest.is_empty() {
         return Err(RpcError::codec(format!(
@@ -183,6 +202,38 @@ mod tests {
         // The block form is also what postcard uses for a plain `Vec<u8>`, so the two agree.
         let plain: Vec<u8> = decode(&buf).unwrap();
         assert_eq!(plain, data);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_stack_runs_out() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Node(Option<Box<Node>>);
+        // Some(Some(Some(...))) 10,000 levels deep: one byte per level.
+        let mut hostile = vec![1_u8; 10_000];
+        hostile.push(0);
+        let error = decode::<Node>(&hostile).unwrap_err();
+        assert!(error.to_string().contains("nest deeper"), "{error}");
+        // 60 levels (a newtype and an option each: 120 deep) are fine.
+        let mut fine = vec![1_u8; 60];
+        fine.push(0);
+        if let Err(error) = decode::<Node>(&fine) {
+            panic!("60 levels: {error}");
+        }
+    }
+
+    #[test]
+    fn zero_sized_elements_cannot_spin_the_decoder() {
+        // A Vec<()> claiming 2^63 elements, in 10 bytes.
+        let hostile = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+        let started = std::time::Instant::now();
+        let error = decode::<Vec<()>>(&hostile).unwrap_err();
+        assert!(error.to_string().contains("more elements"), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // A fair number of them is fine.
+        let mut fine = BytesMut::new();
+        encode_into(&mut fine, &vec![(); 1000]).unwrap();
+        assert_eq!(decode::<Vec<()>>(&fine).unwrap().len(), 1000);
     }
 
     #[test]

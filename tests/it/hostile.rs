@@ -232,3 +232,99 @@ async fn keepalive_pings_are_answered_by_a_live_server() {
         assert_eq!(probe.sleep(600).await.unwrap(), 600, "{transport:?}");
     }
 }
+
+/// A recursive type, for the nesting-depth case.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Node(Option<Box<Node>>);
+
+/// A service whose argument types a hostile payload can abuse.
+#[rpc_core::service]
+pub trait Shapes {
+    /// How deep a node nests.
+    async fn depth(&self, node: Node) -> u32;
+    /// How many units it was sent.
+    async fn units(&self, units: Vec<()>) -> u64;
+}
+
+struct ShapesImpl;
+
+impl Shapes for ShapesImpl {
+    async fn depth(&self, node: Node) -> u32 {
+        let mut depth = 0;
+        let mut current = node.0;
+        while let Some(next) = current {
+            depth += 1;
+            current = next.0;
+        }
+        depth
+    }
+
+    async fn units(&self, units: Vec<()>) -> u64 {
+        units.len() as u64
+    }
+}
+
+/// A request frame with a payload given as raw bytes.
+fn raw_request(call_id: u32, service: &str, method: &str, payload: &[u8]) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    let head = wire::RequestHead {
+        call_id,
+        service_id: wire::wire_id(service),
+        method_id: wire::wire_id(method),
+        deadline_micros: None,
+        request_stream: false,
+    };
+    let start = wire::start_request(&mut buf, &head, &[]).unwrap();
+    buf.extend_from_slice(payload);
+    wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
+    buf.to_vec()
+}
+
+/// Catalogue rows 10 and 11: a payload nesting 100,000 levels deep, and a `Vec<()>` claiming
+/// 2^63 elements. Each fails its own call with a decode error, promptly; the connection and
+/// the server carry on.
+#[tokio::test]
+async fn payloads_that_would_overflow_the_stack_or_spin_fail_their_call_only() {
+    use tokio::io::AsyncReadExt;
+    let server = rpc_core::Server::new().add_service(ShapesServer::new(ShapesImpl));
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let mut raw = server.raw().await;
+    raw.write_all(&PREFACE).await.unwrap();
+    let mut deep = vec![1_u8; 100_000];
+    deep.push(0);
+    raw.write_all(&raw_request(1, "Shapes", "depth", &deep))
+        .await
+        .unwrap();
+    let endless_units = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+    raw.write_all(&raw_request(2, "Shapes", "units", &endless_units))
+        .await
+        .unwrap();
+    raw.write_all(&raw_request(3, "Shapes", "units", &[3]))
+        .await
+        .unwrap();
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = bytes::BytesMut::new();
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 3 {
+        if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+            if let Frame::Response {
+                call_id,
+                status,
+                payload,
+            } = Frame::parse(frame).unwrap()
+            {
+                answers.insert(call_id, (status, payload));
+            }
+            continue;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), raw.read_buf(&mut buf))
+            .await
+            .expect("answered promptly")
+            .unwrap();
+        assert_ne!(read, 0, "connection closed");
+    }
+    assert_eq!(answers[&1].0, wire::Status::BadRequest);
+    assert_eq!(answers[&2].0, wire::Status::BadRequest);
+    assert_eq!(answers[&3].0, wire::Status::Ok);
+    assert_eq!(rpc_core::codec::decode::<u64>(&answers[&3].1).unwrap(), 3);
+}
