@@ -235,11 +235,11 @@ async fn keepalive_pings_are_answered_by_a_live_server() {
 
 /// A recursive type, for the nesting-depth case.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Node(Option<Box<Node>>);
+struct Node(Option<Box<Node>>);
 
 /// A service whose argument types a hostile payload can abuse.
 #[rpc_core::service]
-pub trait Shapes {
+trait Shapes {
     /// How deep a node nests.
     async fn depth(&self, node: Node) -> u32;
     /// How many units it was sent.
