@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::channel::ClientInterceptor;
 use crate::wire::{DEFAULT_MAX_FRAME, DEFAULT_MAX_METADATA};
 
 /// How a server treats each connection.
@@ -103,6 +104,8 @@ pub struct ChannelConfig {
     pub keepalive_interval: Option<Duration>,
     /// How long a keepalive ping may go unanswered. Default 20 s.
     pub keepalive_timeout: Duration,
+    /// Adds metadata (credentials, trace context) to every call. Default none.
+    pub interceptor: Option<ClientInterceptor>,
 }
 
 impl Default for ChannelConfig {
@@ -116,6 +119,7 @@ impl Default for ChannelConfig {
             stream_window: 64,
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
+            interceptor: None,
         }
     }
 }

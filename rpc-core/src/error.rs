@@ -100,6 +100,21 @@ pub enum RpcError {
         message: Arc<str>,
     },
 
+    /// The server refused the call for want of acceptable credentials (an interceptor's
+    /// verdict).
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// Why, as the server put it.
+        message: Arc<str>,
+    },
+
+    /// The server refused this caller this call (an interceptor's verdict).
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// Why, as the server put it.
+        message: Arc<str>,
+    },
+
     /// The server hit an error it does not describe to peers.
     #[error("internal server error: {message}")]
     Internal {

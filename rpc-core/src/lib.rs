@@ -65,12 +65,12 @@ pub mod wire;
 #[doc(hidden)]
 pub mod __private;
 
-pub use channel::{CallOptions, Channel, MethodSpec};
+pub use channel::{CallOptions, Channel, ClientInterceptor, MethodSpec};
 pub use config::{ChannelConfig, ServerConfig};
 pub use context::{Context, Peer, UnixCredentials};
 pub use dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use error::RpcError;
-pub use server::{Server, Shutdown};
+pub use server::{CallInfo, Interceptor, Server, Shutdown};
 pub use streaming::Streaming;
 
 /// The serde this crate is built on, for deriving on types that services carry.

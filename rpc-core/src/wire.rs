@@ -99,6 +99,10 @@ pub enum Status {
     ResourceExhausted = 8,
     /// Any other server-side failure.
     Internal = 9,
+    /// An interceptor found no acceptable credentials.
+    Unauthenticated = 10,
+    /// An interceptor refused the caller this call.
+    PermissionDenied = 11,
 }
 
 impl Status {
@@ -114,6 +118,8 @@ impl Status {
             7 => Status::Unavailable,
             8 => Status::ResourceExhausted,
             9 => Status::Internal,
+            10 => Status::Unauthenticated,
+            11 => Status::PermissionDenied,
             _ => return None,
         })
     }

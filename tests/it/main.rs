@@ -6,6 +6,7 @@
 // does not cover helpers outside `#[test]` functions (rust-clippy#16122).
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod calls;
 mod deadlines;
 mod faults;

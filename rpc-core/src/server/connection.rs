@@ -23,9 +23,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::{Server, ServerInner, Shutdown};
+use super::{CallInfo, Server, ServerInner, Shutdown};
 use crate::context::{Context, Peer};
-use crate::dispatch::{HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
+use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
 use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::streaming::{end_error, Credit, Inbox};
@@ -430,13 +430,17 @@ impl ConnState {
         let context = Context::new(self.peer.clone(), call_id)
             .with_deadline(deadline)
             .with_metadata(metadata);
+        let method_id = head.method_id;
+        if let Err((status, message)) = self.intercept(&*service, method_id, &context) {
+            self.respond_error(call_id, status, message.as_bytes());
+            return;
+        }
         let stream = head.request_stream.then(|| self.open_inbox(call_id));
         let request = IncomingRequest {
             context,
             payload,
             stream,
         };
-        let method_id = head.method_id;
         let dispatched =
             std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
         let handler = match dispatched {
@@ -516,6 +520,56 @@ impl ConnState {
             }
             drop((permit, in_flight));
         });
+    }
+
+    /// Runs the server's interceptors on a call about to start; the status and text to
+    /// answer with when one refuses it.
+    fn intercept(
+        &self,
+        service: &dyn Dispatch,
+        method_id: u32,
+        context: &Context,
+    ) -> Result<(), (Status, String)> {
+        let interceptors = self.server.interceptors();
+        if interceptors.is_empty() {
+            return Ok(());
+        }
+        // Interceptors see the canonical names only: a method the service does not have is
+        // refused as unknown before any of them runs.
+        let Some(method) = service.method_name(method_id) else {
+            return Err((Status::UnknownMethod, String::new()));
+        };
+        let call = CallInfo::new(service.service_name(), method, context);
+        for interceptor in interceptors {
+            let verdict =
+                std::panic::catch_unwind(AssertUnwindSafe(|| interceptor.intercept(&call)));
+            let error = match verdict {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error,
+                Err(panic) => {
+                    tracing::error!(peer = %self.peer, panic = panic_message(&*panic), "an interceptor panicked");
+                    return Err((Status::Internal, "the call was refused".to_owned()));
+                }
+            };
+            return Err(match error {
+                RpcError::Unauthenticated { message } => {
+                    (Status::Unauthenticated, message.to_string())
+                }
+                RpcError::PermissionDenied { message } => {
+                    (Status::PermissionDenied, message.to_string())
+                }
+                RpcError::ResourceExhausted { message } => {
+                    (Status::ResourceExhausted, message.to_string())
+                }
+                RpcError::Unavailable { reason } => (Status::Unavailable, reason.to_string()),
+                RpcError::DeadlineExceeded { .. } => (Status::DeadlineExceeded, String::new()),
+                other => {
+                    tracing::info!(peer = %self.peer, error = %other, "an interceptor refused a call");
+                    (Status::Internal, "the call was refused".to_owned())
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Registers the inbox of a request stream and grants it its first window.
