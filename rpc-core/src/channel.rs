@@ -60,8 +60,11 @@ pub struct MethodSpec {
 /// ```
 #[derive(Clone)]
 pub struct ClientInterceptor {
-    add: Arc<dyn Fn(&MethodSpec, &mut Vec<(String, String)>) + Send + Sync>,
+    add: Arc<AddMetadata>,
 }
+
+/// What a [`ClientInterceptor`] runs for each call.
+type AddMetadata = dyn Fn(&MethodSpec, &mut Vec<(String, String)>) + Send + Sync;
 
 impl ClientInterceptor {
     /// An interceptor that calls `add` with each call's method and metadata.
