@@ -223,3 +223,120 @@ fn stream_and_keepalive_frames_round_trip() {
         ]
     );
 }
+
+mod properties {
+    //! Properties over generated inputs: frames survive any split of the byte stream, and
+    //! values survive the codec.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec;
+
+    fn arbitrary_frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                proptest::option::of(1_u64..u64::MAX),
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(
+                    |(call_id, service_id, method_id, deadline_micros, request_stream, payload)| {
+                        Frame::Request {
+                            head: RequestHead {
+                                call_id,
+                                service_id,
+                                method_id,
+                                deadline_micros,
+                                request_stream,
+                            },
+                            metadata: Bytes::new(),
+                            payload: Bytes::from(payload),
+                        }
+                    }
+                ),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+                |(call_id, payload)| Frame::Response {
+                    call_id,
+                    status: Status::Ok,
+                    payload: Bytes::from(payload)
+                }
+            ),
+            any::<u32>().prop_map(|call_id| Frame::Cancel { call_id }),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(call_id, credit)| Frame::Window { call_id, credit }),
+            any::<u64>().prop_map(|opaque| Frame::Ping { opaque }),
+        ]
+    }
+
+    fn encode(frame: &Frame, buf: &mut BytesMut) {
+        match frame {
+            Frame::Request { head, payload, .. } => {
+                let start = start_request(buf, head, &[]).unwrap();
+                buf.put_slice(payload);
+                finish_frame(buf, start, usize::MAX).unwrap();
+            }
+            Frame::Response {
+                call_id,
+                status,
+                payload,
+            } => {
+                encode_response(buf, *call_id, *status, payload, usize::MAX).unwrap();
+            }
+            Frame::Cancel { call_id } => encode_cancel(buf, *call_id),
+            Frame::Window { call_id, credit } => encode_window(buf, *call_id, *credit),
+            Frame::Ping { opaque } => encode_ping(buf, *opaque, false),
+            other => unreachable!("not generated: {other:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn frames_survive_any_split_of_the_stream(
+            frames in proptest::collection::vec(arbitrary_frame(), 1..20),
+            cuts in proptest::collection::vec(1_usize..64, 1..200),
+        ) {
+            let mut stream = BytesMut::from(&PREFACE[..]);
+            for frame in &frames {
+                encode(frame, &mut stream);
+            }
+            let mut decoder = FrameDecoder::new(1 << 20);
+            let mut buf = BytesMut::new();
+            let mut decoded = Vec::new();
+            let mut cuts = cuts.into_iter().cycle();
+            while !stream.is_empty() {
+                let take = cuts.next().unwrap_or(1).min(stream.len());
+                buf.extend_from_slice(&stream.split_to(take));
+                while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                    decoded.push(Frame::parse(frame).unwrap());
+                }
+            }
+            prop_assert_eq!(decoded, frames);
+        }
+
+        #[test]
+        fn values_survive_the_codec(
+            value in (any::<i64>(), ".{0,40}", proptest::collection::vec(any::<u8>(), 0..500), proptest::option::of(any::<u32>()), proptest::collection::vec((any::<u8>(), any::<bool>()), 0..20)),
+        ) {
+            let mut buf = BytesMut::new();
+            codec::encode_into(&mut buf, &value).unwrap();
+            prop_assert_eq!(codec::encoded_len(&value).unwrap(), buf.len());
+            let back: (i64, String, Vec<u8>, Option<u32>, Vec<(u8, bool)>) = codec::decode(&buf).unwrap();
+            prop_assert_eq!(back, value);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut decoder = FrameDecoder::new(1 << 16);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                let _ = Frame::parse(frame);
+            }
+            let _ = Frame::parse(Bytes::from(bytes.clone()));
+            let _ = codec::decode::<(i64, String, Vec<u8>, Option<u32>)>(&bytes);
+        }
+    }
+}
