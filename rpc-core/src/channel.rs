@@ -155,7 +155,8 @@ struct ChannelShared {
     outbox: Arc<Outbox>,
     config: ChannelConfig,
     peer: Arc<Peer>,
-    reader_task: Mutex<Option<AbortHandle>>,
+    /// The reader and keepalive tasks, stopped when the connection closes.
+    background_tasks: Mutex<Vec<AbortHandle>>,
     closed_notify: Notify,
     /// The opaque of the last PONG received.
     last_pong: AtomicU64,
@@ -231,7 +232,7 @@ impl Channel {
             outbox: outbox.clone(),
             config,
             peer,
-            reader_task: Mutex::new(None),
+            background_tasks: Mutex::new(Vec::new()),
             closed_notify: Notify::new(),
             last_pong: AtomicU64::new(0),
         });
@@ -253,17 +254,21 @@ impl Channel {
             };
             reader_shared.close(error);
         });
-        *lock(&shared.reader_task) = Some(reader_task.abort_handle());
+        let mut background = vec![reader_task.abort_handle()];
         if let Some(interval) = shared.config.keepalive_interval {
-            tokio::spawn(keep_alive(
+            let keepalive = tokio::spawn(keep_alive(
                 Arc::downgrade(&shared),
                 interval,
                 shared.config.keepalive_timeout,
             ));
+            background.push(keepalive.abort_handle());
         }
+        *lock(&shared.background_tasks) = background;
         if shared.is_closed() {
-            // The reader failed before its handle was stored: stop it now.
-            reader_task.abort();
+            // The connection failed before the handles were stored: stop the tasks now.
+            for task in lock(&shared.background_tasks).drain(..) {
+                task.abort();
+            }
         }
         Channel {
             handle: Arc::new(ChannelHandle { shared }),
@@ -278,6 +283,13 @@ impl Channel {
     /// The channel's configuration.
     pub fn config(&self) -> &ChannelConfig {
         &self.handle.shared.config
+    }
+
+    /// Calls on this channel waiting for their response, plus response streams still being
+    /// received (for monitoring: it returns to zero when the channel is idle).
+    pub fn calls_in_flight(&self) -> usize {
+        let calls = lock(&self.handle.shared.calls);
+        calls.pending.len() + calls.streams.len()
     }
 
     /// Whether the connection has ended: every call made now fails at once.
@@ -641,8 +653,8 @@ impl ChannelShared {
             waker.wake();
         }
         self.outbox.fail(error);
-        if let Some(reader) = lock(&self.reader_task).take() {
-            reader.abort();
+        for task in lock(&self.background_tasks).drain(..) {
+            task.abort();
         }
         self.closed_notify.notify_waiters();
     }
