@@ -50,6 +50,13 @@ pub struct ServerConfig {
     /// Connections served at once; past it, `serve` stops accepting until one closes (the
     /// kernel's backlog holds the rest). Default 1024.
     pub max_connections: usize,
+    /// While calls run on a connection, the server pings the client this often, and closes
+    /// the connection (dropping its handlers) when the client sends nothing at all for
+    /// `keepalive_timeout` after a ping: a client that vanished without closing cannot hold
+    /// handlers for ever. Default 2 minutes; `None` disables.
+    pub keepalive_interval: Option<Duration>,
+    /// How long the client has to answer a keepalive ping. Default 20 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +73,8 @@ impl Default for ServerConfig {
             stream_window: 64,
             error_budget: 1024,
             max_connections: 1024,
+            keepalive_interval: Some(Duration::from_secs(120)),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }

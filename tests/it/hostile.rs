@@ -328,3 +328,77 @@ async fn payloads_that_would_overflow_the_stack_or_spin_fail_their_call_only() {
     assert_eq!(answers[&3].0, wire::Status::Ok);
     assert_eq!(rpc_core::codec::decode::<u64>(&answers[&3].1).unwrap(), 3);
 }
+
+fn server_with_keepalive(
+    interval_millis: u64,
+    timeout_millis: u64,
+) -> (rpc_core::Server, std::sync::Arc<ProbeStats>) {
+    let mut config = ServerConfig::default();
+    config.keepalive_interval = Some(Duration::from_millis(interval_millis));
+    config.keepalive_timeout = Duration::from_millis(timeout_millis);
+    test_server_with(config)
+}
+
+/// Catalogue row 29, server side: a client that vanished without closing, with a handler
+/// running, is pinged, and when it stays silent the server closes the connection and drops
+/// the handler.
+#[tokio::test]
+async fn a_silent_client_with_calls_running_is_dropped_by_keepalive() {
+    for transport in Transport::SOCKETS {
+        let (server, stats) = server_with_keepalive(100, 100);
+        let server = TestServer::start(server, transport).await;
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        raw.write_all(&request_frame(1, "Probe", "hang", &()))
+            .await
+            .unwrap();
+        // Read what comes (a ping or two) and never answer.
+        read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        eventually("the handler was dropped", || {
+            stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst) == 1
+        })
+        .await;
+    }
+}
+
+/// A live client answers the server's pings, so a long call is not cut short by them.
+#[tokio::test]
+async fn server_pings_are_answered_by_a_live_client() {
+    for transport in Transport::ALL {
+        let (server, _) = server_with_keepalive(20, 200);
+        let server = TestServer::start(server, transport).await;
+        let probe = ProbeClient::new(server.connect().await);
+        assert_eq!(probe.sleep(500).await.unwrap(), 500, "{transport:?}");
+    }
+}
+
+/// Catalogue row 27: a client that never reads its responses. The server's queue stays
+/// bounded (handlers wait for room), and a write that makes no progress for the write
+/// timeout closes the connection.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
+    for transport in Transport::SOCKETS {
+        let mut config = ServerConfig::default();
+        config.write_timeout = Duration::from_millis(300);
+        let (server, _) = test_server_with(config);
+        let server = TestServer::start(server, transport).await;
+        let bystander = CalculatorClient::new(server.connect().await);
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        for call_id in 1..=64 {
+            raw.write_all(&request_frame(call_id, "Probe", "fill", &(1_u64 << 20)))
+                .await
+                .unwrap();
+        }
+        // Read nothing while the server's write stalls past its timeout.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(bystander.add(1, 1).await.unwrap(), 2, "{transport:?}");
+        // Now read: what the socket buffers held, then the end, not 64 MiB.
+        let received = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        assert!(
+            received.len() < 32 << 20,
+            "{transport:?}: {} bytes",
+            received.len()
+        );
+    }
+}

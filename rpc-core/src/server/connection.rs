@@ -185,6 +185,16 @@ impl Driver {
         );
         tokio::pin!(idle_timer);
         let mut frames_at_last_idle_check = 0;
+        let ping_timer = tokio::time::sleep_until(
+            config
+                .keepalive_interval
+                .and_then(|interval| Instant::now().checked_add(interval))
+                .unwrap_or(far_future)
+                .into(),
+        );
+        tokio::pin!(ping_timer);
+        // The frame count when a ping went out and is still unanswered.
+        let mut ping_outstanding: Option<u64> = None;
         let mut next_permit: Option<OwnedSemaphorePermit> = None;
         loop {
             if self.draining && self.conn.running_handlers() == 0 {
@@ -228,6 +238,32 @@ impl Driver {
                     } else {
                         frames_at_last_idle_check = self.frames_received;
                         idle_timer.as_mut().reset((Instant::now() + idle_timeout).into());
+                    }
+                }
+                // While calls run, ping a client that has gone quiet: one that vanished without
+                // closing (power loss, a cut link) would otherwise hold its handlers and their
+                // slots for ever. Any frame from the client answers the ping.
+                () = &mut ping_timer, if config.keepalive_interval.is_some() => {
+                    let Some(interval) = config.keepalive_interval else { continue };
+                    match ping_outstanding {
+                        Some(frames_then) if frames_then == self.frames_received => {
+                            return Ending::Failed(RpcError::connection_closed(format!(
+                                "the client did not answer a keepalive ping within {:?}",
+                                config.keepalive_timeout
+                            )));
+                        }
+                        _ if self.conn.running_handlers() > 0 => {
+                            let opaque = self.frames_received;
+                            self.conn
+                                .outbox
+                                .push_now(|buf| wire::encode_ping(buf, opaque, false));
+                            ping_outstanding = Some(self.frames_received);
+                            ping_timer.as_mut().reset((Instant::now() + config.keepalive_timeout).into());
+                        }
+                        _ => {
+                            ping_outstanding = None;
+                            ping_timer.as_mut().reset((Instant::now() + interval).into());
+                        }
                     }
                 }
                 permit = self.conn.permits.clone().acquire_owned(), if next_permit.is_none() => {
