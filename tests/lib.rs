@@ -359,3 +359,39 @@ pub fn request_frame<A: Serialize>(call_id: u32, service: &str, method: &str, ar
     rpc_core::wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
     buf.to_vec()
 }
+
+/// Reads what a server sends on a raw stream, from its preface on, until responses to all of
+/// `call_ids` have arrived; other frames are skipped. Fails the test if the connection
+/// closes first or `limit` passes.
+pub async fn read_responses(
+    stream: &mut (impl AsyncRead + Unpin + ?Sized),
+    call_ids: &[u32],
+    limit: Duration,
+) -> std::collections::BTreeMap<u32, (rpc_core::wire::Status, bytes::Bytes)> {
+    use rpc_core::wire::{Frame, FrameDecoder};
+    use tokio::io::AsyncReadExt;
+    let mut decoder = FrameDecoder::new(1 << 24);
+    let mut buf = bytes::BytesMut::new();
+    let mut answers = std::collections::BTreeMap::new();
+    let reading = async {
+        while !call_ids.iter().all(|call_id| answers.contains_key(call_id)) {
+            if let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                if let Frame::Response {
+                    call_id,
+                    status,
+                    payload,
+                } = Frame::parse(frame).unwrap()
+                {
+                    answers.insert(call_id, (status, payload));
+                }
+                continue;
+            }
+            let read = stream.read_buf(&mut buf).await.unwrap();
+            assert_ne!(read, 0, "the connection closed before the answers came");
+        }
+    };
+    tokio::time::timeout(limit, reading)
+        .await
+        .expect("the answers came in time");
+    answers
+}

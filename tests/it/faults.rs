@@ -131,8 +131,7 @@ async fn a_malformed_frame_after_the_preface_closes_that_connection() {
 
 #[tokio::test]
 async fn a_well_framed_request_with_a_bad_payload_gets_an_answer_and_the_connection_stays() {
-    use rpc_core::wire::{Frame, FrameDecoder, Status};
-    use tokio::io::AsyncReadExt;
+    use rpc_core::wire::Status;
     for transport in Transport::SOCKETS {
         let (server, _) = test_server();
         let server = TestServer::start(server, transport).await;
@@ -145,42 +144,11 @@ async fn a_well_framed_request_with_a_bad_payload_gets_an_answer_and_the_connect
         raw.write_all(&request_frame(2, "Calculator", "add", &(20_i64, 22_i64)))
             .await
             .unwrap();
-        let mut decoder = FrameDecoder::new(1 << 20);
-        let mut buf = bytes::BytesMut::new();
-        let mut answers = Vec::new();
-        while answers.len() < 2 {
-            if let Some(frame) = decoder.decode(&mut buf).unwrap() {
-                answers.push(Frame::parse(frame).unwrap());
-                continue;
-            }
-            let read = tokio::time::timeout(Duration::from_secs(2), raw.read_buf(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_ne!(read, 0, "connection closed");
-        }
-        answers.sort_by_key(|frame| match frame {
-            Frame::Response { call_id, .. } => *call_id,
-            _ => 0,
-        });
-        assert!(matches!(
-            &answers[0],
-            Frame::Response {
-                call_id: 1,
-                status: Status::BadRequest,
-                ..
-            }
-        ));
-        let Frame::Response {
-            call_id: 2,
-            status: Status::Ok,
-            payload,
-        } = &answers[1]
-        else {
-            panic!("unexpected {:?}", answers[1]);
-        };
+        let answers = read_responses(&mut raw, &[1, 2], Duration::from_secs(2)).await;
+        assert_eq!(answers[&1].0, Status::BadRequest, "{transport:?}");
+        assert_eq!(answers[&2].0, Status::Ok, "{transport:?}");
         assert_eq!(
-            rpc_core::codec::decode::<i64>(payload).unwrap(),
+            rpc_core::codec::decode::<i64>(&answers[&2].1).unwrap(),
             42,
             "{transport:?}"
         );

@@ -86,27 +86,8 @@ async fn request_then_cancel_pairs_leave_nothing_running() {
         raw.write_all(&request_frame(5_000, "Calculator", "add", &(2_i64, 3_i64)))
             .await
             .unwrap();
-        let mut buf = bytes::BytesMut::new();
-        let mut decoder = FrameDecoder::new(1 << 20);
-        let sum = loop {
-            use tokio::io::AsyncReadExt;
-            if let Some(frame) = decoder.decode(&mut buf).unwrap() {
-                if let Frame::Response {
-                    call_id: 5_000,
-                    payload,
-                    ..
-                } = Frame::parse(frame).unwrap()
-                {
-                    break rpc_core::codec::decode::<i64>(&payload).unwrap();
-                }
-                continue;
-            }
-            let read = tokio::time::timeout(Duration::from_secs(2), raw.read_buf(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_ne!(read, 0, "{transport:?}: connection closed");
-        };
+        let answers = read_responses(&mut raw, &[5_000], Duration::from_secs(2)).await;
+        let sum = rpc_core::codec::decode::<i64>(&answers[&5_000].1).unwrap();
         assert_eq!(sum, 5, "{transport:?}");
     }
 }
@@ -285,7 +266,6 @@ fn raw_request(call_id: u32, service: &str, method: &str, payload: &[u8]) -> Vec
 /// the server carry on.
 #[tokio::test]
 async fn payloads_that_would_overflow_the_stack_or_spin_fail_their_call_only() {
-    use tokio::io::AsyncReadExt;
     let server = rpc_core::Server::new().add_service(ShapesServer::new(ShapesImpl));
     let server = TestServer::start(server, Transport::Tcp).await;
     let mut raw = server.raw().await;
@@ -302,27 +282,7 @@ async fn payloads_that_would_overflow_the_stack_or_spin_fail_their_call_only() {
     raw.write_all(&raw_request(3, "Shapes", "units", &[3]))
         .await
         .unwrap();
-    let mut decoder = FrameDecoder::new(1 << 20);
-    let mut buf = bytes::BytesMut::new();
-    let mut answers = std::collections::BTreeMap::new();
-    while answers.len() < 3 {
-        if let Some(frame) = decoder.decode(&mut buf).unwrap() {
-            if let Frame::Response {
-                call_id,
-                status,
-                payload,
-            } = Frame::parse(frame).unwrap()
-            {
-                answers.insert(call_id, (status, payload));
-            }
-            continue;
-        }
-        let read = tokio::time::timeout(Duration::from_secs(5), raw.read_buf(&mut buf))
-            .await
-            .expect("answered promptly")
-            .unwrap();
-        assert_ne!(read, 0, "connection closed");
-    }
+    let answers = read_responses(&mut raw, &[1, 2, 3], Duration::from_secs(5)).await;
     assert_eq!(answers[&1].0, wire::Status::BadRequest);
     assert_eq!(answers[&2].0, wire::Status::BadRequest);
     assert_eq!(answers[&3].0, wire::Status::Ok);
