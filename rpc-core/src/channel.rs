@@ -13,7 +13,7 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
 use crate::outbox::{self, InFlight, Lane, Outbox};
+use crate::recover::lock;
 use crate::streaming::{send_stream, Credit, Inbox, Streaming};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, RequestHead, Status};
@@ -364,7 +365,12 @@ impl Channel {
             .await?;
         match (status, inbox) {
             (Status::Ok, Some(inbox)) => Ok(Streaming::remote(inbox, deadline)),
-            (status, _) => Err(status_error(method, status, &payload)),
+            (status, _) => Err(status_error(
+                method.service,
+                method.method,
+                status,
+                &payload,
+            )),
         }
     }
 
@@ -713,7 +719,7 @@ async fn read_responses<R: FrameRead>(
                 if let Some((inbox, method)) = entry {
                     let outcome = match status {
                         Status::Ok => Ok(()),
-                        status => Err(status_error(&method, status, &text)),
+                        status => Err(status_error(method.service, method.method, status, &text)),
                     };
                     inbox.finish(outcome);
                 }
@@ -781,25 +787,32 @@ fn decode_response<R: DeserializeOwned>(
 ) -> Result<R, RpcError> {
     match status {
         Status::Ok => codec::decode(payload),
-        status => Err(status_error(method, status, payload)),
+        status => Err(status_error(method.service, method.method, status, payload)),
     }
 }
 
-/// The error a non-OK status (of a response or a stream's end) stands for.
-fn status_error(method: &MethodSpec, status: Status, payload: &[u8]) -> RpcError {
+/// The error a non-OK status (of a response or a stream's end) stands for, for a call to
+/// `service.method` (names may be empty where the side reading the status does not know
+/// them).
+pub(crate) fn status_error(
+    service: &str,
+    method: &str,
+    status: Status,
+    payload: &[u8],
+) -> RpcError {
     let message = || -> Arc<str> { String::from_utf8_lossy(payload).into() };
     match status {
         Status::Ok => RpcError::protocol("an OK status where an error was expected"),
         Status::UnknownService => RpcError::UnknownService {
-            service: method.service.into(),
+            service: service.into(),
         },
         Status::UnknownMethod => RpcError::UnknownMethod {
-            service: method.service.into(),
-            method: method.method.into(),
+            service: service.into(),
+            method: method.into(),
         },
         Status::BadRequest => RpcError::Codec { message: message() },
         Status::HandlerPanicked => RpcError::HandlerPanicked {
-            method: method.method.into(),
+            method: method.into(),
         },
         Status::DeadlineExceeded => RpcError::DeadlineExceeded {},
         Status::ResponseTooLarge => {
@@ -939,11 +952,4 @@ impl Future for ResponseWait<'_> {
                 .unwrap_or_else(|| RpcError::connection_closed("call slot lost")))),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The tables stay consistent across a panic elsewhere (each update is one statement).
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

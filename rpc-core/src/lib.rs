@@ -57,6 +57,7 @@ mod context;
 mod dispatch;
 mod error;
 mod outbox;
+mod recover;
 mod server;
 mod streaming;
 pub mod transport;

@@ -22,6 +22,7 @@ use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
 
 use crate::error::RpcError;
+use crate::recover;
 use crate::transport::FrameWrite;
 
 /// Bytes queued before new frames wait for the writer (a single larger frame still fits).
@@ -126,9 +127,7 @@ impl Outbox {
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
         // A panic while holding this lock leaves at worst a partly written frame in a
         // connection that is failing anyway; keep going rather than poisoning every caller.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        recover::lock(&self.state)
     }
 
     /// Whether calls other than one are in flight, so that more frames are likely to follow.
@@ -344,17 +343,11 @@ impl<W: FrameWrite> TryWrite for WriterSlot<W> {
 
 impl<W> WriterSlot<W> {
     fn park(&self, writer: W) {
-        *self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(writer);
+        *recover::lock(&self.writer) = Some(writer);
     }
 
     fn take(&self) -> Option<W> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
+        recover::lock(&self.writer).take()
     }
 }
 

@@ -10,9 +10,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
@@ -24,6 +23,7 @@ use serde::Serialize;
 use crate::codec;
 use crate::error::RpcError;
 use crate::outbox::{Lane, Outbox};
+use crate::recover::{lock, panic_message, CatchUnwind};
 use crate::wire::{self, Status};
 
 /// A stream of `T` sent as the argument or result of a call, with flow control.
@@ -440,7 +440,10 @@ pub(crate) async fn send_stream<T: Serialize>(
                 Ok(Some(Ok(item))) => item,
                 Ok(None) => return Some((Status::Ok, String::new())),
                 Ok(Some(Err(error))) => return Some(end_for_error(&error)),
-                Err(()) => return Some((Status::HandlerPanicked, String::new())),
+                Err(panic) => {
+                    tracing::error!(panic = panic_message(&*panic), "a stream producer panicked");
+                    return Some((Status::HandlerPanicked, String::new()));
+                }
             };
             let pushed = send_item(&outbox, call_id, item, max_frame).await;
             match pushed {
@@ -514,19 +517,6 @@ async fn send_item<T: Serialize>(
     Ok(())
 }
 
-/// The error a stream's end with a non-OK status stands for, where the method is not known.
-pub(crate) fn end_error(status: Status, text: &[u8]) -> RpcError {
-    let text: Arc<str> = String::from_utf8_lossy(text).into();
-    match status {
-        Status::DeadlineExceeded => RpcError::DeadlineExceeded {},
-        Status::HandlerPanicked => RpcError::HandlerPanicked { method: text },
-        Status::Unavailable => RpcError::Unavailable { reason: text },
-        Status::ResourceExhausted => RpcError::ResourceExhausted { message: text },
-        Status::BadRequest => RpcError::Codec { message: text },
-        _ => RpcError::Internal { message: text },
-    }
-}
-
 /// How a stream that met `error` ends on the wire.
 fn end_for_error(error: &RpcError) -> (Status, String) {
     match error {
@@ -536,36 +526,4 @@ fn end_for_error(error: &RpcError) -> (Status, String) {
         RpcError::ResourceExhausted { message } => (Status::ResourceExhausted, message.to_string()),
         other => (Status::Internal, other.to_string()),
     }
-}
-
-/// Polls a future, turning a panic into `Err(())` (the panic is the producer's; the
-/// stream's end reports it).
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(panic) => {
-                tracing::error!(
-                    panic = panic
-                        .downcast_ref::<&str>()
-                        .copied()
-                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                        .unwrap_or("(not a string)"),
-                    "a stream producer panicked"
-                );
-                Poll::Ready(Err(()))
-            }
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

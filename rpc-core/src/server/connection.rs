@@ -24,11 +24,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{CallInfo, Server, ServerInner, Shutdown};
+use crate::channel::status_error;
 use crate::context::{Context, Peer};
 use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
 use crate::outbox::{self, InFlight, Lane, Outbox};
-use crate::streaming::{end_error, Credit, Inbox};
+use crate::recover::{lock, panic_message, CatchUnwind};
+use crate::streaming::{Credit, Inbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::{self, Frame, FrameKind, RequestHead, Status};
 
@@ -379,7 +381,8 @@ impl Driver {
                 if let Some(inbox) = inbox {
                     inbox.finish(match status {
                         Status::Ok => Ok(()),
-                        status => Err(end_error(status, &text)),
+                        // The server does not name the client's own stream back to it.
+                        status => Err(status_error("", "", status, &text)),
                     });
                 }
                 Ok(())
@@ -407,9 +410,7 @@ impl Driver {
 
 impl ConnState {
     fn handlers(&self) -> MutexGuard<'_, HashMap<u32, AbortHandle>> {
-        self.handlers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.handlers)
     }
 
     fn running_handlers(&self) -> usize {
@@ -505,7 +506,8 @@ impl ConnState {
         // the response is queued without a task spawn or a hop to another task. A handler
         // that waits is moved into its own task (it is boxed, so moving it is fine), which
         // polls it again with a real waker.
-        let mut guarded = CatchUnwind { inner: handler };
+        // One call's panic stays that call's error.
+        let mut guarded = CatchUnwind(handler);
         let mut first_poll = TaskContext::from_waker(Waker::noop());
         if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {
             let mut outcome = HandlerOutcome::from(outcome);
@@ -769,12 +771,6 @@ impl ConnState {
 /// Appends the response frame for a handler's outcome, encoding a reply straight into the
 /// frame. A reply that cannot be encoded, or panics while encoding, or is over the frame
 /// limit, is replaced by the matching error answer, so the call still ends.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn encode_outcome(
     buf: &mut BytesMut,
     call_id: u32,
@@ -850,16 +846,10 @@ impl HandlerOutcome {
     }
 }
 
-/// The text of a panic payload (what `panic!` was given), for the server's log.
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|message| (*message).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(not a string)".to_owned())
-}
-
-async fn run_handler(guarded: CatchUnwind, deadline: Option<Instant>) -> HandlerOutcome {
+async fn run_handler(
+    guarded: CatchUnwind<HandlerFuture>,
+    deadline: Option<Instant>,
+) -> HandlerOutcome {
     let outcome = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
             Ok(outcome) => outcome,
@@ -868,22 +858,4 @@ async fn run_handler(guarded: CatchUnwind, deadline: Option<Instant>) -> Handler
         None => guarded.await,
     };
     HandlerOutcome::from(outcome)
-}
-
-/// Turns a panic while polling the handler into an output, so one call's panic stays that
-/// call's error.
-struct CatchUnwind {
-    inner: HandlerFuture,
-}
-
-impl Future for CatchUnwind {
-    type Output = Result<Reply, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.inner;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
-            Ok(poll) => poll.map(Ok),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
 }
