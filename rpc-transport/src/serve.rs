@@ -74,11 +74,8 @@ pub struct Serve<L> {
     state: State<L>,
 }
 
-/// The future of [`Serve::with_graceful_shutdown`].
-#[must_use = "`serve` does nothing until awaited"]
-pub struct WithGracefulShutdown<L> {
-    state: State<L>,
-}
+/// The future of [`Serve::with_graceful_shutdown`]: the same future, with its signal set.
+pub type WithGracefulShutdown<L> = Serve<L>;
 
 enum State<L> {
     NotStarted {
@@ -117,7 +114,7 @@ impl<L: Listener> Serve<L> {
             // Already polled: it keeps running as it was started.
             started => started,
         };
-        WithGracefulShutdown { state }
+        Serve { state }
     }
 }
 
@@ -157,27 +154,9 @@ impl<L: Listener> Future for Serve<L> {
     }
 }
 
-impl<L: Listener> Future for WithGracefulShutdown<L> {
-    type Output = io::Result<()>;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        self.get_mut().state.poll_serve(cx)
-    }
-}
-
 impl<L> std::fmt::Debug for Serve<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serve").finish_non_exhaustive()
-    }
-}
-
-impl<L> std::fmt::Debug for WithGracefulShutdown<L> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WithGracefulShutdown")
-            .finish_non_exhaustive()
     }
 }
 
