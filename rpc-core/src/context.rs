@@ -19,6 +19,15 @@ pub enum Peer {
         /// The peer process's credentials, when the platform reports them.
         credentials: Option<UnixCredentials>,
     },
+    /// A TLS peer over TCP.
+    Tls {
+        /// Its address.
+        address: SocketAddr,
+        /// The certificate chain it presented, leaf first, each certificate in DER; the
+        /// handshake verified it against the configured trust roots. Empty when the peer
+        /// presented none (a client, when the server does not ask for client certificates).
+        certificates: Vec<Vec<u8>>,
+    },
     /// The other end of an in-process loopback connection.
     Loopback,
     /// Any other transport, described by its own text.
@@ -51,6 +60,16 @@ impl fmt::Display for Peer {
                         write!(f, ", pid {pid}")?;
                     }
                     f.write_str(")")?;
+                }
+                Ok(())
+            }
+            Peer::Tls {
+                address,
+                certificates,
+            } => {
+                write!(f, "tls://{address}")?;
+                if !certificates.is_empty() {
+                    f.write_str(" (certified)")?;
                 }
                 Ok(())
             }

@@ -28,6 +28,8 @@
 //! # Organization
 //!
 //! - [`tcp`], [`unix`], [`loopback`]: `connect` functions that return an `rpc_core::Channel`.
+//! - `tls` (with the `tls` feature): TLS and mutual TLS over TCP with rustls, a
+//!   `TlsListener` for `serve` and `connect` for clients.
 //! - [`serve`]: the accept loop for a `TcpListener` or `UnixListener`, with graceful shutdown.
 //! - [`framed`]: length-delimited framing over any `AsyncRead`/`AsyncWrite`, for other
 //!   transports.
@@ -38,6 +40,8 @@ pub mod framed;
 pub mod loopback;
 mod serve;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(unix)]
 pub mod unix;
 

@@ -38,11 +38,19 @@ pub async fn connect_with(
     config: ChannelConfig,
 ) -> Result<Channel, RpcError> {
     let stream = TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
-    enable_keepalive(&stream);
+    prepare_socket(&stream);
     let peer = Peer::Tcp(stream.peer_addr()?);
     let (reader, writer) = stream.into_split();
     Ok(framed::channel(reader, writer, peer, config))
+}
+
+/// Sets `TCP_NODELAY` and turns on keepalive on a new connection. A socket that refuses
+/// either option still works, only with more latency or slower dead-peer detection.
+pub(crate) fn prepare_socket(stream: &TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+    enable_keepalive(stream);
 }
 
 /// Turns on TCP keepalive: after 30 s of silence the kernel probes the peer every 10 s, and
@@ -72,11 +80,7 @@ impl Listener for TcpListener {
 
     async fn accept(&mut self) -> std::io::Result<Accepted<Self::Reader, Self::Writer>> {
         let (stream, address) = TcpListener::accept(self).await?;
-        // A socket that refuses the option still works, only with more latency.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%address, %error, "could not set TCP_NODELAY");
-        }
-        enable_keepalive(&stream);
+        prepare_socket(&stream);
         let (reader, writer) = stream.into_split();
         Ok(Accepted {
             reader,

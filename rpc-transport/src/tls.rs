@@ -1,0 +1,244 @@
+//! TLS over TCP with rustls: a [`TlsListener`] for `serve`, and `connect` for clients.
+//!
+//! Bring your own `rustls` configuration (re-exported here as [`rustls`], so versions
+//! match): a server certificate for plain TLS, plus a client verifier such as
+//! `rustls::server::WebPkiClientVerifier` for mutual TLS. The handler sees the client's
+//! verified certificate chain in `Context::peer()` as [`Peer::Tls`].
+//!
+//! Handshakes run in tasks of their own, each under a timeout, never in the accept loop:
+//! a client that opens a socket and never sends its ClientHello (or trickles it) costs one
+//! task until the timeout, and a failed handshake is logged and skipped without slowing
+//! the listener down for anyone else.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rpc_transport::tls::{self, rustls, TlsListener};
+//!
+//! # async fn example(
+//! #     server: rpc_core::Server,
+//! #     server_tls: rustls::ServerConfig,
+//! #     client_tls: rustls::ClientConfig,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = TlsListener::bind("127.0.0.1:7443", Arc::new(server_tls)).await?;
+//! tokio::spawn(rpc_transport::serve(listener, server));
+//!
+//! let channel = tls::connect("127.0.0.1:7443", "localhost", Arc::new(client_tls)).await?;
+//! # let _ = channel;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::task::JoinSet;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+pub use tokio_rustls::rustls;
+
+use crate::framed;
+use crate::serve::{Accepted, Listener};
+use crate::tcp::prepare_socket;
+
+/// How long a client has to complete its TLS handshake, unless set with
+/// [`TlsListener::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many handshakes may run at once before the listener stops accepting until one
+/// finishes, unless set with [`TlsListener::max_handshakes`].
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+
+/// A server-side TLS stream.
+type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A TCP listener that completes a TLS handshake on each connection before handing it to
+/// [`serve`](crate::serve). Connections whose handshake fails or times out are logged at
+/// debug level and dropped.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    max_handshakes: usize,
+    handshakes: JoinSet<Option<Accepted<ReadHalf<ServerStream>, WriteHalf<ServerStream>>>>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("tcp", &self.tcp)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("handshakes_running", &self.handshakes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsListener {
+    /// Listens on `address` with the given rustls configuration.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub async fn bind(
+        address: impl ToSocketAddrs,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<TlsListener> {
+        Ok(TlsListener::new(TcpListener::bind(address).await?, config))
+    }
+
+    /// Accepts TLS connections on a bound TCP listener.
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
+        TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    /// Sets how long a client has to complete its handshake (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> TlsListener {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets how many handshakes may run at once (default 256); past it, the listener
+    /// stops accepting until one finishes.
+    pub fn max_handshakes(mut self, max: usize) -> TlsListener {
+        self.max_handshakes = max.max(1);
+        self
+    }
+
+    /// The local address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot report it.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Starts the handshake of a freshly accepted socket in a task of its own.
+    fn start_handshake(&mut self, stream: TcpStream, address: SocketAddr) {
+        prepare_socket(&stream);
+        let handshake = self.acceptor.accept(stream);
+        let limit = self.handshake_timeout;
+        self.handshakes.spawn(async move {
+            let stream = match tokio::time::timeout(limit, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%address, %error, "TLS handshake failed");
+                    return None;
+                }
+                Err(_elapsed) => {
+                    tracing::debug!(%address, ?limit, "TLS handshake timed out");
+                    return None;
+                }
+            };
+            let peer = tls_peer(address, stream.get_ref().1.peer_certificates());
+            let (reader, writer) = tokio::io::split(stream);
+            Some(Accepted {
+                reader,
+                writer,
+                peer,
+            })
+        });
+    }
+}
+
+impl Listener for TlsListener {
+    type Reader = ReadHalf<ServerStream>;
+    type Writer = WriteHalf<ServerStream>;
+
+    /// Cancel safe: a socket accepted or a handshake finished stays in the listener.
+    async fn accept(&mut self) -> io::Result<Accepted<Self::Reader, Self::Writer>> {
+        loop {
+            let room = self.handshakes.len() < self.max_handshakes;
+            tokio::select! {
+                accepted = self.tcp.accept(), if room => {
+                    let (stream, address) = accepted?;
+                    self.start_handshake(stream, address);
+                }
+                Some(finished) = self.handshakes.join_next() => {
+                    // A handshake task only ends without a connection when it failed (and
+                    // said so) or, never in practice, panicked.
+                    if let Ok(Some(accepted)) = finished {
+                        return Ok(accepted);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connects over TLS to a server at `address` whose certificate must be valid for
+/// `server_name`, with the default [`ChannelConfig`].
+///
+/// # Errors
+///
+/// `RpcError::Io` when the connection cannot be established, `RpcError::Unauthenticated`
+/// when the handshake fails (an untrusted certificate, say), and
+/// `RpcError::DeadlineExceeded` when it takes longer than the channel's `preface_timeout`.
+pub async fn connect(
+    address: impl ToSocketAddrs,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Channel, RpcError> {
+    connect_with(address, server_name, config, ChannelConfig::default()).await
+}
+
+/// Connects over TLS with a channel configuration; see [`connect`].
+///
+/// # Errors
+///
+/// As for [`connect`]; also `RpcError::Protocol` when `server_name` is not a valid DNS name
+/// or IP address.
+pub async fn connect_with(
+    address: impl ToSocketAddrs,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+    channel_config: ChannelConfig,
+) -> Result<Channel, RpcError> {
+    let server_name = ServerName::try_from(server_name.to_owned())
+        .map_err(|error| RpcError::protocol(format!("bad server name {server_name:?}: {error}")))?;
+    let stream = TcpStream::connect(address).await?;
+    prepare_socket(&stream);
+    let address = stream.peer_addr()?;
+    let limit = channel_config.preface_timeout;
+    let handshake = TlsConnector::from(config).connect(server_name, stream);
+    let stream = tokio::time::timeout(limit, handshake)
+        .await
+        .map_err(|_elapsed| RpcError::DeadlineExceeded {})?
+        .map_err(|error| handshake_error(&error))?;
+    let peer = tls_peer(address, stream.get_ref().1.peer_certificates());
+    let (reader, writer) = tokio::io::split(stream);
+    Ok(framed::channel(reader, writer, peer, channel_config))
+}
+
+/// The peer at `address`, with the certificate chain it presented (verified by the
+/// handshake against the configuration's trust roots).
+fn tls_peer(address: SocketAddr, chain: Option<&[CertificateDer<'_>]>) -> Peer {
+    Peer::Tls {
+        address,
+        certificates: chain
+            .map(|chain| chain.iter().map(|der| der.as_ref().to_vec()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// A failed handshake: a certificate or protocol problem is an authentication failure; a
+/// connection that broke is an I/O error.
+fn handshake_error(error: &io::Error) -> RpcError {
+    match error.kind() {
+        io::ErrorKind::InvalidData => RpcError::Unauthenticated {
+            message: format!("TLS handshake failed: {error}").into(),
+        },
+        _ => RpcError::from(io::Error::new(error.kind(), error.to_string())),
+    }
+}
