@@ -5,6 +5,8 @@
 // `allow-unwrap-in-tests` does not cover this crate (rust-clippy#16122).
 #![allow(clippy::unwrap_used)]
 
+pub mod fuzzing;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
