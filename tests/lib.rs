@@ -346,6 +346,43 @@ pub async fn read_until_closed(
     received
 }
 
+/// A fake server on `transport` that accepts one connection, runs `behaviour` on it, and
+/// returns a channel connected to it.
+pub async fn fake_server<F, Fut>(transport: Transport, behaviour: F) -> rpc_core::Channel
+where
+    F: FnOnce(Box<dyn RawStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    match transport {
+        Transport::Tcp => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                behaviour(Box::new(stream)).await;
+            });
+            rpc_transport::tcp::connect(address).await.unwrap()
+        }
+        Transport::Unix => {
+            let path = std::env::temp_dir().join(format!(
+                "rpc-fake-{}-{:?}.sock",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                behaviour(Box::new(stream)).await;
+            });
+            let channel = rpc_transport::unix::connect(&path).await.unwrap();
+            let _ = std::fs::remove_file(&path);
+            channel
+        }
+        Transport::Loopback => panic!("a fake server needs a socket"),
+    }
+}
+
 /// A well-formed request frame for `service.method` with an encoded argument tuple.
 pub fn request_frame<A: Serialize>(call_id: u32, service: &str, method: &str, args: &A) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();

@@ -181,43 +181,6 @@ async fn a_panicking_handler_fails_only_its_own_call() {
     }
 }
 
-/// A fake server on `transport` that accepts one connection, runs `behaviour` on it, and
-/// returns a channel connected to it.
-async fn fake_server<F, Fut>(transport: Transport, behaviour: F) -> rpc_core::Channel
-where
-    F: FnOnce(Box<dyn RawStream>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    match transport {
-        Transport::Tcp => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                let (stream, _) = listener.accept().await.unwrap();
-                behaviour(Box::new(stream)).await;
-            });
-            rpc_transport::tcp::connect(address).await.unwrap()
-        }
-        Transport::Unix => {
-            let path = std::env::temp_dir().join(format!(
-                "rpc-fake-{}-{:?}.sock",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path).unwrap();
-            tokio::spawn(async move {
-                let (stream, _) = listener.accept().await.unwrap();
-                behaviour(Box::new(stream)).await;
-            });
-            let channel = rpc_transport::unix::connect(&path).await.unwrap();
-            let _ = std::fs::remove_file(&path);
-            channel
-        }
-        Transport::Loopback => panic!("a fake server needs a socket"),
-    }
-}
-
 #[tokio::test]
 async fn a_connection_that_drops_mid_call_fails_every_pending_call_promptly() {
     use tokio::io::AsyncReadExt;

@@ -12,6 +12,7 @@ mod deadlines;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod hostile_client;
 mod shutdown;
 mod streams;
 mod stress;
