@@ -623,16 +623,27 @@ impl ChannelShared {
 
     /// The server is draining: calls already sent finish (or fail as it closes); new calls
     /// fail fast.
-    fn go_away(&self, reason: String) {
-        let mut calls = lock(&self.calls);
-        calls.going_away = Some(RpcError::Unavailable {
+    /// The server will take no call after `last_call_id`: later calls fail at once with
+    /// `Unavailable` (they never started, so they are safe to retry elsewhere), and so do
+    /// the ones already sent that it did not take. Calls it took may still finish.
+    fn go_away(&self, last_call_id: u32, reason: String) {
+        let error = RpcError::Unavailable {
             reason: format!("the server is going away: {reason}").into(),
-        });
+        };
+        let wakers = {
+            let mut calls = lock(&self.calls);
+            let wakers = fail_waiting(&mut calls.pending, &error, |call_id| call_id > last_call_id);
+            calls.going_away = Some(error);
+            wakers
+        };
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// Fails every pending and later call with `error`.
     fn close(&self, error: RpcError) {
-        let mut wakers = Vec::new();
+        let wakers;
         let streams;
         let credits;
         {
@@ -640,12 +651,7 @@ impl ChannelShared {
             if calls.closed.is_none() {
                 calls.closed = Some(error.clone());
             }
-            for slot in calls.pending.values_mut() {
-                if let PendingCall::Waiting(waker) = slot {
-                    wakers.extend(waker.take());
-                    *slot = PendingCall::Done(Err(error.clone()));
-                }
-            }
+            wakers = fail_waiting(&mut calls.pending, &error, |_| true);
             streams = std::mem::take(&mut calls.streams);
             credits = std::mem::take(&mut calls.credits);
         }
@@ -664,6 +670,26 @@ impl ChannelShared {
         }
         self.closed_notify.notify_waiters();
     }
+}
+
+/// Settles with `error` every call still waiting whose id passes `which`; returns the
+/// wakers to wake once the lock is released.
+fn fail_waiting(
+    pending: &mut HashMap<u32, PendingCall, BuildHasherDefault<CallIdHasher>>,
+    error: &RpcError,
+    which: impl Fn(u32) -> bool,
+) -> Vec<Waker> {
+    let mut wakers = Vec::new();
+    for (call_id, slot) in pending.iter_mut() {
+        if !which(*call_id) {
+            continue;
+        }
+        if let PendingCall::Waiting(waker) = slot {
+            wakers.extend(waker.take());
+            *slot = PendingCall::Done(Err(error.clone()));
+        }
+    }
+    wakers
 }
 
 async fn read_responses<R: FrameRead>(
@@ -685,7 +711,10 @@ async fn read_responses<R: FrameRead>(
                 status,
                 payload,
             } => shared.complete(call_id, Ok((status, payload))),
-            Frame::GoAway { reason, .. } => shared.go_away(reason),
+            Frame::GoAway {
+                last_call_id,
+                reason,
+            } => shared.go_away(last_call_id, reason),
             Frame::Pong { opaque } => shared.last_pong.store(opaque, Ordering::Relaxed),
             Frame::Ping { opaque } => {
                 shared

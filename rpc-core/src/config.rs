@@ -57,6 +57,17 @@ pub struct ServerConfig {
     pub keepalive_interval: Option<Duration>,
     /// How long the client has to answer a keepalive ping. Default 20 s.
     pub keepalive_timeout: Duration,
+    /// Connections older than this (give or take 10 %, so a fleet's connections do not all
+    /// age out at once) are closed gracefully: a GOAWAY saying "max connection age", then
+    /// their calls get `shutdown_grace_period` to finish. Clients reconnect, which spreads
+    /// them over servers added since. Default `None` (connections live as long as they are
+    /// used).
+    pub max_connection_age: Option<Duration>,
+    /// Connections served at once from one peer (one IP address for TCP and TLS, one user
+    /// id for Unix sockets). Past it, `serve` answers new connections from that peer with a
+    /// GOAWAY saying why and closes them, so one client cannot take every slot of
+    /// `max_connections`. Default 256.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +86,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             keepalive_interval: Some(Duration::from_secs(120)),
             keepalive_timeout: Duration::from_secs(20),
+            max_connection_age: None,
+            max_connections_per_peer: 256,
         }
     }
 }

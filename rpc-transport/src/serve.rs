@@ -11,9 +11,11 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
-use rpc_core::{Peer, Server, Shutdown};
+use rpc_core::{wire, Peer, Server, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -173,6 +175,7 @@ async fn run<L: Listener>(
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(signal);
     let connection_slots = Arc::new(Semaphore::new(server.config().max_connections.max(1)));
+    let peers = PeerCounts::default();
     let outcome = loop {
         // Past the connection limit, stop accepting until a connection closes.
         let slot = tokio::select! {
@@ -191,12 +194,18 @@ async fn run<L: Listener>(
                 peer,
             }) => {
                 backoff = Duration::from_millis(5);
+                let Some(peer_slot) = peers.take(&peer, server.config().max_connections_per_peer)
+                else {
+                    tracing::info!(%peer, "refused a connection: too many from this peer");
+                    connections.spawn(refuse(writer, "too many connections from this peer"));
+                    continue;
+                };
                 let connection = server_connection(reader, writer, peer, server.config());
                 let server = server.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     server.serve_connection(connection, shutdown).await;
-                    drop(slot);
+                    drop((slot, peer_slot));
                 });
             }
             Err(error) => match classify_accept_error(&error) {
@@ -220,6 +229,93 @@ async fn run<L: Listener>(
     connections.close();
     connections.wait().await;
     outcome
+}
+
+/// How long a refused connection gets to take its GOAWAY before it is closed anyway.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Tells a connection the server will not serve it, and why (a preface and a GOAWAY for no
+/// call, so its calls fail with `RpcError::Unavailable` naming the reason), then closes it.
+async fn refuse(mut writer: impl AsyncWrite + Unpin, reason: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut bytes = bytes::BytesMut::from(&wire::PREFACE[..]);
+    wire::encode_go_away(&mut bytes, 0, reason);
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        writer.write_all(&bytes).await?;
+        writer.shutdown().await
+    })
+    .await;
+}
+
+/// What identifies one peer for `max_connections_per_peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PeerKey {
+    Ip(IpAddr),
+    Uid(u32),
+}
+
+impl PeerKey {
+    /// The key of `peer`, when it has one (in-process peers, and Unix peers whose
+    /// credentials are unknown, are not counted).
+    fn of(peer: &Peer) -> Option<PeerKey> {
+        match peer {
+            Peer::Tcp(address) | Peer::Tls { address, .. } => Some(PeerKey::Ip(address.ip())),
+            Peer::Unix {
+                credentials: Some(credentials),
+                ..
+            } => Some(PeerKey::Uid(credentials.uid)),
+            _ => None,
+        }
+    }
+}
+
+/// Connections open per peer.
+#[derive(Debug, Clone, Default)]
+struct PeerCounts(Arc<Mutex<HashMap<PeerKey, usize>>>);
+
+/// One connection's place in [`PeerCounts`], given back on drop.
+#[derive(Debug)]
+struct PeerSlot {
+    counts: PeerCounts,
+    key: Option<PeerKey>,
+}
+
+impl PeerCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerKey, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for one more connection from `peer`, unless it already has `max`.
+    fn take(&self, peer: &Peer, max: usize) -> Option<PeerSlot> {
+        let key = PeerKey::of(peer);
+        if let Some(key) = key {
+            let mut counts = self.lock();
+            let count = counts.entry(key).or_insert(0);
+            if *count >= max {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(PeerSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&key);
+            }
+        }
+    }
 }
 
 enum AcceptError {

@@ -173,6 +173,85 @@ async fn past_the_connection_limit_new_connections_wait_their_turn() {
     }
 }
 
+/// Past `max_connections_per_peer`, new connections from the same peer (the same IP
+/// address; the same user for Unix sockets) are refused at once with a GOAWAY that says
+/// why, so their calls fail with `Unavailable` naming the reason; a freed slot lets the
+/// next one in.
+#[tokio::test]
+async fn past_the_per_peer_limit_new_connections_are_refused_with_a_reason() {
+    for transport in Transport::SOCKETS {
+        let mut config = ServerConfig::default();
+        config.max_connections_per_peer = 2;
+        let server = TestServer::start(test_server_with(config).0, transport).await;
+        let first = CalculatorClient::new(server.connect().await);
+        let second = CalculatorClient::new(server.connect().await);
+        assert_eq!(first.add(1, 1).await.unwrap(), 2);
+        assert_eq!(second.add(2, 2).await.unwrap(), 4);
+        let third = CalculatorClient::new(server.connect().await);
+        let error = tokio::time::timeout(Duration::from_secs(2), third.add(3, 3))
+            .await
+            .expect("refused promptly")
+            .unwrap_err();
+        assert!(
+            matches!(&error, rpc_core::RpcError::Unavailable { reason } if reason.contains("too many connections from this peer")),
+            "{transport:?}: {error}"
+        );
+        drop(first);
+        let mut answer = None;
+        for _ in 0..100 {
+            let fourth = CalculatorClient::new(server.connect().await);
+            if let Ok(sum) = fourth.add(4, 4).await {
+                answer = Some(sum);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            answer,
+            Some(8),
+            "{transport:?}: a freed slot lets the next one in"
+        );
+    }
+}
+
+/// With `max_connection_age`, a connection is drained when it gets old: a GOAWAY saying
+/// so, the calls it took finish, new calls fail at once with `Unavailable` (safe to retry
+/// on a new connection), and then it closes.
+#[tokio::test]
+async fn a_connection_past_its_maximum_age_is_drained_gracefully() {
+    let mut config = ServerConfig::default();
+    config.max_connection_age = Some(Duration::from_millis(300));
+    let server = TestServer::start(test_server_with(config).0, Transport::Tcp).await;
+    let channel = server.connect().await;
+    let probe = ProbeClient::new(channel.clone());
+    let calc = CalculatorClient::new(channel.clone());
+    let started = std::time::Instant::now();
+    let long_call = tokio::spawn(probe.sleep(600));
+    let mut refused = None;
+    while started.elapsed() < Duration::from_secs(2) {
+        if let Err(error) = calc.add(1, 1).await {
+            refused = Some((started.elapsed(), error));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (age, error) = refused.expect("the connection aged out");
+    assert!(
+        age >= Duration::from_millis(260) && age < Duration::from_millis(500),
+        "aged out after {age:?}"
+    );
+    assert!(
+        matches!(&error, rpc_core::RpcError::Unavailable { reason } if reason.contains("max connection age")),
+        "{error}"
+    );
+    assert_eq!(
+        long_call.await.unwrap().unwrap(),
+        600,
+        "a call it took finishes"
+    );
+    eventually("the drained connection closes", || channel.is_closed()).await;
+}
+
 /// Catalogue row 29: a server that stops answering without closing (power loss, a cut link)
 /// cannot leave a call without a deadline hanging: an unanswered keepalive ping ends it.
 #[tokio::test]

@@ -25,6 +25,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{CallInfo, Server, ServerInner, Shutdown};
 use crate::channel::status_error;
+use crate::config::ServerConfig;
 use crate::context::{Context, Peer};
 use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
@@ -195,6 +196,14 @@ impl Driver {
                 .into(),
         );
         tokio::pin!(ping_timer);
+        let age_timer = tokio::time::sleep_until(
+            config
+                .max_connection_age
+                .and_then(|age| Instant::now().checked_add(jittered(age)))
+                .unwrap_or(far_future)
+                .into(),
+        );
+        tokio::pin!(age_timer);
         // The frame count when a ping went out and is still unanswered.
         let mut ping_outstanding: Option<u64> = None;
         let mut next_permit: Option<OwnedSemaphorePermit> = None;
@@ -217,7 +226,12 @@ impl Driver {
                 }
                 () = &mut shutdown_signal, if !self.draining => {
                     self.start_draining("the server is shutting down");
-                    grace_timer.as_mut().reset((Instant::now() + config.shutdown_grace_period).into());
+                    grace_timer.as_mut().reset(grace_deadline(&config));
+                }
+                () = &mut age_timer, if config.max_connection_age.is_some() && !self.draining => {
+                    tracing::debug!(peer = %self.conn.peer, "closing a connection past its maximum age");
+                    self.start_draining("max connection age");
+                    grace_timer.as_mut().reset(grace_deadline(&config));
                 }
                 () = &mut grace_timer, if self.draining => {
                     tracing::info!(
@@ -406,6 +420,26 @@ impl Driver {
             Frame::Response { .. } => Err(RpcError::protocol("a client sent a response frame")),
         }
     }
+}
+
+/// When the calls of a connection that started draining now are abandoned.
+fn grace_deadline(config: &ServerConfig) -> tokio::time::Instant {
+    let now = Instant::now();
+    now.checked_add(config.shutdown_grace_period)
+        .unwrap_or(now)
+        .into()
+}
+
+/// `age` give or take up to 10 %, at random, so connections opened together do not all
+/// close together.
+fn jittered(age: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A randomly keyed hasher is a random number without a dependency for one.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let fraction = (random % 2001) as f64 / 1000.0 - 1.0;
+    age.mul_f64(1.0 + fraction / 10.0)
 }
 
 impl ConnState {
