@@ -463,6 +463,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
 
     let mut client_speech = BytesMut::from(&wire::PREFACE[..]);
+    let fingerprints = [(wire::wire_id("add"), 1), (wire::wire_id("echo"), 2)];
+    wire::encode_declare(&mut client_speech, wire::wire_id("Fuzzed"), &fingerprints);
     client_speech.extend(request(1, "add", &(1_i64, 2_i64)));
     client_speech.extend(request(3, "echo", &(vec![5_u8; 10],)));
     client_speech.extend(request(5, "inspect", &(sample.clone(),)));

@@ -46,6 +46,16 @@ pub struct MethodSpec {
     pub service_id: u32,
     /// [`wire::wire_id`] of `method`.
     pub method_id: u32,
+    /// Whether the method is marked `#[idempotent]`: running it twice has the effect of
+    /// running it once, so a balanced channel may retry it after a transport failure.
+    pub idempotent: bool,
+    /// A hash of the method's name and its argument and result types as written.
+    pub fingerprint: u32,
+    /// `(method_id, fingerprint)` of every method of the service, declared to the server
+    /// before the first call to the service on a connection, so that the server can refuse
+    /// calls to methods whose types changed with `RpcError::Incompatible`. Empty skips the
+    /// check (for hand-written clients).
+    pub service_fingerprints: &'static [(u32, u32)],
 }
 
 /// Adds metadata (credentials, trace context) to every call of a channel; set it in
@@ -161,6 +171,8 @@ struct ChannelShared {
     closed_notify: Notify,
     /// The opaque of the last PONG received.
     last_pong: AtomicU64,
+    /// The services whose method fingerprints this connection has declared to the server.
+    declared: Mutex<Vec<u32>>,
 }
 
 #[derive(Debug)]
@@ -234,6 +246,7 @@ impl Channel {
             config,
             peer,
             background_tasks: Mutex::new(Vec::new()),
+            declared: Mutex::new(Vec::new()),
             closed_notify: Notify::new(),
             last_pong: AtomicU64::new(0),
         });
@@ -450,6 +463,20 @@ impl ChannelShared {
         lock(&self.calls).closed.is_some()
     }
 
+    /// Appends a DECLARE frame for `method`'s service unless this connection sent one
+    /// already. Called while the outbox is locked, so the declaration is always on the wire
+    /// before the first request that relies on it.
+    fn declare_service(&self, buf: &mut BytesMut, method: &MethodSpec) {
+        if method.service_fingerprints.is_empty() {
+            return;
+        }
+        let mut declared = lock(&self.declared);
+        if !declared.contains(&method.service_id) {
+            declared.push(method.service_id);
+            wire::encode_declare(buf, method.service_id, method.service_fingerprints);
+        }
+    }
+
     /// Sends one request and waits for its response frame.
     async fn exchange<A: Serialize + ?Sized>(
         &self,
@@ -469,6 +496,7 @@ impl ChannelShared {
         let max_frame = self.config.max_frame_size;
         self.outbox
             .push(Lane::Lone, |buf| {
+                self.declare_service(buf, method);
                 encode_request(
                     buf, call_id, method, deadline, metadata, args, false, max_frame,
                 )
@@ -527,6 +555,7 @@ impl ChannelShared {
         let request_stream = call.input.is_some();
         self.outbox
             .push(Lane::Lone, |buf| {
+                self.declare_service(buf, method);
                 encode_request(
                     buf,
                     call_id,
@@ -765,7 +794,7 @@ async fn read_responses<R: FrameRead>(
                     entry.stop();
                 }
             }
-            Frame::Request { .. } | Frame::Cancel { .. } => {
+            Frame::Request { .. } | Frame::Cancel { .. } | Frame::Declare { .. } => {
                 return Err(RpcError::protocol("the server sent a client-only frame"));
             }
         }
@@ -857,6 +886,10 @@ pub(crate) fn status_error(
         Status::Internal => RpcError::Internal { message: message() },
         Status::Unauthenticated => RpcError::Unauthenticated { message: message() },
         Status::PermissionDenied => RpcError::PermissionDenied { message: message() },
+        Status::Incompatible => RpcError::Incompatible {
+            service: service.into(),
+            method: method.into(),
+        },
     }
 }
 

@@ -154,6 +154,13 @@ pub trait Dispatch: Send + Sync + 'static {
     /// The name of the method with this wire id, for logs.
     fn method_name(&self, method_id: u32) -> Option<&'static str>;
 
+    /// `(method_id, fingerprint)` of every method, compared with what a client declares
+    /// (see [`MethodSpec::service_fingerprints`](crate::MethodSpec)). The default, empty,
+    /// skips the comparison.
+    fn fingerprints(&self) -> &'static [(u32, u32)] {
+        &[]
+    }
+
     /// Decodes the arguments of `method_id` and returns the future that runs its handler.
     ///
     /// # Errors

@@ -42,6 +42,18 @@ pub enum RpcError {
         method: Arc<str>,
     },
 
+    /// The client was built against a different version of this method than the server
+    /// serves: their argument or result types differ, so the call was not run (the
+    /// connection's handshake compares each method's fingerprint). Other methods of the
+    /// service, and methods only one side has, are not affected.
+    #[error("incompatible method `{service}.{method}`: client and server were built with different argument or result types")]
+    Incompatible {
+        /// The service name.
+        service: Arc<str>,
+        /// The method whose signature differs.
+        method: Arc<str>,
+    },
+
     /// The handler of this call panicked. The connection and every other call carry on; the
     /// panic message stays in the server's log and is not sent to the peer.
     #[error("the handler of `{method}` panicked")]

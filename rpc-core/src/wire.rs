@@ -63,6 +63,9 @@ pub enum FrameKind {
     Ping = 0x05,
     /// The answer to a keepalive probe.
     Pong = 0x06,
+    /// The fingerprints of a service's methods as the client was built, sent before its
+    /// first call to that service on a connection.
+    Declare = 0x07,
     /// One item of a call's stream.
     StreamItem = 0x10,
     /// The end of a call's stream, clean or with an error.
@@ -103,6 +106,9 @@ pub enum Status {
     Unauthenticated = 10,
     /// An interceptor refused the caller this call.
     PermissionDenied = 11,
+    /// The client was built against a different version of this method (its argument or
+    /// result types differ).
+    Incompatible = 12,
 }
 
 impl Status {
@@ -120,6 +126,7 @@ impl Status {
             9 => Status::Internal,
             10 => Status::Unauthenticated,
             11 => Status::PermissionDenied,
+            12 => Status::Incompatible,
             _ => return None,
         })
     }
@@ -226,6 +233,13 @@ pub enum Frame {
     Pong {
         /// The value of the `Ping` it answers.
         opaque: u64,
+    },
+    /// The fingerprints of a service's methods as the client knows them.
+    Declare {
+        /// The service.
+        service_id: u32,
+        /// `(method_id, fingerprint)` for each of its methods.
+        methods: Vec<(u32, u32)>,
     },
     /// A piece of a large stream item.
     StreamPart {
@@ -340,6 +354,20 @@ impl Frame {
                 Ok(Frame::StreamPart {
                     call_id,
                     payload: body,
+                })
+            }
+            k if k == FrameKind::Declare as u8 => {
+                let service_id = take_u32(&mut body)?;
+                let count = usize::from(take_u16(&mut body)?);
+                if body.len() != count * 8 {
+                    return Err(RpcError::protocol("malformed declare frame"));
+                }
+                let methods = (0..count)
+                    .map(|_| Ok((take_u32(&mut body)?, take_u32(&mut body)?)))
+                    .collect::<Result<_, RpcError>>()?;
+                Ok(Frame::Declare {
+                    service_id,
+                    methods,
                 })
             }
             k if k == FrameKind::StopStream as u8 => {
@@ -681,6 +709,20 @@ pub fn encode_window(buf: &mut BytesMut, call_id: u32, credit: u32) {
 pub fn encode_stop_stream(buf: &mut BytesMut, call_id: u32) {
     let start = start_frame(buf, FrameKind::StopStream);
     buf.put_u32(call_id);
+    let _ = finish_frame(buf, start, usize::MAX);
+}
+
+/// Appends a DECLARE frame: `service_id` and the `(method_id, fingerprint)` of each of its
+/// methods (at most 65,535; a service has far fewer).
+pub fn encode_declare(buf: &mut BytesMut, service_id: u32, methods: &[(u32, u32)]) {
+    let start = start_frame(buf, FrameKind::Declare);
+    buf.put_u32(service_id);
+    let count = methods.len().min(usize::from(u16::MAX));
+    buf.put_u16(count as u16);
+    for (method_id, fingerprint) in &methods[..count] {
+        buf.put_u32(*method_id);
+        buf.put_u32(*fingerprint);
+    }
     let _ = finish_frame(buf, start, usize::MAX);
 }
 

@@ -6,7 +6,7 @@ use syn::{Attribute, Type, Visibility};
 
 use crate::args::ServiceArgs;
 use crate::names::{suffixed, wire_id, wire_name};
-use crate::parse::{is_byte_vec, streaming_item, ArgKind, Service};
+use crate::parse::{is_byte_vec, is_idempotent, streaming_item, ArgKind, Service};
 
 pub(crate) struct ServiceModel {
     /// The user's trait, for its attributes, visibility, name and supertraits.
@@ -46,6 +46,11 @@ pub(crate) struct MethodModel {
     pub(crate) output: Type,
     /// Whether the result is a `Vec<u8>` sent as one block.
     pub(crate) output_is_bytes: bool,
+    /// Marked `#[idempotent]`: safe to retry.
+    pub(crate) idempotent: bool,
+    /// A hash of the method's name and its argument and result types as written, which
+    /// client and server compare to catch a client built against another version.
+    pub(crate) fingerprint: u32,
 }
 
 pub(crate) struct ArgModel {
@@ -93,12 +98,19 @@ impl ServiceModel {
                 .cloned()
                 .unwrap_or_else(|| syn::parse_quote!(()));
             let wire_name = wire_name(method.ident);
+            let fingerprint = fingerprint(&wire_name, &params, &output);
             methods.push(MethodModel {
                 ident: method.ident.clone(),
                 sig: method.original.sig.clone(),
                 wire_id: wire_id(&wire_name),
                 wire_name,
-                attrs: method.original.attrs.clone(),
+                attrs: method
+                    .original
+                    .attrs
+                    .iter()
+                    .filter(|attr| !is_idempotent(attr))
+                    .cloned()
+                    .collect(),
                 docs: method
                     .original
                     .attrs
@@ -113,6 +125,8 @@ impl ServiceModel {
                 args: wire_args,
                 output_is_bytes: is_byte_vec(&output),
                 output,
+                idempotent: !method.idempotent.is_empty(),
+                fingerprint,
             });
         }
         let wire_name = wire_name(&trait_ident);
@@ -128,4 +142,22 @@ impl ServiceModel {
             item,
         })
     }
+}
+
+/// The fingerprint of a method: the wire-id hash of `name(arg types) -> result type`, the
+/// types as written (token by token, so spacing does not matter). Changing an argument's
+/// or the result's type, adding or removing an argument, or renaming a type changes it;
+/// renaming an argument does not.
+fn fingerprint(name: &str, params: &[(Ident, Type)], output: &Type) -> u32 {
+    use quote::ToTokens;
+    let types: Vec<String> = params
+        .iter()
+        .map(|(_, ty)| ty.to_token_stream().to_string())
+        .collect();
+    let signature = format!(
+        "{name}({}) -> {}",
+        types.join(", "),
+        output.to_token_stream()
+    );
+    wire_id(&signature)
 }

@@ -2,7 +2,7 @@
 //!
 //! Nothing here rejects anything (that is `validate`) or emits tokens (that is `codegen`).
 
-use syn::{FnArg, Ident, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type};
+use syn::{Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, TraitItem, TraitItemFn, Type};
 
 /// The trait `#[service]` was put on.
 pub(crate) struct Service<'a> {
@@ -19,6 +19,8 @@ pub(crate) struct Method<'a> {
     pub(crate) receiver: Option<&'a syn::Receiver>,
     pub(crate) args: Vec<Arg<'a>>,
     pub(crate) output: Option<&'a Type>,
+    /// Every `#[idempotent]` on the method (more than one is a mistake `validate` reports).
+    pub(crate) idempotent: Vec<&'a Attribute>,
 }
 
 /// One argument after the receiver.
@@ -87,8 +89,31 @@ impl<'a> Method<'a> {
             receiver,
             args,
             output,
+            idempotent: original
+                .attrs
+                .iter()
+                .filter(|attr| is_idempotent(attr))
+                .collect(),
         }
     }
+}
+
+/// Whether `attr` is `#[idempotent]` (with or without arguments), an attribute `#[service]`
+/// reads and removes.
+pub(crate) fn is_idempotent(attr: &Attribute) -> bool {
+    attr.path().is_ident("idempotent")
+}
+
+/// The trait without the attributes `#[service]` reads on its methods, for emitting it as
+/// the user wrote it otherwise.
+pub(crate) fn without_service_attributes(item: &ItemTrait) -> ItemTrait {
+    let mut item = item.clone();
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(function) = trait_item {
+            function.attrs.retain(|attr| !is_idempotent(attr));
+        }
+    }
+    item
 }
 
 fn plain_ident(pat: &Pat) -> Option<&Ident> {

@@ -24,6 +24,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(tokens) => tokens,
         Err(error) => {
             let error = error.into_compile_error();
+            let item_trait = parse::without_service_attributes(&item_trait);
             quote! { #error #item_trait }
         }
     }

@@ -7,7 +7,7 @@ use quote::ToTokens;
 use syn::Type;
 
 use crate::names::{wire_id, wire_name};
-use crate::parse::{ArgKind, Method, Service};
+use crate::parse::{streaming_item, ArgKind, Method, Service};
 
 /// Names the generated client already uses for its own methods.
 const CLIENT_METHODS: &[&str] = &[
@@ -196,6 +196,36 @@ fn validate_method(method: &Method<'_>, errors: &mut Errors) {
     }
     if let Some(output) = method.output {
         check_owned(output, "result", errors);
+    }
+    validate_idempotent(method, errors);
+}
+
+/// `#[idempotent]`: a bare marker, once, on a unary method.
+fn validate_idempotent(method: &Method<'_>, errors: &mut Errors) {
+    let Some((first, repeats)) = method.idempotent.split_first() else {
+        return;
+    };
+    for repeat in repeats {
+        errors.push(
+            repeat,
+            "`#[idempotent]` is given more than once; remove the repeat",
+        );
+    }
+    if !matches!(first.meta, syn::Meta::Path(_)) {
+        errors.push(
+            first,
+            "`#[idempotent]` takes no arguments; write `#[idempotent]`",
+        );
+    }
+    let streams = method.args.iter().any(|arg| arg.kind == ArgKind::Stream)
+        || method
+            .output
+            .is_some_and(|output| streaming_item(output).is_some());
+    if streams {
+        errors.push(
+            first,
+            "`#[idempotent]` is for unary methods: a streaming call is never retried; remove it",
+        );
     }
 }
 

@@ -167,6 +167,9 @@ async fn an_unknown_service_or_method_fails_that_call_only() {
             method: "add",
             service_id: rpc_core::wire::wire_id("Nope"),
             method_id: rpc_core::wire::wire_id("add"),
+            idempotent: false,
+            fingerprint: 0,
+            service_fingerprints: &[],
         };
         let error = channel
             .call::<_, i64>(&missing_service, &options, &(1_i64, 2_i64))
@@ -181,6 +184,9 @@ async fn an_unknown_service_or_method_fails_that_call_only() {
             method: "mul",
             service_id: rpc_core::wire::wire_id("Calculator"),
             method_id: rpc_core::wire::wire_id("mul"),
+            idempotent: false,
+            fingerprint: 0,
+            service_fingerprints: &[],
         };
         let error = channel
             .call::<_, i64>(&missing_method, &options, &(1_i64, 2_i64))
@@ -211,6 +217,9 @@ async fn arguments_that_do_not_decode_fail_that_call_with_a_codec_error() {
             method: "add",
             service_id: rpc_core::wire::wire_id("Calculator"),
             method_id: rpc_core::wire::wire_id("add"),
+            idempotent: false,
+            fingerprint: 0,
+            service_fingerprints: &[],
         };
         // A string where two integers are expected.
         let error = channel

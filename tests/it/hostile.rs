@@ -132,6 +132,9 @@ async fn a_few_errors_within_the_budget_are_forgiven() {
         method: "nothing",
         service_id: wire::wire_id("Nope"),
         method_id: wire::wire_id("nothing"),
+        idempotent: false,
+        fingerprint: 0,
+        service_fingerprints: &[],
     };
     for _ in 0..50 {
         assert!(

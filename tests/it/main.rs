@@ -8,6 +8,7 @@
 
 mod auth;
 mod calls;
+mod compat;
 mod deadlines;
 mod faults;
 mod fuzz_corpus;

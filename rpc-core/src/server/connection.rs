@@ -80,6 +80,8 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
             spent: 0,
         }),
         over_budget: AtomicBool::new(false),
+        compatibility: Mutex::new(Compatibility::default()),
+        any_incompatible: AtomicBool::new(false),
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
     });
     let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, config.write_timeout));
@@ -159,6 +161,18 @@ struct ConnState {
     /// Set once the client caused more errors than its budget allows.
     over_budget: AtomicBool,
     permits: Arc<Semaphore>,
+    /// What the client declared of the services it calls.
+    compatibility: Mutex<Compatibility>,
+    /// Set once the client declared a method with a fingerprint different from ours, so
+    /// connections without any skip the lookup.
+    any_incompatible: AtomicBool,
+}
+
+/// The services a client declared, and the methods it was built with different types for.
+#[derive(Default)]
+struct Compatibility {
+    declared: Vec<u32>,
+    incompatible: Vec<(u32, u32)>,
 }
 
 struct Driver {
@@ -417,6 +431,13 @@ impl Driver {
                 }
                 Ok(())
             }
+            Frame::Declare {
+                service_id,
+                methods,
+            } => {
+                self.conn.declare(service_id, &methods);
+                Ok(())
+            }
             Frame::Response { .. } => Err(RpcError::protocol("a client sent a response frame")),
         }
     }
@@ -474,6 +495,10 @@ impl ConnState {
             self.respond_error(call_id, Status::UnknownService, b"");
             return;
         };
+        if self.is_incompatible(head.service_id, head.method_id) {
+            self.respond_error(call_id, Status::Incompatible, b"");
+            return;
+        }
         let deadline = match head.deadline_micros {
             Some(0) => {
                 self.respond_error(call_id, Status::DeadlineExceeded, b"");
@@ -592,6 +617,40 @@ impl ConnState {
             }
             drop((permit, in_flight));
         });
+    }
+
+    /// Records which of a service's methods the client was built with different types
+    /// for. Declaring a service twice, or one the server lacks, is charged as an error.
+    fn declare(&self, service_id: u32, methods: &[(u32, u32)]) {
+        let mut compatibility = lock(&self.compatibility);
+        let service = self.server.service(service_id);
+        if compatibility.declared.contains(&service_id) || service.is_none() {
+            drop(compatibility);
+            self.charge_error();
+            return;
+        }
+        compatibility.declared.push(service_id);
+        let Some(service) = service else { return };
+        let ours = service.fingerprints();
+        for (method_id, fingerprint) in methods {
+            let differs = ours
+                .iter()
+                .any(|(id, print)| id == method_id && print != fingerprint);
+            if differs {
+                compatibility.incompatible.push((service_id, *method_id));
+            }
+        }
+        if !compatibility.incompatible.is_empty() {
+            self.any_incompatible.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the client declared a different fingerprint for this method.
+    fn is_incompatible(&self, service_id: u32, method_id: u32) -> bool {
+        self.any_incompatible.load(Ordering::Relaxed)
+            && lock(&self.compatibility)
+                .incompatible
+                .contains(&(service_id, method_id))
     }
 
     /// Runs the server's interceptors on a call about to start; the status and text to

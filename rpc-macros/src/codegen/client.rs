@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::private_path;
+use super::{fingerprint_pairs, private_path};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -18,6 +18,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         .methods
         .iter()
         .map(|method| client_method(model, method));
+    let fingerprints = fingerprint_pairs(model);
     quote! {
         #[doc = #struct_doc]
         #vis struct #client {
@@ -46,6 +47,9 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         }
 
         impl #client {
+            /// `(method_id, fingerprint)` of every method, declared to the server.
+            const FINGERPRINTS: &'static [(u32, u32)] = &[#(#fingerprints),*];
+
             /// A client that sends its calls over `channel` (which other clients may share).
             #vis fn new(channel: #private::Channel) -> Self {
                 #client {
@@ -106,6 +110,9 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let service_id = proc_macro2::Literal::u32_suffixed(model.wire_id);
     let method_name = &method.wire_name;
     let method_id = proc_macro2::Literal::u32_suffixed(method.wire_id);
+    let idempotent = method.idempotent;
+    let fingerprint = proc_macro2::Literal::u32_suffixed(method.fingerprint);
+    let client = &model.client_ident;
     let docs = if method.docs.is_empty() {
         let doc = format!("Calls `{service_name}.{method_name}` on the server.");
         quote!(#[doc = #doc])
@@ -169,6 +176,9 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
                 method: #method_name,
                 service_id: #service_id,
                 method_id: #method_id,
+                idempotent: #idempotent,
+                fingerprint: #fingerprint,
+                service_fingerprints: #client::FINGERPRINTS,
             };
             let __rpc_channel = #private::Clone::clone(&self.channel);
             let __rpc_options = #private::Clone::clone(&self.options);

@@ -28,3 +28,17 @@ fn private_path(model: &ServiceModel) -> TokenStream {
     let krate = &model.krate;
     quote!(#krate::__private)
 }
+
+/// `(method_id, fingerprint)` of every method, as tuple expressions: the table the client
+/// declares and the server compares it with.
+fn fingerprint_pairs(model: &ServiceModel) -> Vec<TokenStream> {
+    model
+        .methods
+        .iter()
+        .map(|method| {
+            let id = proc_macro2::Literal::u32_suffixed(method.wire_id);
+            let fingerprint = proc_macro2::Literal::u32_suffixed(method.fingerprint);
+            quote!((#id, #fingerprint))
+        })
+        .collect()
+}

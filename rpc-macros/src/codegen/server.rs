@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::private_path;
+use super::{fingerprint_pairs, private_path};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -24,6 +24,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         .methods
         .iter()
         .map(|method| dispatch_arm(model, method));
+    let fingerprints = fingerprint_pairs(model);
     quote! {
         #[doc = #struct_doc]
         #vis struct #server<T> {
@@ -75,6 +76,10 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
                     #(#names)*
                     _ => #private::Option::None,
                 }
+            }
+
+            fn fingerprints(&self) -> &'static [(u32, u32)] {
+                &[#(#fingerprints),*]
             }
 
             fn dispatch(
