@@ -179,7 +179,7 @@ struct Script {
     written: usize,
 }
 
-/// One end of an in-memory byte stream driven by a [`Script`]: reads return the fuzz input
+/// One end of an in-memory byte stream driven by a script: reads return the fuzz input
 /// in chunks it chooses, with `Pending` and errors mixed in, then end-of-stream; writes are
 /// accepted (possibly short, possibly `Pending`) and counted.
 #[derive(Debug, Clone)]

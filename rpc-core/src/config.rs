@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// GOAWAY saying why and closes them, so one client cannot take every slot of
     /// `max_connections`. Default 256.
     pub max_connections_per_peer: usize,
+    /// How long graceful shutdown keeps serving after turning the health service to
+    /// `NotServing`, so that balanced clients watching it stop sending calls here before
+    /// the server stops taking them (skipped when no connection is open). Default 500 ms.
+    pub health_drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +92,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(20),
             max_connection_age: None,
             max_connections_per_peer: 256,
+            health_drain_delay: Duration::from_millis(500),
         }
     }
 }

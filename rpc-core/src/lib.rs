@@ -48,6 +48,7 @@
 //! - [`Channel`], [`CallOptions`], [`ChannelConfig`]: making calls over one connection.
 //! - [`Context`], [`Peer`]: what a handler knows about its call.
 //! - [`RpcError`]: how calls fail.
+//! - [`Health`], [`HealthReporter`]: the health service every server answers.
 //! - [`transport`]: the traits a transport implements; [`wire`] and [`codec`]: the bytes.
 
 mod channel;
@@ -56,6 +57,7 @@ mod config;
 mod context;
 mod dispatch;
 mod error;
+mod health;
 mod outbox;
 mod recover;
 mod server;
@@ -71,6 +73,7 @@ pub use config::{ChannelConfig, ServerConfig};
 pub use context::{Context, Peer, UnixCredentials};
 pub use dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use error::RpcError;
+pub use health::{Health, HealthClient, HealthReporter, HealthServer, ServingStatus};
 pub use server::{CallInfo, Interceptor, Server, Shutdown};
 pub use streaming::Streaming;
 

@@ -15,6 +15,7 @@ use crate::config::ServerConfig;
 use crate::context::Context;
 use crate::dispatch::Dispatch;
 use crate::error::RpcError;
+use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::wire_id;
 
@@ -46,7 +47,13 @@ struct ServerInner {
     services: HashMap<u32, Arc<dyn Dispatch>>,
     interceptors: Vec<Arc<dyn Interceptor>>,
     config: ServerConfig,
+    health: HealthReporter,
+    /// The built-in health service, answered unless a service named `Health` was added.
+    health_service: Arc<dyn Dispatch>,
 }
+
+/// The wire id of the built-in health service.
+const HEALTH_ID: u32 = wire_id("Health");
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,11 +78,14 @@ impl Server {
 
     /// A server with no services and the given configuration.
     pub fn with_config(config: ServerConfig) -> Self {
+        let health = HealthReporter::new();
         Server {
             inner: Arc::new(ServerInner {
                 services: HashMap::new(),
                 interceptors: Vec::new(),
                 config,
+                health_service: Arc::new(HealthServer::new(HealthService(health.clone()))),
+                health,
             }),
         }
     }
@@ -97,7 +107,16 @@ impl Server {
             );
         }
         inner.services.insert(id, Arc::new(service));
+        inner.health.set(name, ServingStatus::Serving);
         self
+    }
+
+    /// What the server's health service reports (every server answers one, as the
+    /// service `Health`; see [`Health`](crate::Health)). Graceful shutdown turns it to
+    /// `NotServing` first, so balanced clients stop sending calls before the server stops
+    /// taking them.
+    pub fn health(&self) -> &HealthReporter {
+        &self.inner.health
     }
 
     /// Adds an interceptor: it sees every call's service, method, metadata and peer before
@@ -152,7 +171,10 @@ impl Server {
     }
 
     fn service(&self, service_id: u32) -> Option<&Arc<dyn Dispatch>> {
-        self.inner.services.get(&service_id)
+        match self.inner.services.get(&service_id) {
+            None if service_id == HEALTH_ID => Some(&self.inner.health_service),
+            found => found,
+        }
     }
 }
 

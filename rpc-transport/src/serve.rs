@@ -224,6 +224,12 @@ async fn run<L: Listener>(
             },
         }
     };
+    // Tell balancers first, then give them a moment to move their calls elsewhere while
+    // this server still takes calls; only then stop taking them.
+    server.health().shut_down();
+    if !connections.is_empty() {
+        tokio::time::sleep(server.config().health_drain_delay).await;
+    }
     drop(listener);
     shutdown.trigger();
     connections.close();

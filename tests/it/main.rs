@@ -12,6 +12,7 @@ mod compat;
 mod deadlines;
 mod faults;
 mod fuzz_corpus;
+mod health;
 mod hostile;
 mod hostile_client;
 mod shutdown;

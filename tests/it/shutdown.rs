@@ -26,9 +26,13 @@ async fn shutdown_lets_in_flight_calls_finish_then_returns_ok() {
     }
 }
 
+/// Once the server stops taking calls (right away here: no health drain delay), new calls
+/// fail fast with `Unavailable` and may be retried elsewhere; calls it took finish.
 #[tokio::test]
 async fn calls_started_after_shutdown_began_fail_fast_and_may_be_retried() {
-    let (server, stats) = test_server();
+    let mut config = ServerConfig::default();
+    config.health_drain_delay = Duration::ZERO;
+    let (server, stats) = test_server_with(config);
     let mut server = TestServer::start(server, Transport::Tcp).await;
     let channel = server.connect().await;
     let probe = ProbeClient::new(channel.clone());
