@@ -62,8 +62,10 @@ impl postcard::ser_flavors::Flavor for CountingFlavor {
 ///
 /// Decoding is bounded by the input: values may nest at most 128 levels deep (every
 /// sequence, map, enum, option and newtype is a level), and the payload
-/// may not claim more elements than its bytes could hold (zero-sized elements included), so
-/// a hostile payload can neither overflow the stack nor spin the CPU.
+/// may not claim more elements than its bytes could hold (zero-sized elements included), and
+/// its elements may take at most 32 bytes of memory (their `size_of`) per payload byte, plus
+/// 64 KiB, so a hostile payload can neither overflow the stack, spin the CPU, nor make a few
+/// bytes decode into gigabytes.
 ///
 /// # Errors
 ///
@@ -234,6 +236,26 @@ mod tests {
         let mut fine = BytesMut::new();
         encode_into(&mut fine, &vec![(); 1000]).unwrap();
         assert_eq!(decode::<Vec<()>>(&fine).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn elements_much_larger_in_memory_than_on_the_wire_are_capped() {
+        /// 4 KiB in memory (serde implements arrays up to 32 elements).
+        type Big = [[u64; 32]; 16];
+        // Each `None` is one byte on the wire and over 4096 in memory: 4,000 of them would take
+        // 16 MB from 4 KB.
+        let mut hostile = BytesMut::new();
+        encode_into(&mut hostile, &vec![None::<Big>; 4_000]).unwrap();
+        let error = decode::<Vec<Option<Big>>>(&hostile).unwrap_err();
+        assert!(error.to_string().contains("32 times its size"), "{error}");
+        // Ordinary element types are nowhere near the cap.
+        let mut fine = BytesMut::new();
+        let strings = vec![String::new(); 10_000];
+        encode_into(&mut fine, &strings).unwrap();
+        assert_eq!(decode::<Vec<String>>(&fine).unwrap(), strings);
+        let mut fine = BytesMut::new();
+        encode_into(&mut fine, &vec![7_u64; 10_000]).unwrap();
+        assert_eq!(decode::<Vec<u64>>(&fine).unwrap().len(), 10_000);
     }
 
     #[test]

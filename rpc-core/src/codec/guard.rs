@@ -1,11 +1,14 @@
-//! Limits that postcard does not enforce on what a peer sends: how deep values nest, and
-//! how many elements a payload may claim.
+//! Limits that postcard does not enforce on what a peer sends: how deep values nest, how
+//! many elements a payload may claim, and how much memory its elements may take.
 //!
 //! `Guard` wraps any serde `Deserializer` and passes every call through, counting on the way:
 //! nesting deeper than `MAX_DEPTH` is refused (a recursive type could otherwise overflow
 //! the stack, an abort nothing can catch), and so are more elements than the payload could
 //! hold (a `Vec<()>` claiming 2^63 elements costs no bytes per element, so postcard would spin
-//! on it for ever).
+//! on it for ever), and so are elements whose in-memory slots add up to more than
+//! `SLOT_BYTES_PER_BYTE` times the payload (a `Vec<Option<[u8; 4096]>>` of `None`s costs one
+//! byte on the wire and 4097 in memory per element, so a 16 MiB frame would otherwise
+//! decode into 64 GiB, and a failed allocation aborts the process).
 
 use std::cell::Cell;
 use std::fmt;
@@ -17,10 +20,20 @@ use serde::de::{
 /// How deep values may nest.
 pub(crate) const MAX_DEPTH: usize = 128;
 
+/// Bytes of element slots (`size_of` of each element of a sequence or map) a payload may
+/// decode into per byte it carries, plus `SLOT_BYTES_ALLOWANCE`. Typical types stay far
+/// below it (a `Vec<u64>` takes at most 8 per byte, a `Vec<String>` 24); what goes past is
+/// an element type far larger in memory than on the wire, sent by the thousand.
+pub(crate) const SLOT_BYTES_PER_BYTE: usize = 32;
+
+/// Slot bytes every payload may use whatever its size.
+const SLOT_BYTES_ALLOWANCE: usize = 64 * 1024;
+
 /// What one decoding may still spend.
 pub(crate) struct Budget {
     depth: Cell<usize>,
     elements: Cell<usize>,
+    slot_bytes: Cell<usize>,
     /// Which limit a refused payload broke (formats' own errors may drop the text).
     violation: Cell<Option<&'static str>>,
 }
@@ -32,6 +45,10 @@ impl Budget {
         Budget {
             depth: Cell::new(0),
             elements: Cell::new(len.saturating_mul(8).saturating_add(4096)),
+            slot_bytes: Cell::new(
+                len.saturating_mul(SLOT_BYTES_PER_BYTE)
+                    .saturating_add(SLOT_BYTES_ALLOWANCE),
+            ),
             violation: Cell::new(None),
         }
     }
@@ -55,13 +72,26 @@ impl Budget {
         Ok(DepthGuard { budget: self })
     }
 
-    fn charge_element<E: de::Error>(&self) -> Result<(), E> {
+    /// Charges one element of type `V`: one against the element count, and its size
+    /// against the slot bytes.
+    fn charge_element<V, E: de::Error>(&self) -> Result<(), E> {
         match self.elements.get().checked_sub(1) {
+            Some(left) => self.elements.set(left),
+            None => return Err(self.refuse("more elements than the payload can hold")),
+        }
+        self.charge_slot::<V, E>()
+    }
+
+    /// Charges the in-memory size of a `V` against the slot bytes.
+    fn charge_slot<V, E: de::Error>(&self) -> Result<(), E> {
+        match self.slot_bytes.get().checked_sub(std::mem::size_of::<V>()) {
             Some(left) => {
-                self.elements.set(left);
+                self.slot_bytes.set(left);
                 Ok(())
             }
-            None => Err(self.refuse("more elements than the payload can hold")),
+            None => Err(self.refuse(
+                "the payload's elements would take over 32 times its size in memory",
+            )),
         }
     }
 }
@@ -347,7 +377,7 @@ impl<'de, 'b, A: SeqAccess<'de>> SeqAccess<'de> for GuardAccess<'b, A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Self::Error> {
-        self.budget.charge_element()?;
+        self.budget.charge_element::<T::Value, _>()?;
         self.inner.next_element_seed(GuardSeed {
             inner: seed,
             budget: self.budget,
@@ -366,7 +396,7 @@ impl<'de, 'b, A: MapAccess<'de>> MapAccess<'de> for GuardAccess<'b, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
-        self.budget.charge_element()?;
+        self.budget.charge_element::<K::Value, _>()?;
         self.inner.next_key_seed(GuardSeed {
             inner: seed,
             budget: self.budget,
@@ -377,6 +407,7 @@ impl<'de, 'b, A: MapAccess<'de>> MapAccess<'de> for GuardAccess<'b, A> {
         &mut self,
         seed: T,
     ) -> Result<T::Value, Self::Error> {
+        self.budget.charge_slot::<T::Value, _>()?;
         self.inner.next_value_seed(GuardSeed {
             inner: seed,
             budget: self.budget,
