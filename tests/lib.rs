@@ -434,3 +434,91 @@ pub async fn read_responses(
         .expect("the answers came in time");
     answers
 }
+
+/// A TCP server running in a runtime of its own on its own thread, so that it can be
+/// killed outright (every task and socket gone at once, as when a process dies) or shut
+/// down gracefully, and started again on the same port.
+#[derive(Debug)]
+pub struct Replica {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    /// The served services (shares its health reporter).
+    pub server: Server,
+    kill: Option<oneshot::Sender<()>>,
+    graceful: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Serves `server` on `address` (port 0 for any free port).
+    pub fn start(server: Server, address: std::net::SocketAddr) -> Replica {
+        let (kill, killed) = oneshot::channel::<()>();
+        let (graceful, graceful_signal) = oneshot::channel::<()>();
+        let (bound, bound_address) = std::sync::mpsc::channel();
+        let served = server.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+                bound.send(listener.local_addr().unwrap()).unwrap();
+                let signal = async move {
+                    let _ = graceful_signal.await;
+                };
+                tokio::select! {
+                    _ = rpc_transport::serve(listener, served).with_graceful_shutdown(signal) => {}
+                    _ = killed => {}
+                }
+            });
+            // Dropping the runtime drops every connection task and closes every socket.
+        });
+        Replica {
+            address: bound_address.recv().unwrap(),
+            server,
+            kill: Some(kill),
+            graceful: Some(graceful),
+            thread: Some(thread),
+        }
+    }
+
+    /// Kills it: every connection closes at once, calls in flight included.
+    pub async fn kill(mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        self.join().await;
+    }
+
+    /// Starts a graceful shutdown and returns a handle that waits until it has finished.
+    pub fn start_shutdown(mut self) -> JoinHandle<()> {
+        if let Some(graceful) = self.graceful.take() {
+            let _ = graceful.send(());
+        }
+        tokio::spawn(async move { self.join().await })
+    }
+
+    async fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn stop_with_kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop_with_kill();
+    }
+}

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::balance::Balancer;
 use crate::codec;
 use crate::config::ChannelConfig;
 use crate::context::Peer;
@@ -124,7 +125,7 @@ impl CallOptions {
 
     /// The deadline of a call starting now: the earlier of the fixed deadline and the
     /// timeout (or `default_timeout` when neither is set).
-    fn deadline_for_call(&self, default_timeout: Option<Duration>) -> Option<Instant> {
+    pub(crate) fn deadline_for_call(&self, default_timeout: Option<Duration>) -> Option<Instant> {
         let timeout = match self.deadline {
             Some(_) => self.timeout,
             None => self.timeout.or(default_timeout),
@@ -145,7 +146,16 @@ impl CallOptions {
 /// is dropped the channel flushes what it queued and closes the connection.
 #[derive(Debug, Clone)]
 pub struct Channel {
-    handle: Arc<ChannelHandle>,
+    route: Route,
+}
+
+/// Where a channel's calls go.
+#[derive(Debug, Clone)]
+enum Route {
+    /// Over one connection.
+    Connection(Arc<ChannelHandle>),
+    /// Over one of the connections a balancer keeps to a set of endpoints.
+    Balanced(Arc<Balancer>),
 }
 
 /// Dropped when the last `Channel` clone is: starts an orderly close.
@@ -161,7 +171,7 @@ impl Drop for ChannelHandle {
 }
 
 #[derive(Debug)]
-struct ChannelShared {
+pub(crate) struct ChannelShared {
     calls: Mutex<CallTable>,
     outbox: Arc<Outbox>,
     config: ChannelConfig,
@@ -285,41 +295,52 @@ impl Channel {
             }
         }
         Channel {
-            handle: Arc::new(ChannelHandle { shared }),
+            route: Route::Connection(Arc::new(ChannelHandle { shared })),
         }
     }
 
-    /// Who is at the other end.
+    /// Who is at the other end (for a balanced channel: a description of its endpoints).
     pub fn peer(&self) -> &Peer {
-        &self.handle.shared.peer
+        match &self.route {
+            Route::Connection(handle) => &handle.shared.peer,
+            Route::Balanced(balancer) => balancer.peer(),
+        }
     }
 
-    /// The channel's configuration.
+    /// The channel's configuration (for a balanced channel: the one each of its
+    /// connections uses).
     pub fn config(&self) -> &ChannelConfig {
-        &self.handle.shared.config
+        match &self.route {
+            Route::Connection(handle) => &handle.shared.config,
+            Route::Balanced(balancer) => &balancer.config().channel,
+        }
     }
 
     /// Calls on this channel waiting for their response, plus response streams still being
-    /// received (for monitoring: it returns to zero when the channel is idle).
+    /// received (for monitoring: it returns to zero when the channel is idle). A balanced
+    /// channel counts those of all its connections.
     pub fn calls_in_flight(&self) -> usize {
-        let calls = lock(&self.handle.shared.calls);
-        calls.pending.len() + calls.streams.len()
+        match &self.route {
+            Route::Connection(handle) => handle.shared.calls_in_flight(),
+            Route::Balanced(balancer) => balancer.calls_in_flight(),
+        }
     }
 
-    /// Whether the connection has ended: every call made now fails at once.
+    /// Whether the connection has ended: every call made now fails at once. A balanced or
+    /// reconnecting channel never ends (it dials again), so it is never closed.
     pub fn is_closed(&self) -> bool {
-        self.handle.shared.is_closed()
+        match &self.route {
+            Route::Connection(handle) => handle.shared.is_closed(),
+            Route::Balanced(_) => false,
+        }
     }
 
-    /// Resolves once the connection has ended, with the reason.
+    /// Resolves once the connection has ended, with the reason (never, for a balanced or
+    /// reconnecting channel).
     pub async fn closed(&self) -> RpcError {
-        let shared = &self.handle.shared;
-        loop {
-            let notified = shared.closed_notify.notified();
-            if let Some(error) = lock(&shared.calls).closed.clone() {
-                return error;
-            }
-            notified.await;
+        match &self.route {
+            Route::Connection(handle) => handle.shared.closed().await,
+            Route::Balanced(_) => std::future::pending().await,
         }
     }
 
@@ -340,17 +361,10 @@ impl Channel {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let shared = &self.handle.shared;
-        let deadline = options.deadline_for_call(shared.config.default_timeout);
-        let metadata = shared.call_metadata(method, options);
-        let exchange = shared.exchange(method, deadline, &metadata, args);
-        let (status, payload) = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
-                .await
-                .map_err(|_elapsed| RpcError::DeadlineExceeded {})??,
-            None => exchange.await?,
-        };
-        decode_response(method, status, &payload)
+        match &self.route {
+            Route::Connection(handle) => handle.shared.call(method, options, args).await,
+            Route::Balanced(balancer) => balancer.call(method, options, args).await,
+        }
     }
 
     /// Calls a method whose result is a stream, sending `input` as its request stream if it
@@ -372,19 +386,10 @@ impl Channel {
         I: Serialize + Send + 'static,
         R: DeserializeOwned,
     {
-        let deadline = options.deadline_for_call(self.handle.shared.config.default_timeout);
-        let (status, payload, inbox) = self
-            .exchange_with_deadline(method, options, deadline, args, input, true)
-            .await?;
-        match (status, inbox) {
-            (Status::Ok, Some(inbox)) => Ok(Streaming::remote(inbox, deadline)),
-            (status, _) => Err(status_error(
-                method.service,
-                method.method,
-                status,
-                &payload,
-            )),
-        }
+        let (connection, _open) = self.for_call(options).await?;
+        connection
+            .call_streaming(method, options, args, input)
+            .await
     }
 
     /// Calls a method that takes a request stream and returns a single result: `input` is
@@ -405,7 +410,141 @@ impl Channel {
         I: Serialize + Send + 'static,
         R: DeserializeOwned,
     {
-        let deadline = options.deadline_for_call(self.handle.shared.config.default_timeout);
+        let (connection, _open) = self.for_call(options).await?;
+        connection
+            .call_with_input(method, options, args, input)
+            .await
+    }
+
+    /// A channel that sends each call over one of the connections a balancer keeps.
+    pub(crate) fn balanced_route(balancer: Arc<Balancer>) -> Channel {
+        Channel {
+            route: Route::Balanced(balancer),
+        }
+    }
+
+    /// The connection a call goes over: this channel's, or one a balancer picks (with the
+    /// channel that keeps it open, to hold for as long as the call runs).
+    async fn for_call(
+        &self,
+        options: &CallOptions,
+    ) -> Result<(Arc<ChannelShared>, Option<Channel>), RpcError> {
+        match &self.route {
+            Route::Connection(handle) => Ok((handle.shared.clone(), None)),
+            Route::Balanced(balancer) => {
+                let (connection, channel) = balancer.pick_for(options).await?;
+                Ok((connection, Some(channel)))
+            }
+        }
+    }
+
+    /// The one connection of a plain channel (`None` for a balanced one).
+    pub(crate) fn connection(&self) -> Option<&Arc<ChannelShared>> {
+        match &self.route {
+            Route::Connection(handle) => Some(&handle.shared),
+            Route::Balanced(_) => None,
+        }
+    }
+}
+
+impl ChannelShared {
+    pub(crate) fn calls_in_flight(&self) -> usize {
+        let calls = lock(&self.calls);
+        calls.pending.len() + calls.streams.len()
+    }
+
+    /// Whether the server said it takes no new calls here (GOAWAY), or the connection ended.
+    pub(crate) fn stopped_taking_calls(&self) -> bool {
+        let calls = lock(&self.calls);
+        calls.closed.is_some() || calls.going_away.is_some()
+    }
+
+    /// Resolves once the server said it takes no new calls here, or the connection ended.
+    pub(crate) async fn until_stopped_taking_calls(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            if self.stopped_taking_calls() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn closed(&self) -> RpcError {
+        loop {
+            let notified = self.closed_notify.notified();
+            if let Some(error) = lock(&self.calls).closed.clone() {
+                return error;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`Channel::call`] on this connection.
+    pub(crate) async fn call<A, R>(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let deadline = options.deadline_for_call(self.config.default_timeout);
+        let metadata = self.call_metadata(method, options);
+        let exchange = self.exchange(method, deadline, &metadata, args);
+        let (status, payload) = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
+                .await
+                .map_err(|_elapsed| RpcError::DeadlineExceeded {})??,
+            None => exchange.await?,
+        };
+        decode_response(method, status, &payload)
+    }
+
+    /// [`Channel::call_streaming`] on this connection.
+    async fn call_streaming<A, I, R>(
+        self: &Arc<Self>,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &A,
+        input: Option<Streaming<I>>,
+    ) -> Result<Streaming<R>, RpcError>
+    where
+        A: Serialize + ?Sized,
+        I: Serialize + Send + 'static,
+        R: DeserializeOwned,
+    {
+        let deadline = options.deadline_for_call(self.config.default_timeout);
+        let (status, payload, inbox) = self
+            .exchange_with_deadline(method, options, deadline, args, input, true)
+            .await?;
+        match (status, inbox) {
+            (Status::Ok, Some(inbox)) => Ok(Streaming::remote(inbox, deadline)),
+            (status, _) => Err(status_error(
+                method.service,
+                method.method,
+                status,
+                &payload,
+            )),
+        }
+    }
+
+    /// [`Channel::call_with_input`] on this connection.
+    async fn call_with_input<A, I, R>(
+        self: &Arc<Self>,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &A,
+        input: Streaming<I>,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        I: Serialize + Send + 'static,
+        R: DeserializeOwned,
+    {
+        let deadline = options.deadline_for_call(self.config.default_timeout);
         let (status, payload, _) = self
             .exchange_with_deadline(method, options, deadline, args, Some(input), false)
             .await?;
@@ -413,7 +552,7 @@ impl Channel {
     }
 
     async fn exchange_with_deadline<A, I>(
-        &self,
+        self: &Arc<Self>,
         method: &MethodSpec,
         options: &CallOptions,
         deadline: Option<Instant>,
@@ -425,14 +564,14 @@ impl Channel {
         A: Serialize + ?Sized,
         I: Serialize + Send + 'static,
     {
-        let metadata = self.handle.shared.call_metadata(method, options);
+        let metadata = self.call_metadata(method, options);
         let call = StreamedCall {
             metadata: &metadata,
             deadline,
             input,
             output,
         };
-        let exchange = self.handle.shared.exchange_streams(method, args, call);
+        let exchange = self.exchange_streams(method, args, call);
         match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await
@@ -668,6 +807,7 @@ impl ChannelShared {
         for waker in wakers {
             waker.wake();
         }
+        self.closed_notify.notify_waiters();
     }
 
     /// Fails every pending and later call with `error`.

@@ -46,11 +46,14 @@
 //! - [`service`]: the attribute macro that generates `{Name}Client` and `{Name}Server<T>`.
 //! - [`Server`], [`Shutdown`], [`ServerConfig`]: routing calls to services.
 //! - [`Channel`], [`CallOptions`], [`ChannelConfig`]: making calls over one connection.
+//! - [`Channel::balanced`], [`Resolve`], [`Connect`], [`BalanceConfig`]: over many, with
+//!   reconnection, load balancing, health checks and safe retries.
 //! - [`Context`], [`Peer`]: what a handler knows about its call.
 //! - [`RpcError`]: how calls fail.
 //! - [`Health`], [`HealthReporter`]: the health service every server answers.
 //! - [`transport`]: the traits a transport implements; [`wire`] and [`codec`]: the bytes.
 
+mod balance;
 mod channel;
 pub mod codec;
 mod config;
@@ -68,8 +71,9 @@ pub mod wire;
 #[doc(hidden)]
 pub mod __private;
 
+pub use balance::{BoxFuture, Connect, Resolve};
 pub use channel::{CallOptions, Channel, ClientInterceptor, MethodSpec};
-pub use config::{ChannelConfig, ServerConfig};
+pub use config::{BalanceConfig, ChannelConfig, ServerConfig};
 pub use context::{Context, Peer, UnixCredentials};
 pub use dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use error::RpcError;

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
+use rpc_core::{
+    BalanceConfig, BoxFuture, Channel, ChannelConfig, Connect, Peer, Resolve, RpcError,
+};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::framed;
@@ -87,5 +89,120 @@ impl Listener for TcpListener {
             writer,
             peer: Peer::Tcp(address),
         })
+    }
+}
+
+/// Dials TCP endpoints given as `host:port` text (a name is looked up at each dial), for
+/// balanced and reconnecting channels.
+#[derive(Debug, Clone, Default)]
+pub struct TcpConnector {
+    /// The configuration of each connection.
+    pub config: ChannelConfig,
+}
+
+impl Connect for TcpConnector {
+    fn connect(&self, endpoint: &str) -> BoxFuture<'static, Result<Channel, RpcError>> {
+        let endpoint = endpoint.to_owned();
+        let config = self.config.clone();
+        Box::pin(async move { connect_with(endpoint, config).await })
+    }
+}
+
+/// A channel to the server at `address` (`host:port`) that dials again, with backoff, when
+/// its connection drops; calls made meanwhile wait for it within their deadline. Calls in
+/// flight when it dropped fail with `ConnectionClosed` and are never replayed (unless their
+/// method is `#[idempotent]`). See `rpc_core::Channel::balanced`.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), rpc_core::RpcError> {
+/// let channel = rpc_transport::tcp::reconnecting("127.0.0.1:7000");
+/// # let _ = channel;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn reconnecting(address: impl Into<String>) -> Channel {
+    reconnecting_with(address, BalanceConfig::default())
+}
+
+/// [`reconnecting`] with a configuration.
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn reconnecting_with(address: impl Into<String>, config: BalanceConfig) -> Channel {
+    balanced([address], config)
+}
+
+/// A channel that balances its calls over servers at `addresses` (`host:port` each),
+/// keeping a connection to each, re-dialling those that fail, and sending no calls to a
+/// server that reports `NotServing`. See `rpc_core::Channel::balanced`.
+///
+/// ```no_run
+/// # async fn example() {
+/// use rpc_core::BalanceConfig;
+///
+/// let channel = rpc_transport::tcp::balanced(
+///     ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"],
+///     BalanceConfig::default(),
+/// );
+/// # let _ = channel;
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn balanced(
+    addresses: impl IntoIterator<Item = impl Into<String>>,
+    config: BalanceConfig,
+) -> Channel {
+    let addresses: Vec<String> = addresses.into_iter().map(Into::into).collect();
+    let connector = TcpConnector {
+        config: config.channel.clone(),
+    };
+    Channel::balanced(addresses, connector, config)
+}
+
+/// A channel that balances its calls over every address `name` (`host:port`) resolves
+/// to, looking it up again every `resolve_interval`: a Kubernetes headless service, say,
+/// whose addresses are its replicas. Replicas that appear are dialled; those that vanish
+/// are dropped once their calls finish.
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn balanced_dns(name: impl Into<String>, config: BalanceConfig) -> Channel {
+    let connector = TcpConnector {
+        config: config.channel.clone(),
+    };
+    Channel::balanced(DnsResolver { name: name.into() }, connector, config)
+}
+
+/// Resolves a `host:port` name to the addresses it has now.
+#[derive(Debug, Clone)]
+pub struct DnsResolver {
+    /// The name, as `host:port`.
+    pub name: String,
+}
+
+impl Resolve for DnsResolver {
+    fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, RpcError>> {
+        Box::pin(async move {
+            let mut addresses: Vec<String> = tokio::net::lookup_host(&self.name)
+                .await?
+                .map(|address| address.to_string())
+                .collect();
+            addresses.sort();
+            addresses.dedup();
+            Ok(addresses)
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
     }
 }

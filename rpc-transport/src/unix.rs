@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rpc_core::{Channel, ChannelConfig, Peer, RpcError, UnixCredentials};
+use rpc_core::{BalanceConfig, Channel, ChannelConfig, Peer, RpcError, UnixCredentials};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::framed;
@@ -40,6 +40,20 @@ pub async fn connect_with(
     let peer = peer_of(&stream);
     let (reader, writer) = stream.into_split();
     Ok(framed::channel(reader, writer, peer, config))
+}
+
+/// A channel to the server listening at `path` that dials again, with backoff, when its
+/// connection drops (a server restarting, say); calls made meanwhile wait for it within
+/// their deadline. See `rpc_transport::tcp::reconnecting`.
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn reconnecting(path: impl AsRef<Path>, config: BalanceConfig) -> Channel {
+    let path = path.as_ref().display().to_string();
+    let channel_config = config.channel.clone();
+    let connector = move |path: String| connect_with(path, channel_config.clone());
+    Channel::balanced(vec![path], connector, config)
 }
 
 fn peer_of(stream: &UnixStream) -> Peer {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod balance;
 mod calls;
 mod compat;
 mod deadlines;

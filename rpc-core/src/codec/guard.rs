@@ -89,9 +89,10 @@ impl Budget {
                 self.slot_bytes.set(left);
                 Ok(())
             }
-            None => Err(self.refuse(
-                "the payload's elements would take over 32 times its size in memory",
-            )),
+            None => {
+                Err(self
+                    .refuse("the payload's elements would take over 32 times its size in memory"))
+            }
         }
     }
 }
