@@ -22,12 +22,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::balance::Balancer;
 use crate::codec;
 use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
+use crate::observe::{self, CallObserver};
 use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::recover::lock;
 use crate::streaming::{send_stream, Credit, Inbox, Streaming};
@@ -492,15 +494,20 @@ impl ChannelShared {
         R: DeserializeOwned,
     {
         let deadline = options.deadline_for_call(self.config.default_timeout);
-        let metadata = self.call_metadata(method, options);
-        let exchange = self.exchange(method, deadline, &metadata, args);
-        let (status, payload) = match deadline {
+        let (observer, traceparent) = self.observe(method);
+        let metadata = self.call_metadata(method, options, traceparent);
+        let exchange = self
+            .exchange(method, deadline, &metadata, args, &observer)
+            .instrument(observer.span().clone());
+        let outcome = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await
-                .map_err(|_elapsed| RpcError::DeadlineExceeded {})??,
-            None => exchange.await?,
-        };
-        decode_response(method, status, &payload)
+                .unwrap_or(Err(RpcError::DeadlineExceeded {})),
+            None => exchange.await,
+        }
+        .and_then(|(status, payload)| decode_response(method, status, &payload));
+        observer.finish(outcome.as_ref().map_or_else(observe::error_kind, |_| "ok"));
+        outcome
     }
 
     /// [`Channel::call_streaming`] on this connection.
@@ -564,38 +571,60 @@ impl ChannelShared {
         A: Serialize + ?Sized,
         I: Serialize + Send + 'static,
     {
-        let metadata = self.call_metadata(method, options);
+        let (observer, traceparent) = self.observe(method);
+        let metadata = self.call_metadata(method, options, traceparent);
         let call = StreamedCall {
             metadata: &metadata,
             deadline,
             input,
             output,
         };
-        let exchange = self.exchange_streams(method, args, call);
-        match deadline {
+        let exchange = self
+            .exchange_streams(method, args, call)
+            .instrument(observer.span().clone());
+        let outcome = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await
-                .map_err(|_elapsed| RpcError::DeadlineExceeded {})?,
+                .unwrap_or(Err(RpcError::DeadlineExceeded {})),
             None => exchange.await,
-        }
+        };
+        // A streaming call is observed until its stream starts.
+        observer.finish(outcome.as_ref().map_or_else(observe::error_kind, |_| "ok"));
+        outcome
     }
 }
 
 impl ChannelShared {
     /// A call's metadata: its own, plus what the channel's interceptor adds.
+    /// A call's metadata: its own, its trace context, and what the channel's interceptor
+    /// adds.
     fn call_metadata<'a>(
         &self,
         method: &MethodSpec,
         options: &'a CallOptions,
+        traceparent: Option<String>,
     ) -> Cow<'a, [(String, String)]> {
-        match &self.config.interceptor {
-            None => Cow::Borrowed(&options.metadata[..]),
-            Some(interceptor) => {
-                let mut metadata = options.metadata.to_vec();
-                (interceptor.add)(method, &mut metadata);
-                Cow::Owned(metadata)
-            }
+        if self.config.interceptor.is_none() && traceparent.is_none() {
+            return Cow::Borrowed(&options.metadata[..]);
         }
+        let mut metadata = options.metadata.to_vec();
+        if let Some(traceparent) = traceparent {
+            metadata.push((observe::TRACEPARENT.to_owned(), traceparent));
+        }
+        if let Some(interceptor) = &self.config.interceptor {
+            (interceptor.add)(method, &mut metadata);
+        }
+        Cow::Owned(metadata)
+    }
+
+    /// Starts observing a call: its span and metrics, and its trace context.
+    fn observe(&self, method: &MethodSpec) -> (CallObserver, Option<String>) {
+        CallObserver::client(
+            method.service,
+            method.method,
+            &self.peer,
+            self.config.metrics,
+        )
     }
 
     fn is_closed(&self) -> bool {
@@ -623,8 +652,10 @@ impl ChannelShared {
         deadline: Option<Instant>,
         metadata: &[(String, String)],
         args: &A,
+        observer: &CallObserver,
     ) -> Result<(Status, Bytes), RpcError> {
         let call_id = self.register_call()?;
+        observer.record_call_id(call_id);
         let mut guard = CallGuard {
             shared: self,
             call_id,

@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// `NotServing`, so that balanced clients watching it stop sending calls here before
     /// the server stops taking them (skipped when no connection is open). Default 500 ms.
     pub health_drain_delay: Duration,
+    /// Record call and connection metrics through the `metrics` facade (see
+    /// `rpc_core::observe`). Default `false`: no clock reads or metric lookups on the hot
+    /// path.
+    pub metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             max_connection_age: None,
             max_connections_per_peer: 256,
             health_drain_delay: Duration::from_millis(500),
+            metrics: false,
         }
     }
 }
@@ -135,6 +140,9 @@ pub struct ChannelConfig {
     pub keepalive_timeout: Duration,
     /// Adds metadata (credentials, trace context) to every call. Default none.
     pub interceptor: Option<ClientInterceptor>,
+    /// Record call metrics through the `metrics` facade (see `rpc_core::observe`).
+    /// Default `false`: no clock reads or metric lookups on the hot path.
+    pub metrics: bool,
 }
 
 impl Default for ChannelConfig {
@@ -149,6 +157,7 @@ impl Default for ChannelConfig {
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
             interceptor: None,
+            metrics: false,
         }
     }
 }

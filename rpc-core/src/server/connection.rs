@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
+use tracing::Instrument;
 
 use super::{CallInfo, Server, ServerInner, Shutdown};
 use crate::channel::status_error;
@@ -29,6 +30,7 @@ use crate::config::ServerConfig;
 use crate::context::{Context, Peer};
 use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
+use crate::observe::{self, CallObserver, TraceContext};
 use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::recover::{lock, panic_message, CatchUnwind};
 use crate::streaming::{Credit, Inbox};
@@ -63,6 +65,7 @@ pub(super) async fn serve<R: FrameRead, W: FrameWrite>(
             return;
         }
     }
+    let _gauge = observe::ConnectionGauge::open(config.metrics);
     let outbox = Arc::new(Outbox::new(&wire::PREFACE));
     let conn = Arc::new(ConnState {
         server: Server {
@@ -443,6 +446,11 @@ impl Driver {
     }
 }
 
+/// The trace context a call's `traceparent` metadata carries, if well formed.
+fn trace_context(traceparent: &Option<String>) -> Option<TraceContext> {
+    traceparent.as_deref().and_then(TraceContext::parse)
+}
+
 /// When the calls of a connection that started draining now are abandoned.
 fn grace_deadline(config: &ServerConfig) -> tokio::time::Instant {
     let now = Instant::now();
@@ -531,6 +539,7 @@ impl ConnState {
             self.respond_error(call_id, status, message.as_bytes());
             return;
         }
+        let context_metadata = context.metadata(observe::TRACEPARENT).map(str::to_owned);
         let stream = head.request_stream.then(|| self.open_inbox(call_id));
         let request = IncomingRequest {
             context,
@@ -539,7 +548,7 @@ impl ConnState {
         };
         let dispatched =
             std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
-        let handler = match dispatched {
+        let mut handler = match dispatched {
             Ok(Ok(handler)) => handler,
             Ok(Err(RpcError::UnknownMethod { .. })) => {
                 self.respond_error(call_id, Status::UnknownMethod, b"");
@@ -561,6 +570,22 @@ impl ConnState {
             }
         };
         let names = (service.service_name(), service.method_name(method_id));
+        let trace = trace_context(&context_metadata);
+        let observer = CallObserver::server(
+            names.0,
+            names.1.unwrap_or("?"),
+            &self.peer,
+            call_id,
+            trace,
+            self.server.config().metrics,
+        );
+        // Only a traced or observed call pays for running its handler in a span and trace.
+        if let Some(trace) = trace {
+            handler = Box::pin(observe::in_trace(trace, handler));
+        }
+        if !observer.span().is_disabled() {
+            handler = Box::pin(handler.instrument(observer.span().clone()));
+        }
         // Poll the handler once right here: most handlers finish without waiting, and then
         // the response is queued without a task spawn or a hop to another task. A handler
         // that waits is moved into its own task (it is boxed, so moving it is fine), which
@@ -570,6 +595,7 @@ impl ConnState {
         let mut first_poll = TaskContext::from_waker(Waker::noop());
         if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {
             let mut outcome = HandlerOutcome::from(outcome);
+            observer.finish(outcome.kind());
             if let HandlerOutcome::Panicked(panic) = &outcome {
                 self.log_panic(names.0, names.1, call_id, panic);
             }
@@ -606,6 +632,7 @@ impl ConnState {
         let conn = self.clone();
         self.spawn_call(call_id, async move {
             let mut outcome = run_handler(guarded, deadline).await;
+            observer.finish(outcome.kind());
             if let HandlerOutcome::Panicked(panic) = &outcome {
                 conn.log_panic(names.0, names.1, call_id, panic);
             }
@@ -820,6 +847,7 @@ impl ConnState {
         if status != Status::Unavailable && status != Status::HandlerPanicked {
             self.charge_error();
         }
+        observe::count_refusal(self.server.config().metrics, status);
         let max_frame = self.server.config().max_frame_size;
         self.outbox.push_now(|buf| {
             // An error message never comes near the frame limit; if it did, drop the text.
@@ -930,6 +958,15 @@ impl From<Result<Reply, Box<dyn Any + Send>>> for HandlerOutcome {
 }
 
 impl HandlerOutcome {
+    /// The outcome's name, for spans and metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            HandlerOutcome::Replied(_) => "ok",
+            HandlerOutcome::Panicked(_) => "handler_panicked",
+            HandlerOutcome::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+
     /// Splits off the response stream a handler's reply starts, if any.
     fn take_stream(&mut self) -> Option<StreamStarter> {
         match self {
