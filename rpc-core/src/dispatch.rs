@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::error::RpcError;
 use crate::outbox::Outbox;
 use crate::streaming::{send_stream, Credit, Inbox, Streaming};
+use crate::wire::Status;
 
 /// A decoded request on its way to a handler.
 #[derive(Debug)]
@@ -62,6 +63,8 @@ pub struct Reply {
 pub(crate) enum ReplyKind {
     Value(Box<dyn EncodeInto>),
     Stream(StreamStarter),
+    /// Not a handler's reply: middleware refused the call with this status and text.
+    Refused(Status, String),
 }
 
 /// Starts sending a response stream, given where to send it.
@@ -111,6 +114,21 @@ impl Reply {
         }
     }
 
+    /// A refusal (by middleware) answered with `status` and `message`.
+    pub(crate) fn refused(status: Status, message: String) -> Reply {
+        Reply {
+            kind: ReplyKind::Refused(status, message),
+        }
+    }
+
+    /// The status and text of a refusal, if this reply is one.
+    pub(crate) fn refusal(&self) -> Option<(Status, &str)> {
+        match &self.kind {
+            ReplyKind::Refused(status, message) => Some((*status, message)),
+            _ => None,
+        }
+    }
+
     /// Appends the value's encoding to `buf` (nothing for a stream, whose response carries
     /// no value).
     ///
@@ -121,7 +139,7 @@ impl Reply {
     pub fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
         match &self.kind {
             ReplyKind::Value(value) => value.encode_into(buf),
-            ReplyKind::Stream(_) => Ok(()),
+            ReplyKind::Stream(_) | ReplyKind::Refused(..) => Ok(()),
         }
     }
 

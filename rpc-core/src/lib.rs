@@ -61,6 +61,7 @@ mod context;
 mod dispatch;
 mod error;
 mod health;
+pub mod middleware;
 pub mod observe;
 mod outbox;
 mod recover;

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::context::Context;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Reply};
 use crate::error::RpcError;
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
+use crate::middleware::{BoxError, CallStack, RunHandler, ServerCall};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::wire_id;
 
@@ -50,6 +51,8 @@ struct ServerInner {
     health: HealthReporter,
     /// The built-in health service, answered unless a service named `Health` was added.
     health_service: Arc<dyn Dispatch>,
+    /// The middleware every call goes through, if any layer was added.
+    middleware: Option<CallStack>,
 }
 
 /// The wire id of the built-in health service.
@@ -86,6 +89,7 @@ impl Server {
                 config,
                 health_service: Arc::new(HealthServer::new(HealthService(health.clone()))),
                 health,
+                middleware: None,
             }),
         }
     }
@@ -141,6 +145,39 @@ impl Server {
             .interceptors
             .push(Arc::new(interceptor));
         self
+    }
+
+    /// Wraps every call in a `tower` layer (see [`middleware`](crate::middleware)): its
+    /// service takes a [`ServerCall`] and returns the handler's [`Reply`]. The layer added
+    /// last is outermost: it sees a call first.
+    ///
+    /// ```
+    /// use rpc_core::Server;
+    ///
+    /// let server = Server::new().layer(tower::limit::ConcurrencyLimitLayer::new(100));
+    /// # let _ = server;
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<CallStack>,
+        L::Service: tower::Service<ServerCall, Response = Reply> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<ServerCall>>::Error: Into<BoxError>,
+        <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
+    {
+        use tower::ServiceExt;
+        let inner = Arc::make_mut(&mut self.inner);
+        let stack = inner
+            .middleware
+            .take()
+            .unwrap_or_else(|| CallStack::new(RunHandler));
+        let layered = layer.layer(stack).map_err(Into::into);
+        inner.middleware = Some(CallStack::new(layered));
+        self
+    }
+
+    /// The middleware stack, if any layer was added.
+    pub(crate) fn middleware(&self) -> Option<&CallStack> {
+        self.inner.middleware.as_ref()
     }
 
     fn interceptors(&self) -> &[Arc<dyn Interceptor>] {

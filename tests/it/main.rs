@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod health;
 mod hostile;
 mod hostile_client;
+mod middleware;
 mod observe;
 mod shutdown;
 mod streams;

@@ -30,6 +30,7 @@ use crate::config::ServerConfig;
 use crate::context::{Context, Peer};
 use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply, StreamSink, StreamStarter};
 use crate::error::RpcError;
+use crate::middleware::{self, ServerCall};
 use crate::observe::{self, CallObserver, TraceContext};
 use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::recover::{lock, panic_message, CatchUnwind};
@@ -540,6 +541,7 @@ impl ConnState {
             return;
         }
         let context_metadata = context.metadata(observe::TRACEPARENT).map(str::to_owned);
+        let middleware_context = self.server.middleware().map(|_| context.clone());
         let stream = head.request_stream.then(|| self.open_inbox(call_id));
         let request = IncomingRequest {
             context,
@@ -579,6 +581,10 @@ impl ConnState {
             trace,
             self.server.config().metrics,
         );
+        if let (Some(stack), Some(context)) = (self.server.middleware(), middleware_context) {
+            let call = ServerCall::new(names.0, names.1.unwrap_or("?"), context, handler);
+            handler = middleware::through(stack, call);
+        }
         // Only a traced or observed call pays for running its handler in a span and trace.
         if let Some(trace) = trace {
             handler = Box::pin(observe::in_trace(trace, handler));
@@ -709,23 +715,7 @@ impl ConnState {
                     return Err((Status::Internal, "the call was refused".to_owned()));
                 }
             };
-            return Err(match error {
-                RpcError::Unauthenticated { message } => {
-                    (Status::Unauthenticated, message.to_string())
-                }
-                RpcError::PermissionDenied { message } => {
-                    (Status::PermissionDenied, message.to_string())
-                }
-                RpcError::ResourceExhausted { message } => {
-                    (Status::ResourceExhausted, message.to_string())
-                }
-                RpcError::Unavailable { reason } => (Status::Unavailable, reason.to_string()),
-                RpcError::DeadlineExceeded { .. } => (Status::DeadlineExceeded, String::new()),
-                other => {
-                    tracing::info!(peer = %self.peer, error = %other, "an interceptor refused a call");
-                    (Status::Internal, "the call was refused".to_owned())
-                }
-            });
+            return Err(middleware::status_of(&error));
         }
         Ok(())
     }
@@ -900,7 +890,12 @@ fn encode_outcome(
     peer: &Peer,
 ) -> Result<(), RpcError> {
     let reply = match outcome {
-        HandlerOutcome::Replied(reply) => reply,
+        HandlerOutcome::Replied(reply) => {
+            if let Some((status, message)) = reply.refusal() {
+                return wire::encode_response(buf, call_id, status, message.as_bytes(), max_frame);
+            }
+            reply
+        }
         HandlerOutcome::Panicked(_) => {
             return wire::encode_response(buf, call_id, Status::HandlerPanicked, b"", max_frame);
         }
@@ -961,7 +956,10 @@ impl HandlerOutcome {
     /// The outcome's name, for spans and metrics.
     fn kind(&self) -> &'static str {
         match self {
-            HandlerOutcome::Replied(_) => "ok",
+            HandlerOutcome::Replied(reply) => match reply.refusal() {
+                Some((status, _)) => observe::status_kind(status),
+                None => "ok",
+            },
             HandlerOutcome::Panicked(_) => "handler_panicked",
             HandlerOutcome::DeadlineExceeded => "deadline_exceeded",
         }

@@ -1,0 +1,156 @@
+//! Server middleware: `tower` layers around every call, added with `Server::layer`.
+//!
+//! Each call reaches the stack as a [`ServerCall`] (its service, method and context, with
+//! the handler ready to run); the innermost service runs the handler. Any tower layer whose
+//! service takes a `ServerCall` fits: `tower::timeout::TimeoutLayer`,
+//! `tower::limit::ConcurrencyLimitLayer` and `RateLimitLayer`, `tower::load_shed`, or a
+//! layer of your own that checks credentials. A layer's error becomes the call's error:
+//! an `RpcError` travels as itself (`Unauthenticated`, `PermissionDenied`, ...), tower's
+//! timeout as `DeadlineExceeded`, tower's load shedding as `ResourceExhausted`, anything
+//! else as `Internal` (its text stays in the server's log).
+//!
+//! ```
+//! use std::time::Duration;
+//! use rpc_core::Server;
+//!
+//! let server = Server::new()
+//!     .layer(tower::limit::ConcurrencyLimitLayer::new(64))
+//!     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)));
+//! # let _ = server;
+//! ```
+//!
+//! With no layer, calls take the direct path and pay nothing for this.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use tower::util::BoxCloneSyncService;
+
+use crate::context::Context;
+use crate::dispatch::{HandlerFuture, Reply};
+use crate::error::RpcError;
+use crate::wire::Status;
+
+/// The error type of a middleware stack.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A call on its way to its handler, as server middleware sees it.
+pub struct ServerCall {
+    service: &'static str,
+    method: &'static str,
+    context: Context,
+    handler: HandlerFuture,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("service", &self.service)
+            .field("method", &self.method)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCall {
+    pub(crate) fn new(
+        service: &'static str,
+        method: &'static str,
+        context: Context,
+        handler: HandlerFuture,
+    ) -> ServerCall {
+        ServerCall {
+            service,
+            method,
+            context,
+            handler,
+        }
+    }
+
+    /// The service called.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// The call's deadline, metadata and peer.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+}
+
+/// The innermost service of every stack: runs the call's handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunHandler;
+
+impl tower::Service<ServerCall> for RunHandler {
+    type Response = Reply;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        Box::pin(async move { Ok(call.handler.await) })
+    }
+}
+
+/// A whole middleware stack, type-erased.
+pub(crate) type CallStack = BoxCloneSyncService<ServerCall, Reply, BoxError>;
+
+/// The handler future that runs `call` through `stack`; a refusal by the stack becomes an
+/// error response.
+pub(crate) fn through(stack: &CallStack, call: ServerCall) -> HandlerFuture {
+    use tower::ServiceExt;
+    let stack = stack.clone();
+    Box::pin(async move {
+        match stack.oneshot(call).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                let (status, message) = refusal(&*error);
+                Reply::refused(status, message)
+            }
+        }
+    })
+}
+
+/// The status and text a refusal by middleware is answered with.
+fn refusal(error: &(dyn std::error::Error + Send + Sync + 'static)) -> (Status, String) {
+    if let Some(error) = error.downcast_ref::<RpcError>() {
+        return status_of(error);
+    }
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return (Status::DeadlineExceeded, String::new());
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        return (
+            Status::ResourceExhausted,
+            "the server is overloaded".to_owned(),
+        );
+    }
+    tracing::info!(%error, "middleware refused a call");
+    (Status::Internal, "the call was refused".to_owned())
+}
+
+/// The status and text an error a server-side hook returned is answered with. Errors with
+/// no status of their own are answered `INTERNAL` without their text.
+pub(crate) fn status_of(error: &RpcError) -> (Status, String) {
+    match error {
+        RpcError::Unauthenticated { message } => (Status::Unauthenticated, message.to_string()),
+        RpcError::PermissionDenied { message } => (Status::PermissionDenied, message.to_string()),
+        RpcError::ResourceExhausted { message } => (Status::ResourceExhausted, message.to_string()),
+        RpcError::Unavailable { reason } => (Status::Unavailable, reason.to_string()),
+        RpcError::DeadlineExceeded { .. } => (Status::DeadlineExceeded, String::new()),
+        other => {
+            tracing::info!(error = %other, "a server hook refused a call");
+            (Status::Internal, "the call was refused".to_owned())
+        }
+    }
+}
