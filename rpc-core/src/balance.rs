@@ -21,19 +21,19 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::channel::{CallOptions, Channel, ChannelShared, MethodSpec};
+use crate::channel::{CallOptions, Channel, ChannelShared, EncodeArgs, MethodSpec};
 use crate::config::BalanceConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
 use crate::health::{HealthClient, ServingStatus};
 use crate::recover::lock;
+use crate::wire::Status;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -193,15 +193,15 @@ impl Balancer {
 
     /// Calls `method` on a ready connection, retrying an idempotent method on another
     /// endpoint after a transport failure (see the module documentation).
-    pub(crate) async fn call<A, R>(
+    pub(crate) async fn call<E, T>(
         &self,
         method: &MethodSpec,
         options: &CallOptions,
-        args: &A,
-    ) -> Result<R, RpcError>
+        args: &E,
+        finish: &(dyn Fn(Status, Bytes) -> Result<T, RpcError> + Sync),
+    ) -> Result<T, RpcError>
     where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
+        E: EncodeArgs + ?Sized,
     {
         // Every attempt shares the deadline the call started with.
         let deadline = options.deadline_for_call(self.config.channel.default_timeout);
@@ -213,7 +213,12 @@ impl Balancer {
         let mut failed_endpoint: Option<Arc<str>> = None;
         loop {
             let ready = self.pick(deadline, failed_endpoint.as_deref()).await?;
-            let outcome = ready.connection.call(method, &options, args).await;
+            let outcome = ready
+                .connection
+                .unary(method, &options, args, |status, payload| {
+                    finish(status, payload)
+                })
+                .await;
             drop(ready.channel);
             match outcome {
                 Err(error)

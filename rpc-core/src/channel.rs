@@ -29,6 +29,7 @@ use crate::codec;
 use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
+use crate::middleware::{self, BoxError, ClientCall, ClientStack, SendCall};
 use crate::observe::{self, CallObserver};
 use crate::outbox::{self, InFlight, Lane, Outbox};
 use crate::recover::lock;
@@ -158,6 +159,26 @@ enum Route {
     Connection(Arc<ChannelHandle>),
     /// Over one of the connections a balancer keeps to a set of endpoints.
     Balanced(Arc<Balancer>),
+    /// Through client middleware, then over another channel.
+    Layered(Arc<Layered>),
+}
+
+/// A channel behind client middleware.
+#[derive(Debug)]
+struct Layered {
+    inner: Channel,
+    stack: ClientStack,
+}
+
+impl Layered {
+    async fn send(&self, call: ClientCall) -> Result<Bytes, RpcError> {
+        use tower::ServiceExt;
+        self.stack
+            .clone()
+            .oneshot(call)
+            .await
+            .map_err(middleware::client_error)
+    }
 }
 
 /// Dropped when the last `Channel` clone is: starts an orderly close.
@@ -306,6 +327,7 @@ impl Channel {
         match &self.route {
             Route::Connection(handle) => &handle.shared.peer,
             Route::Balanced(balancer) => balancer.peer(),
+            Route::Layered(layered) => layered.inner.peer(),
         }
     }
 
@@ -315,6 +337,7 @@ impl Channel {
         match &self.route {
             Route::Connection(handle) => &handle.shared.config,
             Route::Balanced(balancer) => &balancer.config().channel,
+            Route::Layered(layered) => layered.inner.config(),
         }
     }
 
@@ -325,6 +348,7 @@ impl Channel {
         match &self.route {
             Route::Connection(handle) => handle.shared.calls_in_flight(),
             Route::Balanced(balancer) => balancer.calls_in_flight(),
+            Route::Layered(layered) => layered.inner.calls_in_flight(),
         }
     }
 
@@ -334,6 +358,7 @@ impl Channel {
         match &self.route {
             Route::Connection(handle) => handle.shared.is_closed(),
             Route::Balanced(_) => false,
+            Route::Layered(layered) => layered.inner.is_closed(),
         }
     }
 
@@ -343,6 +368,7 @@ impl Channel {
         match &self.route {
             Route::Connection(handle) => handle.shared.closed().await,
             Route::Balanced(_) => std::future::pending().await,
+            Route::Layered(layered) => Box::pin(layered.inner.closed()).await,
         }
     }
 
@@ -365,7 +391,17 @@ impl Channel {
     {
         match &self.route {
             Route::Connection(handle) => handle.shared.call(method, options, args).await,
-            Route::Balanced(balancer) => balancer.call(method, options, args).await,
+            Route::Balanced(balancer) => {
+                let decode = |status, payload: Bytes| decode_response(method, status, &payload);
+                balancer.call(method, options, &Typed(args), &decode).await
+            }
+            Route::Layered(layered) => {
+                let mut encoded = BytesMut::new();
+                codec::encode_into(&mut encoded, args)?;
+                let call = ClientCall::new(*method, options.clone(), encoded.freeze());
+                let payload = layered.send(call).await?;
+                decode_response(method, Status::Ok, &payload)
+            }
         }
     }
 
@@ -418,6 +454,71 @@ impl Channel {
             .await
     }
 
+    /// This channel with its unary calls wrapped in a `tower` layer (see
+    /// [`middleware`](crate::middleware)): the layer's service takes a [`ClientCall`] (the
+    /// method, options and encoded arguments, which it may change) and returns the encoded
+    /// result. The layer added last is outermost. Streaming calls bypass client layers.
+    ///
+    /// ```
+    /// # async fn example(channel: rpc_core::Channel) {
+    /// use std::time::Duration;
+    ///
+    /// let channel = channel
+    ///     .layer(tower::limit::ConcurrencyLimitLayer::new(32))
+    ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(2)));
+    /// # let _ = channel;
+    /// # }
+    /// ```
+    pub fn layer<L>(self, layer: L) -> Channel
+    where
+        L: tower::Layer<ClientStack>,
+        L::Service: tower::Service<ClientCall, Response = Bytes> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<ClientCall>>::Error: Into<BoxError>,
+        <L::Service as tower::Service<ClientCall>>::Future: Send + 'static,
+    {
+        use tower::ServiceExt;
+        let (inner, stack) = match &self.route {
+            Route::Layered(layered) => (layered.inner.clone(), layered.stack.clone()),
+            _ => (self.clone(), ClientStack::new(SendCall::new(self.clone()))),
+        };
+        let stack = ClientStack::new(layer.layer(stack).map_err(Into::into));
+        Channel {
+            route: Route::Layered(Arc::new(Layered { inner, stack })),
+        }
+    }
+
+    /// A unary call with its arguments encoded already, over whatever this channel is;
+    /// the encoded result. The innermost service of client middleware calls it.
+    pub(crate) async fn call_encoded(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &[u8],
+    ) -> Result<Bytes, RpcError> {
+        let raw = |status, payload: Bytes| match status {
+            Status::Ok => Ok(payload),
+            status => Err(status_error(
+                method.service,
+                method.method,
+                status,
+                &payload,
+            )),
+        };
+        match &self.route {
+            Route::Connection(handle) => {
+                handle
+                    .shared
+                    .unary(method, options, &Encoded(args), raw)
+                    .await
+            }
+            Route::Balanced(balancer) => balancer.call(method, options, &Encoded(args), &raw).await,
+            Route::Layered(layered) => {
+                let call = ClientCall::new(*method, options.clone(), Bytes::copy_from_slice(args));
+                layered.send(call).await
+            }
+        }
+    }
+
     /// A channel that sends each call over one of the connections a balancer keeps.
     pub(crate) fn balanced_route(balancer: Arc<Balancer>) -> Channel {
         Channel {
@@ -431,12 +532,20 @@ impl Channel {
         &self,
         options: &CallOptions,
     ) -> Result<(Arc<ChannelShared>, Option<Channel>), RpcError> {
-        match &self.route {
+        let mut route = &self.route;
+        // Middleware wraps unary calls; streaming calls go straight to the channel below.
+        while let Route::Layered(layered) = route {
+            route = &layered.inner.route;
+        }
+        match route {
             Route::Connection(handle) => Ok((handle.shared.clone(), None)),
             Route::Balanced(balancer) => {
                 let (connection, channel) = balancer.pick_for(options).await?;
                 Ok((connection, Some(channel)))
             }
+            Route::Layered(_) => Err(RpcError::Internal {
+                message: "a layered channel below a layered channel".into(),
+            }),
         }
     }
 
@@ -444,7 +553,7 @@ impl Channel {
     pub(crate) fn connection(&self) -> Option<&Arc<ChannelShared>> {
         match &self.route {
             Route::Connection(handle) => Some(&handle.shared),
-            Route::Balanced(_) => None,
+            Route::Balanced(_) | Route::Layered(_) => None,
         }
     }
 }
@@ -493,6 +602,24 @@ impl ChannelShared {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        self.unary(method, options, &Typed(args), |status, payload| {
+            decode_response(method, status, &payload)
+        })
+        .await
+    }
+
+    /// One unary call, observed, within its deadline; `finish` turns the response into
+    /// the result.
+    pub(crate) async fn unary<E, T>(
+        &self,
+        method: &MethodSpec,
+        options: &CallOptions,
+        args: &E,
+        finish: impl FnOnce(Status, Bytes) -> Result<T, RpcError>,
+    ) -> Result<T, RpcError>
+    where
+        E: EncodeArgs + ?Sized,
+    {
         let deadline = options.deadline_for_call(self.config.default_timeout);
         let (observer, traceparent) = self.observe(method);
         let metadata = self.call_metadata(method, options, traceparent);
@@ -505,7 +632,7 @@ impl ChannelShared {
                 .unwrap_or(Err(RpcError::DeadlineExceeded {})),
             None => exchange.await,
         }
-        .and_then(|(status, payload)| decode_response(method, status, &payload));
+        .and_then(|(status, payload)| finish(status, payload));
         observer.finish(outcome.as_ref().map_or_else(observe::error_kind, |_| "ok"));
         outcome
     }
@@ -646,7 +773,7 @@ impl ChannelShared {
     }
 
     /// Sends one request and waits for its response frame.
-    async fn exchange<A: Serialize + ?Sized>(
+    async fn exchange<A: EncodeArgs + ?Sized>(
         &self,
         method: &MethodSpec,
         deadline: Option<Instant>,
@@ -732,7 +859,7 @@ impl ChannelShared {
                     method,
                     call.deadline,
                     call.metadata,
-                    args,
+                    &Typed(args),
                     request_stream,
                     max_frame,
                 )?;
@@ -1083,9 +1210,34 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A request's arguments: a value to encode, or bytes encoded already (by middleware's
+/// caller).
+pub(crate) trait EncodeArgs {
+    fn encode_args(&self, buf: &mut BytesMut) -> Result<(), RpcError>;
+}
+
+/// Arguments to encode.
+pub(crate) struct Typed<'a, A: ?Sized>(pub(crate) &'a A);
+
+impl<A: Serialize + ?Sized> EncodeArgs for Typed<'_, A> {
+    fn encode_args(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
+        codec::encode_into(buf, self.0)
+    }
+}
+
+/// Arguments encoded already.
+pub(crate) struct Encoded<'a>(pub(crate) &'a [u8]);
+
+impl EncodeArgs for Encoded<'_> {
+    fn encode_args(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
+        buf.extend_from_slice(self.0);
+        Ok(())
+    }
+}
+
 /// Appends a REQUEST frame: header, then the encoded arguments.
 #[allow(clippy::too_many_arguments)]
-fn encode_request<A: Serialize + ?Sized>(
+fn encode_request<A: EncodeArgs + ?Sized>(
     buf: &mut BytesMut,
     call_id: u32,
     method: &MethodSpec,
@@ -1117,7 +1269,7 @@ fn encode_request<A: Serialize + ?Sized>(
         request_stream,
     };
     let start = wire::start_request(buf, &head, metadata)?;
-    if let Err(error) = codec::encode_into(buf, args) {
+    if let Err(error) = args.encode_args(buf) {
         wire::abandon_frame(buf, start);
         return Err(error);
     }

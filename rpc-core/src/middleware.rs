@@ -1,4 +1,7 @@
-//! Server middleware: `tower` layers around every call, added with `Server::layer`.
+//! Middleware: `tower` layers around every call, added with `Server::layer` on the server
+//! and `Channel::layer` on the client.
+//!
+//! ## Server
 //!
 //! Each call reaches the stack as a [`ServerCall`] (its service, method and context, with
 //! the handler ready to run); the innermost service runs the handler. Any tower layer whose
@@ -20,13 +23,23 @@
 //! ```
 //!
 //! With no layer, calls take the direct path and pay nothing for this.
+//!
+//! ## Client
+//!
+//! Each unary call reaches the stack as a [`ClientCall`] (method, options, encoded
+//! arguments; a layer may change the options, to add metadata or a deadline) and leaves it
+//! as the encoded result; the innermost service sends it over the channel. The same tower
+//! layers fit (a timeout, a concurrency or rate limit). Streaming calls bypass client
+//! layers.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
+use bytes::Bytes;
 use tower::util::BoxCloneSyncService;
 
+use crate::channel::{CallOptions, Channel, MethodSpec};
 use crate::context::Context;
 use crate::dispatch::{HandlerFuture, Reply};
 use crate::error::RpcError;
@@ -102,8 +115,8 @@ impl tower::Service<ServerCall> for RunHandler {
     }
 }
 
-/// A whole middleware stack, type-erased.
-pub(crate) type CallStack = BoxCloneSyncService<ServerCall, Reply, BoxError>;
+/// A whole server middleware stack, type-erased.
+pub type CallStack = BoxCloneSyncService<ServerCall, Reply, BoxError>;
 
 /// The handler future that runs `call` through `stack`; a refusal by the stack becomes an
 /// error response.
@@ -152,5 +165,94 @@ pub(crate) fn status_of(error: &RpcError) -> (Status, String) {
             tracing::info!(error = %other, "a server hook refused a call");
             (Status::Internal, "the call was refused".to_owned())
         }
+    }
+}
+
+/// A unary call on its way out, as client middleware sees it.
+#[derive(Debug, Clone)]
+pub struct ClientCall {
+    method: MethodSpec,
+    options: CallOptions,
+    args: Bytes,
+}
+
+impl ClientCall {
+    pub(crate) fn new(method: MethodSpec, options: CallOptions, args: Bytes) -> ClientCall {
+        ClientCall {
+            method,
+            options,
+            args,
+        }
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &MethodSpec {
+        &self.method
+    }
+
+    /// The call's options (timeout, deadline, metadata).
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// The call's options, to change (add metadata, say).
+    pub fn options_mut(&mut self) -> &mut CallOptions {
+        &mut self.options
+    }
+
+    /// The encoded arguments.
+    pub fn args(&self) -> &Bytes {
+        &self.args
+    }
+}
+
+/// The innermost service of a client stack: sends the call over a channel.
+#[derive(Debug, Clone)]
+pub struct SendCall(Channel);
+
+impl SendCall {
+    pub(crate) fn new(channel: Channel) -> SendCall {
+        SendCall(channel)
+    }
+}
+
+impl tower::Service<ClientCall> for SendCall {
+    type Response = Bytes;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ClientCall) -> Self::Future {
+        let channel = self.0.clone();
+        Box::pin(async move {
+            channel
+                .call_encoded(&call.method, &call.options, &call.args)
+                .await
+                .map_err(Into::into)
+        })
+    }
+}
+
+/// A whole client stack, type-erased.
+pub type ClientStack = BoxCloneSyncService<ClientCall, Bytes, BoxError>;
+
+/// The error a call through client middleware ends with: an `RpcError` as itself, tower's
+/// timeout as `DeadlineExceeded`, load shedding as `ResourceExhausted`, anything else as
+/// `Internal` with its text.
+pub(crate) fn client_error(error: BoxError) -> RpcError {
+    match error.downcast::<RpcError>() {
+        Ok(error) => *error,
+        Err(error) if error.is::<tower::timeout::error::Elapsed>() => RpcError::DeadlineExceeded {},
+        Err(error) if error.is::<tower::load_shed::error::Overloaded>() => {
+            RpcError::ResourceExhausted {
+                message: "the client's middleware shed the call".into(),
+            }
+        }
+        Err(error) => RpcError::Internal {
+            message: error.to_string().into(),
+        },
     }
 }

@@ -116,3 +116,49 @@ async fn an_authentication_layer_composes_with_the_others() {
         3
     );
 }
+
+/// A client layer that adds the token to every call.
+#[derive(Clone)]
+struct AddToken<S>(S);
+
+impl<S> tower::Service<rpc_core::middleware::ClientCall> for AddToken<S>
+where
+    S: tower::Service<rpc_core::middleware::ClientCall>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut call: rpc_core::middleware::ClientCall) -> S::Future {
+        let options = std::mem::take(call.options_mut());
+        *call.options_mut() = options.with_metadata("token", "open sesame");
+        self.0.call(call)
+    }
+}
+
+#[tokio::test]
+async fn client_layers_wrap_unary_calls() {
+    let (server, _) = with_layers(|server| server.layer(tower::layer::layer_fn(RequireToken)));
+    for transport in Transport::ALL {
+        let server = TestServer::start(server.clone(), transport).await;
+        let channel = server
+            .connect()
+            .await
+            .layer(tower::layer::layer_fn(AddToken))
+            .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+                100,
+            )));
+        let calc = CalculatorClient::new(channel.clone());
+        assert_eq!(calc.add(2, 2).await.unwrap(), 4, "{transport:?}");
+        let probe = ProbeClient::new(channel);
+        let error = probe.sleep(2_000).await.unwrap_err();
+        assert!(
+            matches!(error, RpcError::DeadlineExceeded { .. }),
+            "{transport:?}: {error}"
+        );
+    }
+}
