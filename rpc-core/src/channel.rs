@@ -12,7 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -206,6 +206,8 @@ pub(crate) struct ChannelShared {
     last_pong: AtomicU64,
     /// The services whose method fingerprints this connection has declared to the server.
     declared: Mutex<Vec<u32>>,
+    /// The service declared last (0 before any): calls to it skip the lock.
+    last_declared: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -280,6 +282,7 @@ impl Channel {
             peer,
             background_tasks: Mutex::new(Vec::new()),
             declared: Mutex::new(Vec::new()),
+            last_declared: AtomicU32::new(0),
             closed_notify: Notify::new(),
             last_pong: AtomicU64::new(0),
         });
@@ -762,7 +765,10 @@ impl ChannelShared {
     /// already. Called while the outbox is locked, so the declaration is always on the wire
     /// before the first request that relies on it.
     fn declare_service(&self, buf: &mut BytesMut, method: &MethodSpec) {
-        if method.service_fingerprints.is_empty() {
+        // Most channels call one service: its id is remembered outside the lock.
+        if method.service_fingerprints.is_empty()
+            || self.last_declared.load(Ordering::Relaxed) == method.service_id
+        {
             return;
         }
         let mut declared = lock(&self.declared);
@@ -770,6 +776,8 @@ impl ChannelShared {
             declared.push(method.service_id);
             wire::encode_declare(buf, method.service_id, method.service_fingerprints);
         }
+        self.last_declared
+            .store(method.service_id, Ordering::Relaxed);
     }
 
     /// Sends one request and waits for its response frame.

@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_client;
 mod middleware;
 mod observe;
+mod properties;
 mod shutdown;
 mod streams;
 mod stress;
