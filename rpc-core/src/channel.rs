@@ -22,7 +22,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tracing::Instrument;
 
 use crate::balance::Balancer;
 use crate::codec;
@@ -394,15 +393,17 @@ impl Channel {
     {
         match &self.route {
             Route::Connection(handle) => handle.shared.call(method, options, args).await,
+            // The other routes' futures are boxed, so that they do not make every call's
+            // future as large as theirs (moving a large future costs a copy per move).
             Route::Balanced(balancer) => {
                 let decode = |status, payload: Bytes| decode_response(method, status, &payload);
-                balancer.call(method, options, &Typed(args), &decode).await
+                Box::pin(balancer.call(method, options, &Typed(args), &decode)).await
             }
             Route::Layered(layered) => {
                 let mut encoded = BytesMut::new();
                 codec::encode_into(&mut encoded, args)?;
                 let call = ClientCall::new(*method, options.clone(), encoded.freeze());
-                let payload = layered.send(call).await?;
+                let payload = Box::pin(layered.send(call)).await?;
                 decode_response(method, Status::Ok, &payload)
             }
         }
@@ -626,9 +627,8 @@ impl ChannelShared {
         let deadline = options.deadline_for_call(self.config.default_timeout);
         let (observer, traceparent) = self.observe(method);
         let metadata = self.call_metadata(method, options, traceparent);
-        let exchange = self
-            .exchange(method, deadline, &metadata, args, &observer)
-            .instrument(observer.span().clone());
+        let exchange = self.exchange(method, deadline, &metadata, args, &observer);
+        let exchange = observe::within(observer.span(), exchange);
         let outcome = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await
@@ -709,9 +709,7 @@ impl ChannelShared {
             input,
             output,
         };
-        let exchange = self
-            .exchange_streams(method, args, call)
-            .instrument(observer.span().clone());
+        let exchange = observe::within(observer.span(), self.exchange_streams(method, args, call));
         let outcome = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
                 .await

@@ -87,6 +87,19 @@ pub(crate) async fn in_trace<F: std::future::Future>(trace: TraceContext, future
     CURRENT_TRACE.scope(trace, future).await
 }
 
+/// `future`, run inside `span` if there is one. A disabled span is never entered: entering
+/// one still costs a lookup per poll (more with tracing's `log` feature).
+pub(crate) fn within<F: std::future::Future>(
+    span: Option<&Span>,
+    future: F,
+) -> futures_util::future::Either<F, tracing::instrument::Instrumented<F>> {
+    use tracing::Instrument;
+    match span {
+        None => futures_util::future::Either::Left(future),
+        Some(span) => futures_util::future::Either::Right(future.instrument(span.clone())),
+    }
+}
+
 /// The name of an error's kind, for the `outcome` label and span field.
 pub(crate) fn error_kind(error: &RpcError) -> &'static str {
     match error {
@@ -127,16 +140,20 @@ pub(crate) fn status_kind(status: Status) -> &'static str {
     }
 }
 
-/// Watches one call from start to end: its span, and its metrics when they are on.
+/// Watches one call from start to end: its span, and its metrics when they are on. Empty
+/// (and free) for a call nobody observes: no subscriber wants its span, metrics are off,
+/// and it is not part of a trace.
 #[derive(Debug)]
-pub(crate) struct CallObserver {
+pub(crate) struct CallObserver(Option<Observed>);
+
+#[derive(Debug)]
+struct Observed {
     span: Span,
     side: Side,
     service: &'static str,
     method: &'static str,
     metrics: bool,
-    /// Read only when something will use it (an enabled span, metrics).
-    started: Option<Instant>,
+    started: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,17 +170,27 @@ impl CallObserver {
         peer: &Peer,
         metrics: bool,
     ) -> (CallObserver, Option<String>) {
-        let span = tracing::debug_span!(
-            "rpc.client",
-            service,
-            method,
-            peer = %peer,
-            call_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            duration_us = tracing::field::Empty,
-        );
+        // `enabled!` first: without a subscriber, a span macro with tracing's `log` feature
+        // on formats every field for `log`, even when nothing listens.
+        let traced = tracing::enabled!(tracing::Level::DEBUG);
         let inherited = CURRENT_TRACE.try_with(|trace| *trace).ok();
+        if !traced && !metrics && inherited.is_none() {
+            return (CallObserver(None), None);
+        }
+        let span = if traced {
+            tracing::debug_span!(
+                "rpc.client",
+                service,
+                method,
+                peer = %peer,
+                call_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                duration_us = tracing::field::Empty,
+            )
+        } else {
+            Span::none()
+        };
         let traceparent = if inherited.is_some() || !span.is_disabled() {
             let trace = inherited.unwrap_or_else(|| TraceContext {
                 trace_id: random_u128(),
@@ -190,6 +217,9 @@ impl CallObserver {
         trace: Option<TraceContext>,
         metrics: bool,
     ) -> CallObserver {
+        if !metrics && !tracing::enabled!(tracing::Level::DEBUG) {
+            return CallObserver(None);
+        }
         let span = tracing::debug_span!(
             "rpc.server",
             service,
@@ -216,28 +246,32 @@ impl CallObserver {
         method: &'static str,
         metrics: bool,
     ) -> CallObserver {
-        let started = (metrics || !span.is_disabled()).then(Instant::now);
         if metrics {
             in_flight_gauge(side, service, method).increment(1.0);
         }
-        CallObserver {
+        CallObserver(Some(Observed {
             span,
             side,
             service,
             method,
             metrics,
-            started,
-        }
+            started: Instant::now(),
+        }))
     }
 
-    /// The call's span, to run its work in.
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
+    /// The call's span, to run its work in (`None` when nobody observes the call).
+    pub(crate) fn span(&self) -> Option<&Span> {
+        self.0
+            .as_ref()
+            .map(|observed| &observed.span)
+            .filter(|span| !span.is_disabled())
     }
 
     /// Records the call id once it is known (client side).
     pub(crate) fn record_call_id(&self, call_id: u32) {
-        self.span.record("call_id", call_id);
+        if let Some(span) = self.span() {
+            span.record("call_id", call_id);
+        }
     }
 
     /// Ends the observation with `outcome` (`"ok"` or an error kind).
@@ -246,25 +280,28 @@ impl CallObserver {
     }
 
     fn end(&mut self, outcome: &'static str) {
-        let Some(started) = self.started.take() else {
+        let Some(observed) = self.0.take() else {
             return;
         };
-        let elapsed = started.elapsed();
-        self.span.record("outcome", outcome);
-        self.span.record(
-            "duration_us",
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        );
-        if self.metrics {
-            let (calls, duration) = match self.side {
+        let elapsed = observed.started.elapsed();
+        if !observed.span.is_disabled() {
+            observed.span.record("outcome", outcome);
+            observed.span.record(
+                "duration_us",
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            );
+        }
+        if observed.metrics {
+            let (calls, duration) = match observed.side {
                 Side::Client => ("rpc_client_calls_total", "rpc_client_call_duration_seconds"),
                 Side::Server => ("rpc_server_calls_total", "rpc_server_call_duration_seconds"),
             };
-            metrics::counter!(calls, "service" => self.service, "method" => self.method, "outcome" => outcome)
+            let (service, method) = (observed.service, observed.method);
+            metrics::counter!(calls, "service" => service, "method" => method, "outcome" => outcome)
                 .increment(1);
-            metrics::histogram!(duration, "service" => self.service, "method" => self.method)
+            metrics::histogram!(duration, "service" => service, "method" => method)
                 .record(elapsed.as_secs_f64());
-            in_flight_gauge(self.side, self.service, self.method).decrement(1.0);
+            in_flight_gauge(observed.side, service, method).decrement(1.0);
         }
     }
 }

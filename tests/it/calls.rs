@@ -243,3 +243,14 @@ async fn clients_and_channels_are_send_sync_and_cheap_to_clone() {
     fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<RpcError>();
 }
+
+/// A call's future stays small: it is moved (into `tokio::spawn`, say) on every call.
+#[tokio::test]
+async fn a_call_future_is_small() {
+    let server = TestServer::start(test_server().0, Transport::Loopback).await;
+    let calc = CalculatorClient::new(server.connect().await);
+    let call = calc.add(1, 2);
+    eprintln!("call future: {} bytes", std::mem::size_of_val(&call));
+    assert!(std::mem::size_of_val(&call) <= 1024);
+    assert_eq!(call.await.unwrap(), 3);
+}

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
-use tracing::Instrument;
 
 use super::{CallInfo, Server, ServerInner, Shutdown};
 use crate::channel::status_error;
@@ -589,8 +588,8 @@ impl ConnState {
         if let Some(trace) = trace {
             handler = Box::pin(observe::in_trace(trace, handler));
         }
-        if !observer.span().is_disabled() {
-            handler = Box::pin(handler.instrument(observer.span().clone()));
+        if let Some(span) = observer.span() {
+            handler = Box::pin(observe::within(Some(span), handler));
         }
         // Poll the handler once right here: most handlers finish without waiting, and then
         // the response is queued without a task spawn or a hop to another task. A handler
