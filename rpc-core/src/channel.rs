@@ -428,10 +428,12 @@ impl Channel {
         I: Serialize + Send + 'static,
         R: DeserializeOwned,
     {
-        let (connection, _open) = self.for_call(options).await?;
-        connection
+        let (connection, picked) = self.for_call(options).await?;
+        let stream = connection
             .call_streaming(method, options, args, input)
-            .await
+            .await?;
+        // The stream outlives this call: it keeps its connection open while it is read.
+        Ok(stream.holding(picked.unwrap_or_else(|| self.clone())))
     }
 
     /// Calls a method that takes a request stream and returns a single result: `input` is

@@ -256,3 +256,102 @@ pub(crate) fn client_error(error: BoxError) -> RpcError {
         },
     }
 }
+
+/// An [`Interceptor`](crate::Interceptor) as a tower layer, so that authentication and
+/// authorisation compose with the other layers of a stack (in the order the stack gives):
+///
+/// ```
+/// use std::time::Duration;
+/// use rpc_core::middleware::InterceptLayer;
+/// use rpc_core::{CallInfo, RpcError, Server};
+///
+/// let require_token = |call: &CallInfo<'_>| match call.context().metadata("token") {
+///     Some("let-me-in") => Ok(()),
+///     _ => Err(RpcError::Unauthenticated { message: "a token is required".into() }),
+/// };
+/// let server = Server::new()
+///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+///     .layer(InterceptLayer::new(require_token));
+/// # let _ = server;
+/// ```
+#[derive(Clone)]
+pub struct InterceptLayer {
+    interceptor: std::sync::Arc<dyn crate::Interceptor>,
+}
+
+impl std::fmt::Debug for InterceptLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptLayer").finish_non_exhaustive()
+    }
+}
+
+impl InterceptLayer {
+    /// A layer that asks `interceptor` about every call before passing it on.
+    pub fn new(interceptor: impl crate::Interceptor) -> InterceptLayer {
+        InterceptLayer {
+            interceptor: std::sync::Arc::new(interceptor),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for InterceptLayer {
+    type Service = Intercept<S>;
+
+    fn layer(&self, inner: S) -> Intercept<S> {
+        Intercept {
+            inner,
+            interceptor: self.interceptor.clone(),
+        }
+    }
+}
+
+/// The service of an [`InterceptLayer`]: refuses a call with the interceptor's error, or
+/// passes it to the service inside.
+#[derive(Clone)]
+pub struct Intercept<S> {
+    inner: S,
+    interceptor: std::sync::Arc<dyn crate::Interceptor>,
+}
+
+impl<S> std::fmt::Debug for Intercept<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intercept").finish_non_exhaustive()
+    }
+}
+
+impl<S> tower::Service<ServerCall> for Intercept<S>
+where
+    S: tower::Service<ServerCall, Response = Reply>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, call: ServerCall) -> Self::Future {
+        let info = crate::CallInfo::new(call.service, call.method, &call.context);
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.interceptor.intercept(&info)
+        }))
+        .map_err(|panic| crate::recover::panic_message(&*panic));
+        match verdict {
+            Ok(Ok(())) => {
+                let future = self.inner.call(call);
+                Box::pin(async move { future.await.map_err(Into::into) })
+            }
+            Ok(Err(refusal)) => Box::pin(std::future::ready(Err(refusal.into()))),
+            Err(panic) => {
+                tracing::error!(%panic, "an interceptor panicked");
+                let refusal = RpcError::Internal {
+                    message: "the call was refused".into(),
+                };
+                Box::pin(std::future::ready(Err(refusal.into())))
+            }
+        }
+    }
+}

@@ -20,6 +20,7 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::channel::Channel;
 use crate::codec;
 use crate::error::RpcError;
 use crate::outbox::{Lane, Outbox};
@@ -124,8 +125,19 @@ impl<T> Streaming<T> {
                 deadline: deadline
                     .map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into()))),
                 done: false,
+                channel: None,
             }),
         }
+    }
+}
+
+impl<T> Streaming<T> {
+    /// Keeps `channel` (the one this stream arrives on) open while the stream is read.
+    pub(crate) fn holding(mut self, channel: Channel) -> Self {
+        if let Source::Remote(inbound) = &mut self.source {
+            inbound.channel = Some(channel);
+        }
+        self
     }
 }
 
@@ -147,6 +159,9 @@ struct Inbound<T> {
     decode: fn(&[u8]) -> Result<T, RpcError>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// The channel the stream arrives on, kept open for as long as the stream is read
+    /// (the caller may drop its own handle, or a balancer its connection, meanwhile).
+    channel: Option<Channel>,
 }
 
 impl<T> Inbound<T> {

@@ -162,3 +162,34 @@ async fn client_layers_wrap_unary_calls() {
         );
     }
 }
+
+/// An interceptor used as a layer composes with the rest of the stack like any layer.
+#[tokio::test]
+async fn an_interceptor_works_as_a_layer() {
+    use rpc_core::middleware::InterceptLayer;
+    let require_token = |call: &rpc_core::CallInfo<'_>| match call.context().metadata("token") {
+        Some("open sesame") => Ok(()),
+        _ => Err(RpcError::PermissionDenied {
+            message: format!("no entry to {}", call.method()).into(),
+        }),
+    };
+    let (server, _) = with_layers(|server| {
+        server
+            .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(50)))
+            .layer(InterceptLayer::new(require_token))
+    });
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let probe = ProbeClient::new(server.connect().await);
+    let error = probe.sleep(1).await.unwrap_err();
+    assert!(
+        matches!(&error, RpcError::PermissionDenied { message } if message.contains("no entry to sleep")),
+        "{error}"
+    );
+    let allowed = probe.with_metadata("token", "open sesame");
+    assert_eq!(allowed.sleep(1).await.unwrap(), 1);
+    let error = allowed.sleep(2_000).await.unwrap_err();
+    assert!(
+        matches!(error, RpcError::DeadlineExceeded { .. }),
+        "{error}"
+    );
+}

@@ -446,3 +446,16 @@ async fn large_items_arrive_whole_while_calls_go_out_between_their_pieces() {
         reader.abort();
     }
 }
+
+/// A stream keeps its connection open while it is read, even once every handle to the
+/// channel it came on is dropped (and over a balanced channel, whatever the balancer does).
+#[tokio::test]
+async fn a_stream_keeps_its_connection_open_after_the_channel_is_dropped() {
+    for transport in Transport::ALL {
+        let (_server, feed, _) = feed_on(transport).await;
+        let ticks = feed.ticks(20_000).await.unwrap();
+        drop(feed);
+        let received: Vec<u64> = ticks.map(|tick| tick.unwrap()).collect().await;
+        assert_eq!(received.len(), 20_000, "{transport:?}");
+    }
+}
