@@ -367,3 +367,51 @@ async fn a_dns_name_is_resolved_to_its_replicas() {
         7
     );
 }
+
+/// A resolver whose answer the test changes, as DNS does when replicas come and go.
+#[derive(Clone, Default)]
+struct Changing(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rpc_core::Resolve for Changing {
+    fn resolve(&self) -> rpc_core::BoxFuture<'_, Result<Vec<String>, RpcError>> {
+        let endpoints = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(endpoints) })
+    }
+
+    fn describe(&self) -> String {
+        "a changing list".to_owned()
+    }
+}
+
+/// Endpoints are resolved again every `resolve_interval`: a replica that appears gets
+/// calls, one that disappears gets none.
+#[tokio::test]
+async fn replicas_that_appear_and_disappear_in_resolution_are_followed() {
+    let (first_node, second_node) = (Node::new(1), Node::new(2));
+    let first = first_node.start(any_port());
+    let second = second_node.start(any_port());
+    let resolver = Changing::default();
+    resolver.0.lock().unwrap().push(first.address.to_string());
+    let mut config = quick_config();
+    config.resolve_interval = Duration::from_millis(50);
+    let connector = rpc_transport::tcp::TcpConnector::default();
+    let client = ReplicatedClient::new(rpc_core::Channel::balanced(
+        resolver.clone(),
+        connector,
+        config,
+    ));
+    let answers = until_answers(&client, "ten answers", |answers| answers.len() >= 10).await;
+    assert!(answers.iter().all(|id| *id == 1), "{answers:?}");
+
+    resolver.0.lock().unwrap().push(second.address.to_string());
+    until_answers(&client, "the new replica answered", |answers| {
+        answers.contains(&2)
+    })
+    .await;
+
+    resolver.0.lock().unwrap().remove(0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answers = until_answers(&client, "twenty answers", |answers| answers.len() >= 20).await;
+    assert!(answers.iter().all(|id| *id == 2), "{answers:?}");
+    drop((first, second));
+}
