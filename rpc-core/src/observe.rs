@@ -100,6 +100,13 @@ pub(crate) fn within<F: std::future::Future>(
     }
 }
 
+/// Whether any `tracing` subscriber was ever set. Until one is, no span is built: with
+/// tracing's `log` feature on (and many applications have it), a span macro with no
+/// subscriber formats every field for `log` on every call, even when nothing listens.
+fn subscribed() -> bool {
+    tracing::dispatcher::has_been_set()
+}
+
 /// The name of an error's kind, for the `outcome` label and span field.
 pub(crate) fn error_kind(error: &RpcError) -> &'static str {
     match error {
@@ -170,14 +177,7 @@ impl CallObserver {
         peer: &Peer,
         metrics: bool,
     ) -> (CallObserver, Option<String>) {
-        // `enabled!` first: without a subscriber, a span macro with tracing's `log` feature
-        // on formats every field for `log`, even when nothing listens.
-        let traced = tracing::enabled!(tracing::Level::DEBUG);
-        let inherited = CURRENT_TRACE.try_with(|trace| *trace).ok();
-        if !traced && !metrics && inherited.is_none() {
-            return (CallObserver(None), None);
-        }
-        let span = if traced {
+        let span = if subscribed() {
             tracing::debug_span!(
                 "rpc.client",
                 service,
@@ -191,6 +191,10 @@ impl CallObserver {
         } else {
             Span::none()
         };
+        let inherited = CURRENT_TRACE.try_with(|trace| *trace).ok();
+        if span.is_disabled() && !metrics && inherited.is_none() {
+            return (CallObserver(None), None);
+        }
         let traceparent = if inherited.is_some() || !span.is_disabled() {
             let trace = inherited.unwrap_or_else(|| TraceContext {
                 trace_id: random_u128(),
@@ -217,19 +221,23 @@ impl CallObserver {
         trace: Option<TraceContext>,
         metrics: bool,
     ) -> CallObserver {
-        if !metrics && !tracing::enabled!(tracing::Level::DEBUG) {
+        let span = if subscribed() {
+            tracing::debug_span!(
+                "rpc.server",
+                service,
+                method,
+                peer = %peer,
+                call_id,
+                trace_id = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                duration_us = tracing::field::Empty,
+            )
+        } else {
+            Span::none()
+        };
+        if span.is_disabled() && !metrics {
             return CallObserver(None);
         }
-        let span = tracing::debug_span!(
-            "rpc.server",
-            service,
-            method,
-            peer = %peer,
-            call_id,
-            trace_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            duration_us = tracing::field::Empty,
-        );
         if let Some(trace) = trace {
             span.record(
                 "trace_id",
