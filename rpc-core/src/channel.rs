@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use crate::balance::Balancer;
 use crate::codec;
 use crate::config::ChannelConfig;
-use crate::context::Peer;
+use crate::context::{Peer, RedactedMetadata};
 use crate::error::RpcError;
 use crate::middleware::{self, BoxError, ClientCall, ClientStack, SendCall};
 use crate::observe::{self, CallObserver};
@@ -98,12 +98,22 @@ impl fmt::Debug for ClientInterceptor {
 
 /// Per-call settings a client carries: timeout, deadline and metadata.
 ///
-/// Cheap to clone: metadata is shared.
-#[derive(Debug, Clone, Default)]
+/// Cheap to clone: metadata is shared. `Debug` shows metadata keys, never their values.
+#[derive(Clone, Default)]
 pub struct CallOptions {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     metadata: Arc<Vec<(String, String)>>,
+}
+
+impl fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("metadata", &RedactedMetadata(&self.metadata))
+            .finish()
+    }
 }
 
 impl CallOptions {

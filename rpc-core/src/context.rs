@@ -100,12 +100,38 @@ impl fmt::Display for Peer {
 ///     }
 /// }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     deadline: Option<Instant>,
     metadata: Vec<(String, String)>,
     peer: Arc<Peer>,
     call_id: u32,
+}
+
+/// Metadata values (credentials, tokens) are never printed: `Debug` shows each key and the
+/// length of its value.
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("deadline", &self.deadline)
+            .field("metadata", &RedactedMetadata(&self.metadata))
+            .field("peer", &self.peer)
+            .field("call_id", &self.call_id)
+            .finish()
+    }
+}
+
+/// Metadata as `Debug` shows it: each key, and only the length of its value.
+pub(crate) struct RedactedMetadata<'a>(pub(crate) &'a [(String, String)]);
+
+impl fmt::Debug for RedactedMetadata<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (key, value) in self.0 {
+            map.entry(key, &format_args!("<{} bytes>", value.len()));
+        }
+        map.finish()
+    }
 }
 
 impl Context {
@@ -162,5 +188,22 @@ impl Context {
     /// The call's id on its connection (for logs).
     pub fn call_id(&self) -> u32 {
         self.call_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_metadata_values() {
+        let context = Context::new(Arc::new(Peer::Loopback), 7).with_metadata(vec![(
+            "authorization".to_owned(),
+            "Bearer secret-token".to_owned(),
+        )]);
+        let printed = format!("{context:?}");
+        assert!(printed.contains("authorization"), "{printed}");
+        assert!(printed.contains("<19 bytes>"), "{printed}");
+        assert!(!printed.contains("secret-token"), "{printed}");
     }
 }

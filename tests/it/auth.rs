@@ -69,3 +69,14 @@ async fn a_client_interceptors_debug_output_hides_what_it_adds() {
     let config = with_token("secret-token");
     assert!(!format!("{config:?}").contains("secret-token"));
 }
+
+/// Metadata values (credentials) never show in `Debug` output, on either side.
+#[tokio::test]
+async fn debug_output_of_clients_never_shows_metadata_values() {
+    let server = TestServer::start(test_server().0, Transport::Loopback).await;
+    let calc = CalculatorClient::new(server.connect().await)
+        .with_metadata("authorization", "Bearer very-secret");
+    let printed = format!("{calc:?}");
+    assert!(printed.contains("authorization"), "{printed}");
+    assert!(!printed.contains("very-secret"), "{printed}");
+}
