@@ -641,13 +641,9 @@ impl ChannelShared {
         let metadata = self.call_metadata(method, options, traceparent);
         let exchange = self.exchange(method, deadline, &metadata, args, &observer);
         let exchange = observe::within(observer.span(), exchange);
-        let outcome = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
-                .await
-                .unwrap_or(Err(RpcError::DeadlineExceeded {})),
-            None => exchange.await,
-        }
-        .and_then(|(status, payload)| finish(status, payload));
+        let outcome = by_deadline(deadline, exchange)
+            .await
+            .and_then(|(status, payload)| finish(status, payload));
         observer.finish(outcome.as_ref().map_or_else(observe::error_kind, |_| "ok"));
         outcome
     }
@@ -722,12 +718,7 @@ impl ChannelShared {
             output,
         };
         let exchange = observe::within(observer.span(), self.exchange_streams(method, args, call));
-        let outcome = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), exchange)
-                .await
-                .unwrap_or(Err(RpcError::DeadlineExceeded {})),
-            None => exchange.await,
-        };
+        let outcome = by_deadline(deadline, exchange).await;
         // A streaming call is observed until its stream starts.
         observer.finish(outcome.as_ref().map_or_else(observe::error_kind, |_| "ok"));
         outcome
@@ -1014,6 +1005,26 @@ impl ChannelShared {
             task.abort();
         }
         self.closed_notify.notify_waiters();
+    }
+}
+
+/// `exchange`'s outcome, or `DeadlineExceeded` once `deadline` passes first. A plain
+/// combinator rather than an `async fn`, which would add a state machine to every call's
+/// future (`calls::a_call_future_is_small` watches its size).
+fn by_deadline<T, F>(
+    deadline: Option<Instant>,
+    exchange: F,
+) -> impl Future<Output = Result<T, RpcError>>
+where
+    F: Future<Output = Result<T, RpcError>>,
+{
+    use futures_util::future::{Either, FutureExt};
+    match deadline {
+        Some(deadline) => Either::Left(
+            tokio::time::timeout_at(deadline.into(), exchange)
+                .map(|outcome| outcome.unwrap_or(Err(RpcError::DeadlineExceeded {}))),
+        ),
+        None => Either::Right(exchange),
     }
 }
 
