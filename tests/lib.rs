@@ -385,16 +385,36 @@ where
 
 /// A well-formed request frame for `service.method` with an encoded argument tuple.
 pub fn request_frame<A: Serialize>(call_id: u32, service: &str, method: &str, args: &A) -> Vec<u8> {
+    request_bytes(call_id, service, method, None, &[], &encoded(args))
+}
+
+/// `value`'s encoding.
+pub fn encoded<A: Serialize>(value: &A) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    rpc_core::codec::encode_into(&mut buf, value).unwrap();
+    buf.to_vec()
+}
+
+/// A request frame built by hand: `service.method` with a deadline, metadata and a payload
+/// given as raw bytes (which may be anything, well formed or not).
+pub fn request_bytes(
+    call_id: u32,
+    service: &str,
+    method: &str,
+    deadline_micros: Option<u64>,
+    metadata: &[(String, String)],
+    payload: &[u8],
+) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
     let head = rpc_core::wire::RequestHead {
         call_id,
         service_id: rpc_core::wire::wire_id(service),
         method_id: rpc_core::wire::wire_id(method),
-        deadline_micros: None,
+        deadline_micros,
         request_stream: false,
     };
-    let start = rpc_core::wire::start_request(&mut buf, &head, &[]).unwrap();
-    rpc_core::codec::encode_into(&mut buf, args).unwrap();
+    let start = rpc_core::wire::start_request(&mut buf, &head, metadata).unwrap();
+    buf.extend_from_slice(payload);
     rpc_core::wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
     buf.to_vec()
 }

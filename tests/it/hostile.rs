@@ -352,18 +352,7 @@ impl Shapes for ShapesImpl {
 
 /// A request frame with a payload given as raw bytes.
 fn raw_request(call_id: u32, service: &str, method: &str, payload: &[u8]) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    let head = wire::RequestHead {
-        call_id,
-        service_id: wire::wire_id(service),
-        method_id: wire::wire_id(method),
-        deadline_micros: None,
-        request_stream: false,
-    };
-    let start = wire::start_request(&mut buf, &head, &[]).unwrap();
-    buf.extend_from_slice(payload);
-    wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
-    buf.to_vec()
+    request_bytes(call_id, service, method, None, &[], payload)
 }
 
 /// Catalogue rows 10 and 11: a payload nesting 100,000 levels deep, and a `Vec<()>` claiming
@@ -586,18 +575,14 @@ fn request_with_deadline<A: serde::Serialize>(
     deadline_micros: u64,
     args: &A,
 ) -> Vec<u8> {
-    let mut buf = bytes::BytesMut::new();
-    let head = wire::RequestHead {
+    request_bytes(
         call_id,
-        service_id: wire::wire_id("Probe"),
-        method_id: wire::wire_id(method),
-        deadline_micros: Some(deadline_micros),
-        request_stream: false,
-    };
-    let start = wire::start_request(&mut buf, &head, &[]).unwrap();
-    rpc_core::codec::encode_into(&mut buf, args).unwrap();
-    wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
-    buf.to_vec()
+        "Probe",
+        method,
+        Some(deadline_micros),
+        &[],
+        &encoded(args),
+    )
 }
 
 /// Catalogue rows 17 and 18: a deadline of 2^64-1 µs cannot overflow the server's clock
@@ -660,18 +645,9 @@ async fn oversized_metadata_fails_that_call_only() {
         .map(|i| (format!("{i}"), "v".to_owned()))
         .collect();
     for (call_id, metadata) in [(1, huge), (3, many)] {
-        let mut buf = bytes::BytesMut::new();
-        let head = wire::RequestHead {
-            call_id,
-            service_id: wire::wire_id("Calculator"),
-            method_id: wire::wire_id("add"),
-            deadline_micros: None,
-            request_stream: false,
-        };
-        let start = wire::start_request(&mut buf, &head, &metadata).unwrap();
-        rpc_core::codec::encode_into(&mut buf, &(1_i64, 1_i64)).unwrap();
-        wire::finish_frame(&mut buf, start, usize::MAX).unwrap();
-        raw.write_all(&buf).await.unwrap();
+        let args = encoded(&(1_i64, 1_i64));
+        let frame = request_bytes(call_id, "Calculator", "add", None, &metadata, &args);
+        raw.write_all(&frame).await.unwrap();
     }
     raw.write_all(&request_frame(5, "Calculator", "add", &(2_i64, 2_i64)))
         .await
