@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rpc_core::{service, BalanceConfig, RpcError, Server};
+use rpc_core::{service, RpcError, Server};
+use rpc_transport::policy::BalanceConfig;
 use tokio::sync::oneshot;
 
 /// A directory of users, replicated.

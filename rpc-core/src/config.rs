@@ -1,8 +1,11 @@
-//! Limits and timeouts of servers and channels. Every limit has a default; none is opt-in.
+//! Limits and timeouts of servers and channels, and the client's interceptor. Every limit
+//! has a default; none is opt-in.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::ClientInterceptor;
+use crate::call::MethodSpec;
 use crate::wire::{DEFAULT_MAX_FRAME, DEFAULT_MAX_METADATA};
 
 /// How a server treats each connection.
@@ -162,66 +165,42 @@ impl Default for ChannelConfig {
     }
 }
 
-/// How a balanced or reconnecting channel keeps its connections and routes its calls (see
-/// [`Channel::balanced`](crate::Channel::balanced)).
+/// Adds metadata (credentials, trace context) to every call of a channel; set it in
+/// [`ChannelConfig::interceptor`].
 ///
 /// ```
-/// use std::time::Duration;
-/// use rpc_core::BalanceConfig;
+/// use rpc_core::{ChannelConfig, ClientInterceptor};
 ///
-/// let mut config = BalanceConfig::default();
-/// config.wait_for_ready = false; // fail fast while no server is reachable
-/// config.channel.default_timeout = Some(Duration::from_secs(2));
-/// assert_eq!(config.max_attempts, 3);
+/// let mut config = ChannelConfig::default();
+/// config.interceptor = Some(ClientInterceptor::new(|_method, metadata| {
+///     metadata.push(("authorization".into(), "Bearer let-me-in".into()));
+/// }));
 /// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BalanceConfig {
-    /// The configuration of each connection.
-    pub channel: ChannelConfig,
-    /// While no connection is ready (every endpoint down, or still dialling), calls wait for
-    /// one, within their deadline and at most `ready_timeout`; with `false` they fail at once
-    /// with `RpcError::Unavailable`. Default `true`.
-    pub wait_for_ready: bool,
-    /// The longest a call waits for a ready connection (before its deadline, if it has
-    /// one). Default 10 s.
-    pub ready_timeout: Duration,
-    /// The pause before re-dialling an endpoint whose connection failed or ended, doubled
-    /// after each failure up to `max_reconnect_backoff`, each pause varied by ±20 % so that
-    /// clients do not dial in step. Default 50 ms.
-    pub reconnect_backoff: Duration,
-    /// The longest pause between dials of an unreachable endpoint. Default 5 s.
-    pub max_reconnect_backoff: Duration,
-    /// How often the endpoints are resolved again (a DNS name, say, whose addresses change
-    /// as replicas come and go). Default 30 s.
-    pub resolve_interval: Duration,
-    /// Attempts a call to an `#[idempotent]` method may make, on different endpoints, when
-    /// an attempt fails for a transport reason (connection lost, server unavailable); other
-    /// methods are never retried. Default 3.
-    pub max_attempts: u32,
-    /// Retries allowed as a share of first attempts, over the last 10 s, so that retries
-    /// cannot multiply load on a struggling fleet. Default 0.2.
-    pub retry_budget_ratio: f32,
-    /// Retries allowed per second whatever the ratio says. Default 10.
-    pub retry_budget_min_per_second: u32,
-    /// Watch each server's health service and send no calls to one that reports
-    /// `NotServing` (a server shutting down does so first). Default `true`.
-    pub watch_health: bool,
+#[derive(Clone)]
+pub struct ClientInterceptor {
+    add: Arc<AddMetadata>,
 }
 
-impl Default for BalanceConfig {
-    fn default() -> Self {
-        BalanceConfig {
-            channel: ChannelConfig::default(),
-            wait_for_ready: true,
-            ready_timeout: Duration::from_secs(10),
-            reconnect_backoff: Duration::from_millis(50),
-            max_reconnect_backoff: Duration::from_secs(5),
-            resolve_interval: Duration::from_secs(30),
-            max_attempts: 3,
-            retry_budget_ratio: 0.2,
-            retry_budget_min_per_second: 10,
-            watch_health: true,
-        }
+/// What a [`ClientInterceptor`] runs for each call.
+type AddMetadata = dyn Fn(&MethodSpec, &mut Vec<(String, String)>) + Send + Sync;
+
+impl ClientInterceptor {
+    /// An interceptor that calls `add` with each call's method and metadata.
+    pub fn new(
+        add: impl Fn(&MethodSpec, &mut Vec<(String, String)>) + Send + Sync + 'static,
+    ) -> Self {
+        ClientInterceptor { add: Arc::new(add) }
+    }
+
+    /// Adds this interceptor's metadata for a call to `method`.
+    pub(crate) fn add_metadata(&self, method: &MethodSpec, metadata: &mut Vec<(String, String)>) {
+        (self.add)(method, metadata);
+    }
+}
+
+impl fmt::Debug for ClientInterceptor {
+    // Never prints what it adds: credentials stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientInterceptor").finish_non_exhaustive()
     }
 }

@@ -17,8 +17,8 @@ use crate::codec;
 use crate::context::Context;
 use crate::error::RpcError;
 use crate::outbox::Outbox;
-use crate::streaming::{send_stream, Credit, Inbox, Streaming};
-use crate::wire::Status;
+use crate::status::Status;
+use crate::stream::{send_stream, Credit, Inbox, Streaming};
 
 /// A decoded request on its way to a handler.
 #[derive(Debug)]
@@ -173,7 +173,7 @@ pub trait Dispatch: Send + Sync + 'static {
     fn method_name(&self, method_id: u32) -> Option<&'static str>;
 
     /// `(method_id, fingerprint)` of every method, compared with what a client declares
-    /// (see [`MethodSpec::service_fingerprints`](crate::MethodSpec)). The default, empty,
+    /// (see [`MethodSpec::service_fingerprints`](crate::call::MethodSpec::service_fingerprints)). The default, empty,
     /// skips the comparison.
     fn fingerprints(&self) -> &'static [(u32, u32)] {
         &[]

@@ -7,7 +7,8 @@
 //! shutdown, which turns everything to `NotServing` first.
 //!
 //! ```
-//! use rpc_core::{Server, ServingStatus};
+//! use rpc_core::health::ServingStatus;
+//! use rpc_core::Server;
 //!
 //! let server = Server::new();
 //! server.health().set("", ServingStatus::NotServing); // e.g. while warming a cache
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::streaming::Streaming;
+use crate::stream::Streaming;
 
 /// Whether a server or a service takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

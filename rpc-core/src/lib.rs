@@ -43,45 +43,72 @@
 //!
 //! # Organization
 //!
+//! At the root, what a service author uses:
+//!
 //! - [`service`]: the attribute macro that generates `{Name}Client` and `{Name}Server<T>`.
-//! - [`Server`], [`Shutdown`], [`ServerConfig`]: routing calls to services.
-//! - [`Channel`], [`CallOptions`], [`ChannelConfig`]: making calls over one connection.
-//! - [`Channel::balanced`], [`Resolve`], [`Connect`], [`BalanceConfig`]: over many, with
-//!   reconnection, load balancing, health checks and safe retries.
+//! - [`Server`], [`Shutdown`], [`ServerConfig`]: routing calls to services;
+//!   [`Interceptor`] and [`CallInfo`]: checking calls before they run.
+//! - [`Channel`], [`CallOptions`], [`ChannelConfig`], [`ClientInterceptor`]: making calls.
 //! - [`Context`], [`Peer`]: what a handler knows about its call.
+//! - [`Streaming`]: streams as arguments and results.
 //! - [`RpcError`]: how calls fail.
-//! - [`Health`], [`HealthReporter`]: the health service every server answers.
-//! - [`transport`]: the traits a transport implements; [`wire`] and [`codec`]: the bytes.
+//!
+//! In modules, for the rest: [`health`] (the health service every server answers),
+//! [`middleware`] (tower layers around server calls), [`observe`] (tracing and metrics),
+//! [`codec`] (the postcard codec), [`codegen`] (the contract generated code and hand-written
+//! services use), [`route`] (for balancers and client middleware, such as `rpc-policy`'s),
+//! [`transport`] (for transport authors), and [`wire`] (the bytes, for transports, tests and
+//! fuzzing).
+//!
+//! # Layers
+//!
+//! Modules import only downward: the protocol (`error`, `status`, `wire`, `codec`,
+//! `context`, `transport`, `observe`) → connection machinery (`outbox`, `stream`) → the
+//! contracts (`call`, `config`, `dispatch`, `middleware`) → the two connection engines
+//! (`client_connection`, `server_connection`) → the API (`channel`, `server`, `health`,
+//! `codegen`). ARCHITECTURE.md draws it.
 
-mod balance;
-mod channel;
+// The protocol.
 pub mod codec;
-mod config;
 mod context;
-mod dispatch;
 mod error;
-mod health;
-pub mod middleware;
 pub mod observe;
-mod outbox;
 mod recover;
-mod server;
-mod streaming;
+mod status;
 pub mod transport;
+#[doc(hidden)]
 pub mod wire;
 
-#[doc(hidden)]
-pub mod __private;
+// Connection machinery.
+mod outbox;
+mod stream;
 
-pub use balance::{BoxFuture, Connect, Resolve};
-pub use channel::{CallOptions, Channel, ClientInterceptor, MethodSpec};
-pub use config::{BalanceConfig, ChannelConfig, ServerConfig};
-pub use context::{Context, Peer, UnixCredentials};
-pub use dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
+// Contracts between the engines and what they run.
+mod call;
+mod config;
+mod dispatch;
+pub mod middleware;
+
+// The connection engines.
+mod client_connection;
+mod server_connection;
+
+// The API.
+mod channel;
+pub mod codegen;
+pub mod health;
+pub mod route;
+mod server;
+
+pub use call::CallOptions;
+pub use channel::Channel;
+pub use config::{ChannelConfig, ClientInterceptor, ServerConfig};
+pub use context::{Context, Peer};
 pub use error::RpcError;
-pub use health::{Health, HealthClient, HealthReporter, HealthServer, ServingStatus};
-pub use server::{CallInfo, Interceptor, Server, Shutdown};
-pub use streaming::Streaming;
+pub use middleware::{CallInfo, Interceptor};
+pub use server::Server;
+pub use server_connection::Shutdown;
+pub use stream::Streaming;
 
 /// The serde this crate is built on, for deriving on types that services carry.
 pub use serde;

@@ -1,7 +1,6 @@
-//! Middleware: `tower` layers around every call, added with `Server::layer` on the server
-//! and `Channel::layer` on the client.
-//!
-//! ## Server
+//! Server middleware and interceptors: `tower` layers around every call, added with
+//! `Server::layer`, and [`Interceptor`]s, added with `Server::with_interceptor`, which see a
+//! call before its arguments are decoded.
 //!
 //! Each call reaches the stack as a [`ServerCall`] (its service, method and context, with
 //! the handler ready to run); the innermost service runs the handler. Any tower layer whose
@@ -22,28 +21,20 @@
 //! # let _ = server;
 //! ```
 //!
-//! With no layer, calls take the direct path and pay nothing for this.
-//!
-//! ## Client
-//!
-//! Each unary call reaches the stack as a [`ClientCall`] (method, options, encoded
-//! arguments; a layer may change the options, to add metadata or a deadline) and leaves it
-//! as the encoded result; the innermost service sends it over the channel. The same tower
-//! layers fit (a timeout, a concurrency or rate limit). Streaming calls bypass client
-//! layers.
+//! With no layer, calls take the direct path and pay nothing for this. Client middleware
+//! (tower layers around a channel's calls) lives beside this crate, in `rpc-policy`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use bytes::Bytes;
 use tower::util::BoxCloneSyncService;
 
-use crate::channel::{CallOptions, Channel, MethodSpec};
 use crate::context::Context;
 use crate::dispatch::{HandlerFuture, Reply};
 use crate::error::RpcError;
-use crate::wire::Status;
+use crate::recover::panic_message;
+use crate::status::{self, Status};
 
 /// The error type of a middleware stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -137,7 +128,7 @@ pub(crate) fn through(stack: &CallStack, call: ServerCall) -> HandlerFuture {
 /// The status and text a refusal by middleware is answered with.
 fn refusal(error: &(dyn std::error::Error + Send + Sync + 'static)) -> (Status, String) {
     if let Some(error) = error.downcast_ref::<RpcError>() {
-        return status_of(error);
+        return status::for_refusal(error);
     }
     if error.is::<tower::timeout::error::Elapsed>() {
         return (Status::DeadlineExceeded, String::new());
@@ -152,112 +143,7 @@ fn refusal(error: &(dyn std::error::Error + Send + Sync + 'static)) -> (Status, 
     (Status::Internal, "the call was refused".to_owned())
 }
 
-/// The status and text an error a server-side hook returned is answered with. Errors with
-/// no status of their own are answered `INTERNAL` without their text.
-pub(crate) fn status_of(error: &RpcError) -> (Status, String) {
-    match error {
-        RpcError::Unauthenticated { message } => (Status::Unauthenticated, message.to_string()),
-        RpcError::PermissionDenied { message } => (Status::PermissionDenied, message.to_string()),
-        RpcError::ResourceExhausted { message } => (Status::ResourceExhausted, message.to_string()),
-        RpcError::Unavailable { reason } => (Status::Unavailable, reason.to_string()),
-        RpcError::DeadlineExceeded { .. } => (Status::DeadlineExceeded, String::new()),
-        other => {
-            tracing::info!(error = %other, "a server hook refused a call");
-            (Status::Internal, "the call was refused".to_owned())
-        }
-    }
-}
-
-/// A unary call on its way out, as client middleware sees it.
-#[derive(Debug, Clone)]
-pub struct ClientCall {
-    method: MethodSpec,
-    options: CallOptions,
-    args: Bytes,
-}
-
-impl ClientCall {
-    pub(crate) fn new(method: MethodSpec, options: CallOptions, args: Bytes) -> ClientCall {
-        ClientCall {
-            method,
-            options,
-            args,
-        }
-    }
-
-    /// The method called.
-    pub fn method(&self) -> &MethodSpec {
-        &self.method
-    }
-
-    /// The call's options (timeout, deadline, metadata).
-    pub fn options(&self) -> &CallOptions {
-        &self.options
-    }
-
-    /// The call's options, to change (add metadata, say).
-    pub fn options_mut(&mut self) -> &mut CallOptions {
-        &mut self.options
-    }
-
-    /// The encoded arguments.
-    pub fn args(&self) -> &Bytes {
-        &self.args
-    }
-}
-
-/// The innermost service of a client stack: sends the call over a channel.
-#[derive(Debug, Clone)]
-pub struct SendCall(Channel);
-
-impl SendCall {
-    pub(crate) fn new(channel: Channel) -> SendCall {
-        SendCall(channel)
-    }
-}
-
-impl tower::Service<ClientCall> for SendCall {
-    type Response = Bytes;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: ClientCall) -> Self::Future {
-        let channel = self.0.clone();
-        Box::pin(async move {
-            channel
-                .call_encoded(&call.method, &call.options, &call.args)
-                .await
-                .map_err(Into::into)
-        })
-    }
-}
-
-/// A whole client stack, type-erased.
-pub type ClientStack = BoxCloneSyncService<ClientCall, Bytes, BoxError>;
-
-/// The error a call through client middleware ends with: an `RpcError` as itself, tower's
-/// timeout as `DeadlineExceeded`, load shedding as `ResourceExhausted`, anything else as
-/// `Internal` with its text.
-pub(crate) fn client_error(error: BoxError) -> RpcError {
-    match error.downcast::<RpcError>() {
-        Ok(error) => *error,
-        Err(error) if error.is::<tower::timeout::error::Elapsed>() => RpcError::DeadlineExceeded {},
-        Err(error) if error.is::<tower::load_shed::error::Overloaded>() => {
-            RpcError::ResourceExhausted {
-                message: "the client's middleware shed the call".into(),
-            }
-        }
-        Err(error) => RpcError::Internal {
-            message: error.to_string().into(),
-        },
-    }
-}
-
-/// An [`Interceptor`](crate::Interceptor) as a tower layer, so that authentication and
+/// An [`Interceptor`] as a tower layer, so that authentication and
 /// authorisation compose with the other layers of a stack (in the order the stack gives):
 ///
 /// ```
@@ -276,7 +162,7 @@ pub(crate) fn client_error(error: BoxError) -> RpcError {
 /// ```
 #[derive(Clone)]
 pub struct InterceptLayer {
-    interceptor: std::sync::Arc<dyn crate::Interceptor>,
+    interceptor: std::sync::Arc<dyn Interceptor>,
 }
 
 impl std::fmt::Debug for InterceptLayer {
@@ -287,7 +173,7 @@ impl std::fmt::Debug for InterceptLayer {
 
 impl InterceptLayer {
     /// A layer that asks `interceptor` about every call before passing it on.
-    pub fn new(interceptor: impl crate::Interceptor) -> InterceptLayer {
+    pub fn new(interceptor: impl Interceptor) -> InterceptLayer {
         InterceptLayer {
             interceptor: std::sync::Arc::new(interceptor),
         }
@@ -310,7 +196,7 @@ impl<S> tower::Layer<S> for InterceptLayer {
 #[derive(Clone)]
 pub struct Intercept<S> {
     inner: S,
-    interceptor: std::sync::Arc<dyn crate::Interceptor>,
+    interceptor: std::sync::Arc<dyn Interceptor>,
 }
 
 impl<S> std::fmt::Debug for Intercept<S> {
@@ -334,11 +220,11 @@ where
     }
 
     fn call(&mut self, call: ServerCall) -> Self::Future {
-        let info = crate::CallInfo::new(call.service, call.method, &call.context);
+        let info = CallInfo::new(call.service, call.method, &call.context);
         let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.interceptor.intercept(&info)
         }))
-        .map_err(|panic| crate::recover::panic_message(&*panic));
+        .map_err(|panic| panic_message(&*panic));
         match verdict {
             Ok(Ok(())) => {
                 let future = self.inner.call(call);
@@ -353,5 +239,60 @@ where
                 Box::pin(std::future::ready(Err(refusal.into())))
             }
         }
+    }
+}
+
+/// What an [`Interceptor`] sees of a call before its handler runs.
+#[derive(Debug)]
+pub struct CallInfo<'a> {
+    service: &'a str,
+    method: &'a str,
+    context: &'a Context,
+}
+
+impl<'a> CallInfo<'a> {
+    pub(crate) fn new(service: &'a str, method: &'a str, context: &'a Context) -> Self {
+        CallInfo {
+            service,
+            method,
+            context,
+        }
+    }
+
+    /// The service's name (the trait's name).
+    pub fn service(&self) -> &str {
+        self.service
+    }
+
+    /// The method's name.
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    /// The call's context: metadata, deadline and peer.
+    pub fn context(&self) -> &Context {
+        self.context
+    }
+}
+
+/// Decides whether a call may run, before its handler does. Implemented for closures
+/// `Fn(&CallInfo<'_>) -> Result<(), RpcError>`.
+pub trait Interceptor: Send + Sync + 'static {
+    /// `Ok(())` lets the call run; an error answers it instead.
+    ///
+    /// # Errors
+    ///
+    /// The refusal the caller gets: `RpcError::Unauthenticated`, `PermissionDenied`,
+    /// `ResourceExhausted` or `Unavailable` travel as they are; any other error is answered
+    /// as an internal error without its text.
+    fn intercept(&self, call: &CallInfo<'_>) -> Result<(), RpcError>;
+}
+
+impl<F> Interceptor for F
+where
+    F: Fn(&CallInfo<'_>) -> Result<(), RpcError> + Send + Sync + 'static,
+{
+    fn intercept(&self, call: &CallInfo<'_>) -> Result<(), RpcError> {
+        self(call)
     }
 }

@@ -34,7 +34,7 @@ use tracing::Span;
 
 use crate::context::Peer;
 use crate::error::RpcError;
-use crate::wire::Status;
+use crate::status::Status;
 
 /// The metadata key that carries trace context (W3C Trace Context).
 pub const TRACEPARENT: &str = "traceparent";
@@ -360,14 +360,12 @@ impl Drop for ConnectionGauge {
     }
 }
 
+/// A random non-zero id (W3C trace context forbids all-zero ids).
 fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-        | 1
+    fastrand::u64(1..)
 }
 
+/// A random non-zero trace id.
 fn random_u128() -> u128 {
-    (u128::from(random_u64()) << 64) | u128::from(random_u64())
+    fastrand::u128(1..)
 }

@@ -1,22 +1,16 @@
-//! `Server`: the router of services by name, and the driver of each server connection.
-//!
-//! A `Server` is a cheap-to-clone table of services. Transports hand it connections through
-//! [`Server::serve_connection`]; the per-connection machinery lives in `server/connection.rs`.
-
-mod connection;
+//! `Server`: the table of services a server routes calls to, with its hooks, middleware and
+//! health. Transports hand it connections through [`Server::serve_connection`]; the
+//! per-connection engine lives in `server_connection`.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::config::ServerConfig;
-use crate::context::Context;
 use crate::dispatch::{Dispatch, Reply};
-use crate::error::RpcError;
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
-use crate::middleware::{BoxError, CallStack, RunHandler, ServerCall};
+use crate::middleware::{BoxError, CallStack, Interceptor, RunHandler, ServerCall};
+use crate::server_connection::{self, Routes, Shutdown};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::wire_id;
 
@@ -40,29 +34,15 @@ use crate::wire::wire_id;
 /// ```
 #[derive(Clone)]
 pub struct Server {
-    inner: Arc<ServerInner>,
-}
-
-#[derive(Clone)]
-struct ServerInner {
-    services: HashMap<u32, Arc<dyn Dispatch>>,
-    interceptors: Vec<Arc<dyn Interceptor>>,
-    config: ServerConfig,
+    routes: Arc<Routes>,
     health: HealthReporter,
-    /// The built-in health service, answered unless a service named `Health` was added.
-    health_service: Arc<dyn Dispatch>,
-    /// The middleware every call goes through, if any layer was added.
-    middleware: Option<CallStack>,
 }
-
-/// The wire id of the built-in health service.
-const HEALTH_ID: u32 = wire_id("Health");
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("services", &self.service_names().collect::<Vec<_>>())
-            .field("config", &self.inner.config)
+            .field("config", &self.routes.config)
             .finish()
     }
 }
@@ -82,15 +62,19 @@ impl Server {
     /// A server with no services and the given configuration.
     pub fn with_config(config: ServerConfig) -> Self {
         let health = HealthReporter::new();
+        // The built-in health service is answered unless a service named `Health` is added.
+        let health_service: Arc<dyn Dispatch> =
+            Arc::new(HealthServer::new(HealthService(health.clone())));
+        let builtin = HashMap::from([(wire_id(health_service.service_name()), health_service)]);
         Server {
-            inner: Arc::new(ServerInner {
+            routes: Arc::new(Routes {
                 services: HashMap::new(),
+                builtin,
                 interceptors: Vec::new(),
-                config,
-                health_service: Arc::new(HealthServer::new(HealthService(health.clone()))),
-                health,
                 middleware: None,
+                config,
             }),
+            health,
         }
     }
 
@@ -103,24 +87,24 @@ impl Server {
     pub fn add_service<S: Dispatch>(mut self, service: S) -> Self {
         let name = service.service_name();
         let id = wire_id(name);
-        let inner = Arc::make_mut(&mut self.inner);
-        if let Some(existing) = inner.services.get(&id) {
+        let routes = Arc::make_mut(&mut self.routes);
+        if let Some(existing) = routes.services.get(&id) {
             panic!(
                 "service `{name}` cannot be added: the server already has `{}` with the same wire id",
                 existing.service_name()
             );
         }
-        inner.services.insert(id, Arc::new(service));
-        inner.health.set(name, ServingStatus::Serving);
+        routes.services.insert(id, Arc::new(service));
+        self.health.set(name, ServingStatus::Serving);
         self
     }
 
     /// What the server's health service reports (every server answers one, as the
-    /// service `Health`; see [`Health`](crate::Health)). Graceful shutdown turns it to
+    /// service `Health`; see [`health`](crate::health)). Graceful shutdown turns it to
     /// `NotServing` first, so balanced clients stop sending calls before the server stops
     /// taking them.
     pub fn health(&self) -> &HealthReporter {
-        &self.inner.health
+        &self.health
     }
 
     /// Adds an interceptor: it sees every call's service, method, metadata and peer before
@@ -141,7 +125,7 @@ impl Server {
     /// # let _ = server;
     /// ```
     pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
-        Arc::make_mut(&mut self.inner)
+        Arc::make_mut(&mut self.routes)
             .interceptors
             .push(Arc::new(interceptor));
         self
@@ -165,33 +149,24 @@ impl Server {
         <L::Service as tower::Service<ServerCall>>::Future: Send + 'static,
     {
         use tower::ServiceExt;
-        let inner = Arc::make_mut(&mut self.inner);
-        let stack = inner
+        let routes = Arc::make_mut(&mut self.routes);
+        let stack = routes
             .middleware
             .take()
             .unwrap_or_else(|| CallStack::new(RunHandler));
         let layered = layer.layer(stack).map_err(Into::into);
-        inner.middleware = Some(CallStack::new(layered));
+        routes.middleware = Some(CallStack::new(layered));
         self
-    }
-
-    /// The middleware stack, if any layer was added.
-    pub(crate) fn middleware(&self) -> Option<&CallStack> {
-        self.inner.middleware.as_ref()
-    }
-
-    fn interceptors(&self) -> &[Arc<dyn Interceptor>] {
-        &self.inner.interceptors
     }
 
     /// The server's configuration.
     pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
+        &self.routes.config
     }
 
     /// The names of the services this server routes to.
     pub fn service_names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.inner
+        self.routes
             .services
             .values()
             .map(|service| service.service_name())
@@ -204,97 +179,6 @@ impl Server {
         connection: Connection<R, W>,
         shutdown: Shutdown,
     ) {
-        connection::serve(self.inner.clone(), connection, shutdown).await;
-    }
-
-    fn service(&self, service_id: u32) -> Option<&Arc<dyn Dispatch>> {
-        match self.inner.services.get(&service_id) {
-            None if service_id == HEALTH_ID => Some(&self.inner.health_service),
-            found => found,
-        }
-    }
-}
-
-/// What an [`Interceptor`] sees of a call before its handler runs.
-#[derive(Debug)]
-pub struct CallInfo<'a> {
-    service: &'a str,
-    method: &'a str,
-    context: &'a Context,
-}
-
-impl<'a> CallInfo<'a> {
-    pub(crate) fn new(service: &'a str, method: &'a str, context: &'a Context) -> Self {
-        CallInfo {
-            service,
-            method,
-            context,
-        }
-    }
-
-    /// The service's name (the trait's name).
-    pub fn service(&self) -> &str {
-        self.service
-    }
-
-    /// The method's name.
-    pub fn method(&self) -> &str {
-        self.method
-    }
-
-    /// The call's context: metadata, deadline and peer.
-    pub fn context(&self) -> &Context {
-        self.context
-    }
-}
-
-/// Decides whether a call may run, before its handler does. Implemented for closures
-/// `Fn(&CallInfo<'_>) -> Result<(), RpcError>`.
-pub trait Interceptor: Send + Sync + 'static {
-    /// `Ok(())` lets the call run; an error answers it instead.
-    ///
-    /// # Errors
-    ///
-    /// The refusal the caller gets: `RpcError::Unauthenticated`, `PermissionDenied`,
-    /// `ResourceExhausted` or `Unavailable` travel as they are; any other error is answered
-    /// as an internal error without its text.
-    fn intercept(&self, call: &CallInfo<'_>) -> Result<(), RpcError>;
-}
-
-impl<F> Interceptor for F
-where
-    F: Fn(&CallInfo<'_>) -> Result<(), RpcError> + Send + Sync + 'static,
-{
-    fn intercept(&self, call: &CallInfo<'_>) -> Result<(), RpcError> {
-        self(call)
-    }
-}
-
-/// Tells connections to drain and close: stop taking new calls, finish in-flight ones (up
-/// to the grace period), then close. Cheap to clone; triggering any clone triggers all.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    token: CancellationToken,
-}
-
-impl Shutdown {
-    /// A signal that has not fired.
-    pub fn new() -> Self {
-        Shutdown::default()
-    }
-
-    /// Fires the signal. Firing it again does nothing.
-    pub fn trigger(&self) {
-        self.token.cancel();
-    }
-
-    /// Whether the signal has fired.
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    /// Resolves once the signal has fired.
-    pub async fn triggered(&self) {
-        self.token.cancelled().await;
+        server_connection::serve(self.routes.clone(), connection, shutdown).await;
     }
 }

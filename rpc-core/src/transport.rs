@@ -4,7 +4,9 @@
 //! preface checked, the length prefix stripped), a [`FrameWrite`] that writes bytes the
 //! drivers have already framed, and a description of the [`Peer`]. `rpc-transport`
 //! implements both halves for any `AsyncRead + AsyncWrite`; nothing in this crate opens a
-//! socket.
+//! socket. The framing a transport needs is re-exported here: [`FrameDecoder`] splits frames
+//! out of the bytes read, and [`refusal`] is what a server sends to a connection it will not
+//! serve.
 
 use std::future::Future;
 use std::io;
@@ -12,8 +14,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::context::Peer;
 use crate::error::RpcError;
+
+pub use crate::context::{Peer, UnixCredentials};
+pub use crate::wire::{refusal, FrameDecoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX, PREFACE};
 
 /// The reading half of a connection, frame by frame.
 pub trait FrameRead: Send + 'static {

@@ -18,7 +18,6 @@ pub(crate) struct ServiceModel {
     pub(crate) server_ident: Ident,
     /// The service's name on the wire: the trait's name, raw prefix removed.
     pub(crate) wire_name: String,
-    pub(crate) wire_id: u32,
     pub(crate) methods: Vec<MethodModel>,
 }
 
@@ -135,7 +134,6 @@ impl ServiceModel {
             vis: item.vis.clone(),
             client_ident: suffixed(&trait_ident, "Client"),
             server_ident: suffixed(&trait_ident, "Server"),
-            wire_id: wire_id(&wire_name),
             wire_name,
             trait_ident,
             methods,

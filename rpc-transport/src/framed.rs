@@ -1,7 +1,7 @@
 //! Length-delimited framing over any `AsyncRead`/`AsyncWrite`: how bytes move.
 //!
 //! [`FramedReader`] reads in chunks and splits whole frames out of its buffer in place with
-//! `rpc_core::wire::FrameDecoder`. It grows the buffer by what actually arrives (never by what
+//! `rpc_core::transport::FrameDecoder`. It grows the buffer by what actually arrives (never by what
 //! a length prefix claims), refuses an oversized length from its four bytes, and gives a
 //! started frame `frame_timeout` to complete. [`FramedWriter`] writes the already-framed
 //! batches the connection drivers hand it.
@@ -10,8 +10,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rpc_core::transport::{Connection, FrameRead, FrameWrite};
-use rpc_core::wire::FrameDecoder;
+use rpc_core::transport::{Connection, FrameDecoder, FrameRead, FrameWrite};
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -33,6 +33,8 @@
 //! - [`serve`]: the accept loop for a `TcpListener` or `UnixListener`, with graceful shutdown.
 //! - [`framed`]: length-delimited framing over any `AsyncRead`/`AsyncWrite`, for other
 //!   transports.
+//! - [`policy`]: balancing, reconnection, retries and client middleware (`rpc-policy`),
+//!   which [`tcp::balanced`], [`tcp::reconnecting`] and `unix::reconnecting` build on.
 //!
 //! This is the only crate of the toolkit that uses `tokio::net`.
 
@@ -46,3 +48,8 @@ pub mod tls;
 pub mod unix;
 
 pub use serve::{serve, Accepted, Listener, Serve, WithGracefulShutdown};
+
+/// Policy over connections (balanced and reconnecting channels, retries, client
+/// middleware): the `rpc-policy` crate, re-exported so that users of this crate need no
+/// other dependency for them.
+pub use rpc_policy as policy;

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use rpc_core::{wire, Peer, Server, Shutdown};
+use rpc_core::transport::refusal;
+use rpc_core::{Peer, Server, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -244,8 +245,7 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// call, so its calls fail with `RpcError::Unavailable` naming the reason), then closes it.
 async fn refuse(mut writer: impl AsyncWrite + Unpin, reason: &str) {
     use tokio::io::AsyncWriteExt;
-    let mut bytes = bytes::BytesMut::from(&wire::PREFACE[..]);
-    wire::encode_go_away(&mut bytes, 0, reason);
+    let bytes = refusal(reason);
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
         writer.write_all(&bytes).await?;
         writer.shutdown().await

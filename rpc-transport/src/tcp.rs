@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use rpc_core::{
-    BalanceConfig, BoxFuture, Channel, ChannelConfig, Connect, Peer, Resolve, RpcError,
-};
+use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
+use rpc_policy::{BalanceConfig, BoxFuture, Connect, Resolve};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::framed;
@@ -111,7 +110,7 @@ impl Connect for TcpConnector {
 /// A channel to the server at `address` (`host:port`) that dials again, with backoff, when
 /// its connection drops; calls made meanwhile wait for it within their deadline. Calls in
 /// flight when it dropped fail with `ConnectionClosed` and are never replayed (unless their
-/// method is `#[idempotent]`). See `rpc_core::Channel::balanced`.
+/// method is `#[idempotent]`). See [`rpc_policy::balanced`].
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), rpc_core::RpcError> {
@@ -139,11 +138,11 @@ pub fn reconnecting_with(address: impl Into<String>, config: BalanceConfig) -> C
 
 /// A channel that balances its calls over servers at `addresses` (`host:port` each),
 /// keeping a connection to each, re-dialling those that fail, and sending no calls to a
-/// server that reports `NotServing`. See `rpc_core::Channel::balanced`.
+/// server that reports `NotServing`. See [`rpc_policy::balanced`].
 ///
 /// ```no_run
 /// # async fn example() {
-/// use rpc_core::BalanceConfig;
+/// use rpc_transport::policy::BalanceConfig;
 ///
 /// let channel = rpc_transport::tcp::balanced(
 ///     ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"],
@@ -164,7 +163,7 @@ pub fn balanced(
     let connector = TcpConnector {
         config: config.channel.clone(),
     };
-    Channel::balanced(addresses, connector, config)
+    rpc_policy::balanced(addresses, connector, config)
 }
 
 /// A channel that balances its calls over every address `name` (`host:port`) resolves
@@ -179,7 +178,7 @@ pub fn balanced_dns(name: impl Into<String>, config: BalanceConfig) -> Channel {
     let connector = TcpConnector {
         config: config.channel.clone(),
     };
-    Channel::balanced(DnsResolver { name: name.into() }, connector, config)
+    rpc_policy::balanced(DnsResolver { name: name.into() }, connector, config)
 }
 
 /// Resolves a `host:port` name to the addresses it has now.

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use rpc_core::{BalanceConfig, Channel, ChannelConfig, Peer, RpcError, UnixCredentials};
+use rpc_core::transport::UnixCredentials;
+use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
+use rpc_policy::BalanceConfig;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::framed;
@@ -44,16 +46,25 @@ pub async fn connect_with(
 
 /// A channel to the server listening at `path` that dials again, with backoff, when its
 /// connection drops (a server restarting, say); calls made meanwhile wait for it within
-/// their deadline. See `rpc_transport::tcp::reconnecting`.
+/// their deadline. See [`tcp::reconnecting`](crate::tcp::reconnecting).
 ///
 /// # Panics
 ///
 /// When called outside a tokio runtime.
-pub fn reconnecting(path: impl AsRef<Path>, config: BalanceConfig) -> Channel {
+pub fn reconnecting(path: impl AsRef<Path>) -> Channel {
+    reconnecting_with(path, BalanceConfig::default())
+}
+
+/// [`reconnecting`] with a configuration.
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn reconnecting_with(path: impl AsRef<Path>, config: BalanceConfig) -> Channel {
     let path = path.as_ref().display().to_string();
     let channel_config = config.channel.clone();
     let connector = move |path: String| connect_with(path, channel_config.clone());
-    Channel::balanced(vec![path], connector, config)
+    rpc_policy::balanced(vec![path], connector, config)
 }
 
 fn peer_of(stream: &UnixStream) -> Peer {

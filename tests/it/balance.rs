@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rpc_core::{BalanceConfig, RpcError, Server, ServerConfig, service};
+use rpc_core::{RpcError, Server, ServerConfig, service};
 use rpc_tests::*;
+use rpc_transport::policy::BalanceConfig;
 
 /// What a replica has served.
 #[derive(Debug, Default)]
@@ -372,8 +373,8 @@ async fn a_dns_name_is_resolved_to_its_replicas() {
 #[derive(Clone, Default)]
 struct Changing(Arc<std::sync::Mutex<Vec<String>>>);
 
-impl rpc_core::Resolve for Changing {
-    fn resolve(&self) -> rpc_core::BoxFuture<'_, Result<Vec<String>, RpcError>> {
+impl rpc_transport::policy::Resolve for Changing {
+    fn resolve(&self) -> rpc_transport::policy::BoxFuture<'_, Result<Vec<String>, RpcError>> {
         let endpoints = self.0.lock().unwrap().clone();
         Box::pin(async move { Ok(endpoints) })
     }
@@ -395,7 +396,7 @@ async fn replicas_that_appear_and_disappear_in_resolution_are_followed() {
     let mut config = quick_config();
     config.resolve_interval = Duration::from_millis(50);
     let connector = rpc_transport::tcp::TcpConnector::default();
-    let client = ReplicatedClient::new(rpc_core::Channel::balanced(
+    let client = ReplicatedClient::new(rpc_transport::policy::balanced(
         resolver.clone(),
         connector,
         config,

@@ -156,21 +156,14 @@ async fn byte_buffers_round_trip_intact() {
 
 #[tokio::test]
 async fn an_unknown_service_or_method_fails_that_call_only() {
-    use rpc_core::{CallOptions, MethodSpec};
+    use rpc_core::CallOptions;
+    use rpc_core::codegen::MethodSpec;
     for transport in Transport::ALL {
         let (server, _) = test_server();
         let server = TestServer::start(server, transport).await;
         let channel = server.connect().await;
         let options = CallOptions::default();
-        let missing_service = MethodSpec {
-            service: "Nope",
-            method: "add",
-            service_id: rpc_core::wire::wire_id("Nope"),
-            method_id: rpc_core::wire::wire_id("add"),
-            idempotent: false,
-            fingerprint: 0,
-            service_fingerprints: &[],
-        };
+        let missing_service = MethodSpec::new("Nope", "add");
         let error = channel
             .call::<_, i64>(&missing_service, &options, &(1_i64, 2_i64))
             .await
@@ -179,15 +172,7 @@ async fn an_unknown_service_or_method_fails_that_call_only() {
             matches!(&error, RpcError::UnknownService { service } if &**service == "Nope"),
             "{error}"
         );
-        let missing_method = MethodSpec {
-            service: "Calculator",
-            method: "mul",
-            service_id: rpc_core::wire::wire_id("Calculator"),
-            method_id: rpc_core::wire::wire_id("mul"),
-            idempotent: false,
-            fingerprint: 0,
-            service_fingerprints: &[],
-        };
+        let missing_method = MethodSpec::new("Calculator", "mul");
         let error = channel
             .call::<_, i64>(&missing_method, &options, &(1_i64, 2_i64))
             .await
@@ -207,20 +192,13 @@ async fn an_unknown_service_or_method_fails_that_call_only() {
 
 #[tokio::test]
 async fn arguments_that_do_not_decode_fail_that_call_with_a_codec_error() {
-    use rpc_core::{CallOptions, MethodSpec};
+    use rpc_core::CallOptions;
+    use rpc_core::codegen::MethodSpec;
     for transport in Transport::ALL {
         let (server, _) = test_server();
         let server = TestServer::start(server, transport).await;
         let channel = server.connect().await;
-        let add = MethodSpec {
-            service: "Calculator",
-            method: "add",
-            service_id: rpc_core::wire::wire_id("Calculator"),
-            method_id: rpc_core::wire::wire_id("add"),
-            idempotent: false,
-            fingerprint: 0,
-            service_fingerprints: &[],
-        };
+        let add = MethodSpec::new("Calculator", "add");
         // A string where two integers are expected.
         let error = channel
             .call::<_, i64>(&add, &CallOptions::default(), &("not numbers",))

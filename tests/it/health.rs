@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use rpc_core::{HealthClient, RpcError, ServerConfig, ServingStatus};
+use rpc_core::health::{HealthClient, ServingStatus};
+use rpc_core::{RpcError, ServerConfig};
 use rpc_tests::*;
 
 #[tokio::test]

@@ -124,18 +124,11 @@ async fn a_flood_of_cancels_for_unknown_calls_costs_the_peer_its_connection() {
 /// A well-behaved client that makes the odd mistake keeps its connection.
 #[tokio::test]
 async fn a_few_errors_within_the_budget_are_forgiven() {
-    use rpc_core::{CallOptions, MethodSpec};
+    use rpc_core::CallOptions;
+    use rpc_core::codegen::MethodSpec;
     let server = TestServer::start(server_with_error_budget(100), Transport::Tcp).await;
     let channel = server.connect().await;
-    let missing = MethodSpec {
-        service: "Nope",
-        method: "nothing",
-        service_id: wire::wire_id("Nope"),
-        method_id: wire::wire_id("nothing"),
-        idempotent: false,
-        fingerprint: 0,
-        service_fingerprints: &[],
-    };
+    let missing = MethodSpec::new("Nope", "nothing");
     for _ in 0..50 {
         assert!(
             channel

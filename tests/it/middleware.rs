@@ -7,9 +7,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use rpc_core::codegen::Reply;
 use rpc_core::middleware::{BoxError, ServerCall};
-use rpc_core::{Reply, RpcError, Server};
+use rpc_core::{RpcError, Server};
 use rpc_tests::*;
+use rpc_transport::policy::ChannelExt;
 
 fn with_layers(layered: impl FnOnce(Server) -> Server) -> (Server, std::sync::Arc<ProbeStats>) {
     let (server, stats) = test_server();
@@ -121,9 +123,9 @@ async fn an_authentication_layer_composes_with_the_others() {
 #[derive(Clone)]
 struct AddToken<S>(S);
 
-impl<S> tower::Service<rpc_core::middleware::ClientCall> for AddToken<S>
+impl<S> tower::Service<rpc_core::route::ClientCall> for AddToken<S>
 where
-    S: tower::Service<rpc_core::middleware::ClientCall>,
+    S: tower::Service<rpc_core::route::ClientCall>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -133,7 +135,7 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, mut call: rpc_core::middleware::ClientCall) -> S::Future {
+    fn call(&mut self, mut call: rpc_core::route::ClientCall) -> S::Future {
         let options = std::mem::take(call.options_mut());
         *call.options_mut() = options.with_metadata("token", "open sesame");
         self.0.call(call)

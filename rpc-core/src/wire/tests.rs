@@ -1,6 +1,6 @@
 //! The frame layout and the decoder's limits, byte by byte.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::*;
 

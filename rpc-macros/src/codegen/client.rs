@@ -3,11 +3,11 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{fingerprint_pairs, private_path};
+use super::{codegen_path, fingerprint_pairs};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
-    let private = private_path(model);
+    let codegen = codegen_path(model);
     let vis = &model.vis;
     let client = &model.client_ident;
     let struct_doc = format!(
@@ -22,24 +22,24 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     quote! {
         #[doc = #struct_doc]
         #vis struct #client {
-            channel: #private::Channel,
-            options: #private::CallOptions,
+            channel: #codegen::Channel,
+            options: #codegen::CallOptions,
         }
 
         #[automatically_derived]
-        impl #private::Clone for #client {
+        impl #codegen::Clone for #client {
             fn clone(&self) -> Self {
                 #client {
-                    channel: #private::Clone::clone(&self.channel),
-                    options: #private::Clone::clone(&self.options),
+                    channel: #codegen::Clone::clone(&self.channel),
+                    options: #codegen::Clone::clone(&self.options),
                 }
             }
         }
 
         #[automatically_derived]
-        impl #private::Debug for #client {
-            fn fmt(&self, f: &mut #private::Formatter<'_>) -> #private::FmtResult {
-                f.debug_struct(::core::stringify!(#client))
+        impl #codegen::Debug for #client {
+            fn fmt(&self, f: &mut #codegen::Formatter<'_>) -> #codegen::FmtResult {
+                f.debug_struct(#codegen::stringify!(#client))
                     .field("channel", &self.channel)
                     .field("options", &self.options)
                     .finish()
@@ -48,29 +48,29 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
 
         impl #client {
             /// `(method_id, fingerprint)` of every method, declared to the server.
-            const FINGERPRINTS: &'static [(u32, u32)] = &[#(#fingerprints),*];
+            const __RPC_FINGERPRINTS: &'static [(u32, u32)] = &[#(#fingerprints),*];
 
             /// A client that sends its calls over `channel` (which other clients may share).
-            #vis fn new(channel: #private::Channel) -> Self {
+            #vis fn new(channel: #codegen::Channel) -> Self {
                 #client {
                     channel,
-                    options: <#private::CallOptions as #private::Default>::default(),
+                    options: <#codegen::CallOptions as #codegen::Default>::default(),
                 }
             }
 
             /// A copy of this client whose calls each time out `timeout` after they start.
-            #vis fn with_timeout(&self, timeout: #private::Duration) -> Self {
+            #vis fn with_timeout(&self, timeout: #codegen::Duration) -> Self {
                 #client {
-                    channel: #private::Clone::clone(&self.channel),
-                    options: #private::CallOptions::with_timeout(#private::Clone::clone(&self.options), timeout),
+                    channel: #codegen::Clone::clone(&self.channel),
+                    options: #codegen::CallOptions::with_timeout(#codegen::Clone::clone(&self.options), timeout),
                 }
             }
 
             /// A copy of this client whose calls carry the fixed `deadline`.
-            #vis fn with_deadline(&self, deadline: #private::Instant) -> Self {
+            #vis fn with_deadline(&self, deadline: #codegen::Instant) -> Self {
                 #client {
-                    channel: #private::Clone::clone(&self.channel),
-                    options: #private::CallOptions::with_deadline(#private::Clone::clone(&self.options), deadline),
+                    channel: #codegen::Clone::clone(&self.channel),
+                    options: #codegen::CallOptions::with_deadline(#codegen::Clone::clone(&self.options), deadline),
                 }
             }
 
@@ -78,13 +78,13 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
             /// handler reads with `Context::metadata`.
             #vis fn with_metadata(
                 &self,
-                key: impl #private::Into<#private::String>,
-                value: impl #private::Into<#private::String>,
+                key: impl #codegen::Into<#codegen::String>,
+                value: impl #codegen::Into<#codegen::String>,
             ) -> Self {
                 #client {
-                    channel: #private::Clone::clone(&self.channel),
-                    options: #private::CallOptions::with_metadata(
-                        #private::Clone::clone(&self.options),
+                    channel: #codegen::Clone::clone(&self.channel),
+                    options: #codegen::CallOptions::with_metadata(
+                        #codegen::Clone::clone(&self.options),
                         key,
                         value,
                     ),
@@ -92,7 +92,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
             }
 
             /// The channel this client sends its calls over.
-            #vis fn channel(&self) -> &#private::Channel {
+            #vis fn channel(&self) -> &#codegen::Channel {
                 &self.channel
             }
 
@@ -102,15 +102,13 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
 }
 
 fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
-    let private = private_path(model);
+    let codegen = codegen_path(model);
     let vis = &model.vis;
     let ident = &method.ident;
     let output = &method.output;
     let service_name = &model.wire_name;
-    let service_id = proc_macro2::Literal::u32_suffixed(model.wire_id);
     let method_name = &method.wire_name;
-    let method_id = proc_macro2::Literal::u32_suffixed(method.wire_id);
-    let idempotent = method.idempotent;
+    let idempotent = method.idempotent.then(|| quote!(.idempotent()));
     let fingerprint = proc_macro2::Literal::u32_suffixed(method.fingerprint);
     let client = &model.client_ident;
     let docs = if method.docs.is_empty() {
@@ -124,7 +122,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let encoded_args = method.args.iter().map(|arg| {
         let ident = &arg.ident;
         if arg.is_bytes {
-            quote!(#private::ByteSlice(&#ident))
+            quote!(#codegen::ByteSlice(&#ident))
         } else {
             quote!(&#ident)
         }
@@ -133,32 +131,32 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let call = match (&method.input_stream, &method.output_stream) {
         (input, Some(output_item)) => {
             let (input_item, input) = match input {
-                Some((ident, item)) => (quote!(#item), quote!(#private::Option::Some(#ident))),
-                None => (quote!(()), quote!(#private::Option::None)),
+                Some((ident, item)) => (quote!(#item), quote!(#codegen::Option::Some(#ident))),
+                None => (quote!(()), quote!(#codegen::Option::None)),
             };
             quote! {
                 __rpc_channel
-                    .call_streaming::<_, #input_item, #output_item>(&SPEC, &__rpc_options, #args, #input)
+                    .call_streaming::<_, #input_item, #output_item>(&__RPC_SPEC, &__rpc_options, #args, #input)
                     .await
             }
         }
         (Some((ident, item)), None) => quote! {
             __rpc_channel
-                .call_with_input::<_, #item, #output>(&SPEC, &__rpc_options, #args, #ident)
+                .call_with_input::<_, #item, #output>(&__RPC_SPEC, &__rpc_options, #args, #ident)
                 .await
         },
         (None, None) if method.output_is_bytes => quote! {
             match __rpc_channel
-                .call::<_, #private::ByteBuf>(&SPEC, &__rpc_options, #args)
+                .call::<_, #codegen::ByteBuf>(&__RPC_SPEC, &__rpc_options, #args)
                 .await
             {
-                #private::Result::Ok(bytes) => #private::Result::Ok(bytes.0),
-                #private::Result::Err(error) => #private::Result::Err(error),
+                #codegen::Result::Ok(bytes) => #codegen::Result::Ok(bytes.0),
+                #codegen::Result::Err(error) => #codegen::Result::Err(error),
             }
         },
         (None, None) => quote! {
             __rpc_channel
-                .call::<_, #output>(&SPEC, &__rpc_options, #args)
+                .call::<_, #output>(&__RPC_SPEC, &__rpc_options, #args)
                 .await
         },
     };
@@ -167,21 +165,16 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         #vis fn #ident(
             &self,
             #(#params),*
-        ) -> impl #private::Future<Output = #private::Result<#output, #private::RpcError>>
-               + #private::Send
+        ) -> impl #codegen::Future<Output = #codegen::Result<#output, #codegen::RpcError>>
+               + #codegen::Send
                + 'static
                + use<> {
-            const SPEC: #private::MethodSpec = #private::MethodSpec {
-                service: #service_name,
-                method: #method_name,
-                service_id: #service_id,
-                method_id: #method_id,
-                idempotent: #idempotent,
-                fingerprint: #fingerprint,
-                service_fingerprints: #client::FINGERPRINTS,
-            };
-            let __rpc_channel = #private::Clone::clone(&self.channel);
-            let __rpc_options = #private::Clone::clone(&self.options);
+            const __RPC_SPEC: #codegen::MethodSpec =
+                #codegen::MethodSpec::new(#service_name, #method_name)
+                    #idempotent
+                    .with_fingerprints(#fingerprint, #client::__RPC_FINGERPRINTS);
+            let __rpc_channel = #codegen::Clone::clone(&self.channel);
+            let __rpc_options = #codegen::Clone::clone(&self.options);
             async move { #call }
         }
     }

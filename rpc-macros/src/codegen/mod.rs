@@ -1,7 +1,10 @@
 //! Emits the generated items in reading order: the trait, the client, the server.
 //!
-//! Generated code names the runtime only through `#krate::__private`, and the standard
-//! library only through it or absolute paths, so it works under `#![no_implicit_prelude]`.
+//! Generated code names the runtime and the standard library only through
+//! `#krate::codegen`, so it works under `#![no_implicit_prelude]` and whatever the user's
+//! crate shadows. Every name it introduces beside the user's (locals, constants, generic
+//! parameters) starts with `__rpc`/`__Rpc`/`__RPC`, so no argument or type name of the
+//! user's can collide with one.
 
 mod client;
 mod server;
@@ -23,10 +26,10 @@ pub(crate) fn generate(model: &ServiceModel) -> TokenStream {
     }
 }
 
-/// `#krate::__private`, the one path generated code reaches the runtime through.
-fn private_path(model: &ServiceModel) -> TokenStream {
+/// `#krate::codegen`, the one path generated code reaches the runtime through.
+fn codegen_path(model: &ServiceModel) -> TokenStream {
     let krate = &model.krate;
-    quote!(#krate::__private)
+    quote!(#krate::codegen)
 }
 
 /// `(method_id, fingerprint)` of every method, as tuple expressions: the table the client

@@ -3,11 +3,11 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{fingerprint_pairs, private_path};
+use super::{codegen_path, fingerprint_pairs};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
-    let private = private_path(model);
+    let codegen = codegen_path(model);
     let vis = &model.vis;
     let server = &model.server_ident;
     let trait_ident = &model.trait_ident;
@@ -18,7 +18,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     let names = model.methods.iter().map(|method| {
         let id = proc_macro2::Literal::u32_suffixed(method.wire_id);
         let name = &method.wire_name;
-        quote!(#id => #private::Option::Some(#name),)
+        quote!(#id => #codegen::Option::Some(#name),)
     });
     let arms = model
         .methods
@@ -28,53 +28,53 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     quote! {
         #[doc = #struct_doc]
         #vis struct #server<T> {
-            service: #private::Arc<T>,
+            service: #codegen::Arc<T>,
         }
 
-        impl<T> #server<T> {
+        impl<__RpcImpl> #server<__RpcImpl> {
             /// Serves `service`.
-            #vis fn new(service: T) -> Self {
-                #server { service: #private::Arc::new(service) }
+            #vis fn new(service: __RpcImpl) -> Self {
+                #server { service: #codegen::Arc::new(service) }
             }
 
             /// Serves an implementation that is shared with other code.
-            #vis fn from_arc(service: #private::Arc<T>) -> Self {
+            #vis fn from_arc(service: #codegen::Arc<__RpcImpl>) -> Self {
                 #server { service }
             }
 
             /// The wrapped implementation.
-            #vis fn get_ref(&self) -> &T {
+            #vis fn get_ref(&self) -> &__RpcImpl {
                 &self.service
             }
         }
 
         #[automatically_derived]
-        impl<T> #private::Clone for #server<T> {
+        impl<__RpcImpl> #codegen::Clone for #server<__RpcImpl> {
             fn clone(&self) -> Self {
-                #server { service: #private::Clone::clone(&self.service) }
+                #server { service: #codegen::Clone::clone(&self.service) }
             }
         }
 
         #[automatically_derived]
-        impl<T> #private::Debug for #server<T> {
-            fn fmt(&self, f: &mut #private::Formatter<'_>) -> #private::FmtResult {
-                f.debug_struct(::core::stringify!(#server)).finish_non_exhaustive()
+        impl<__RpcImpl> #codegen::Debug for #server<__RpcImpl> {
+            fn fmt(&self, f: &mut #codegen::Formatter<'_>) -> #codegen::FmtResult {
+                f.debug_struct(#codegen::stringify!(#server)).finish_non_exhaustive()
             }
         }
 
         #[automatically_derived]
-        impl<T> #private::Dispatch for #server<T>
+        impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
         where
-            T: #trait_ident + #private::Send + #private::Sync + 'static,
+            __RpcImpl: #trait_ident + #codegen::Send + #codegen::Sync + 'static,
         {
             fn service_name(&self) -> &'static str {
                 #service_name
             }
 
-            fn method_name(&self, method_id: u32) -> #private::Option<&'static str> {
-                match method_id {
+            fn method_name(&self, __rpc_method_id: u32) -> #codegen::Option<&'static str> {
+                match __rpc_method_id {
                     #(#names)*
-                    _ => #private::Option::None,
+                    _ => #codegen::Option::None,
                 }
             }
 
@@ -84,12 +84,12 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
 
             fn dispatch(
                 &self,
-                method_id: u32,
-                request: #private::IncomingRequest,
-            ) -> #private::Result<#private::HandlerFuture, #private::RpcError> {
-                match method_id {
+                __rpc_method_id: u32,
+                __rpc_request: #codegen::IncomingRequest,
+            ) -> #codegen::Result<#codegen::HandlerFuture, #codegen::RpcError> {
+                match __rpc_method_id {
                     #(#arms)*
-                    _ => #private::Result::Err(#private::unknown_method(#service_name, method_id)),
+                    _ => #codegen::Result::Err(#codegen::unknown_method(#service_name, __rpc_method_id)),
                 }
             }
         }
@@ -97,14 +97,14 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
 }
 
 fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
-    let private = private_path(model);
+    let codegen = codegen_path(model);
     let trait_ident = &model.trait_ident;
     let ident = &method.ident;
     let method_id = proc_macro2::Literal::u32_suffixed(method.wire_id);
     let arg_idents: Vec<_> = method.args.iter().map(|arg| &arg.ident).collect();
     let wire_types = method.args.iter().map(|arg| {
         if arg.is_bytes {
-            quote!(#private::ByteBuf)
+            quote!(#codegen::ByteBuf)
         } else {
             let ty = &arg.ty;
             quote!(#ty)
@@ -117,28 +117,28 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let context_arg = method.context.as_ref().map(|_| quote!(&__rpc_context,));
     let take_stream = method.input_stream.as_ref().map(|(ident, item)| {
         quote! {
-            let mut request = request;
-            let #ident = request.take_stream::<#item>();
+            let mut __rpc_request = __rpc_request;
+            let #ident = __rpc_request.take_stream::<#item>();
         }
     });
     // The handler's arguments in the order the user wrote them (the stream among them).
     let call_args = method.params.iter().map(|(ident, _)| ident);
     let encode = if method.output_stream.is_some() {
-        quote!(#private::Reply::stream(__rpc_reply))
+        quote!(#codegen::Reply::stream(__rpc_reply))
     } else if method.output_is_bytes {
-        quote!(#private::Reply::new(#private::ByteBuf(__rpc_reply)))
+        quote!(#codegen::Reply::new(#codegen::ByteBuf(__rpc_reply)))
     } else {
-        quote!(#private::Reply::new(__rpc_reply))
+        quote!(#codegen::Reply::new(__rpc_reply))
     };
     quote! {
         #method_id => {
-            let (#(#arg_idents,)*): (#(#wire_types,)*) = request.decode_args()?;
+            let (#(#arg_idents,)*): (#(#wire_types,)*) = __rpc_request.decode_args()?;
             #(#unwrap_bytes)*
             #take_stream
-            let __rpc_context = request.context;
-            let __rpc_service = #private::Clone::clone(&self.service);
-            #private::Result::Ok(#private::Box::pin(async move {
-                let __rpc_reply = <T as #trait_ident>::#ident(&*__rpc_service, #context_arg #(#call_args),*).await;
+            let __rpc_context = __rpc_request.context;
+            let __rpc_service = #codegen::Clone::clone(&self.service);
+            #codegen::Result::Ok(#codegen::Box::pin(async move {
+                let __rpc_reply = <__RpcImpl as #trait_ident>::#ident(&*__rpc_service, #context_arg #(#call_args),*).await;
                 #encode
             }))
         }

@@ -5,11 +5,11 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::private_path;
+use super::codegen_path;
 use crate::model::ServiceModel;
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
-    let private = private_path(model);
+    let codegen = codegen_path(model);
     let syn::ItemTrait {
         attrs,
         vis,
@@ -25,7 +25,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         sig.asyncness = None;
         let output = &method.output;
         sig.output = syn::parse_quote! {
-            -> impl #private::Future<Output = #output> + #private::Send
+            -> impl #codegen::Future<Output = #output> + #codegen::Send
         };
         quote! {
             #(#attrs)*

@@ -15,7 +15,7 @@ impl r#trait for Impl {
 
 fn main() {
     let _server = traitServer::new(Impl);
-    let _ = rpc_core::Dispatch::service_name(&_server);
-    assert_eq!(rpc_core::Dispatch::service_name(&_server), "trait");
+    let _ = rpc_core::codegen::Dispatch::service_name(&_server);
+    assert_eq!(rpc_core::codegen::Dispatch::service_name(&_server), "trait");
     let _: fn(rpc_core::Channel) -> traitClient = traitClient::new;
 }

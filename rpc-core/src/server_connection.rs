@@ -1,0 +1,358 @@
+//! The server's connection engine: read requests, run handlers, write responses.
+//!
+//! [`serve`] runs one connection from its preface to its close. The [`Driver`] (`driver.rs`)
+//! reads frames and keeps the connection's timers (idle, keepalive, age, grace); each
+//! request is admitted (`admission.rs`: known service, compatible method, sane deadline and
+//! metadata, interceptors), dispatched and run (`call.rs`), and answered (`reply.rs`). Each
+//! call's handler runs in its own task unless it finishes on its first poll, so a slow call
+//! never blocks a fast one. A handler holds one of `max_concurrent_calls` permits from start
+//! to finish; with none left the connection stops reading (backpressure). Handlers encode
+//! their responses into the shared [`Outbox`], whose writer task coalesces them into few
+//! writes.
+//!
+//! Every started call is in `handlers` with its task's abort handle, so a cancel frame, the
+//! peer going away or the end of the grace period stops it.
+//!
+//! [`Driver`]: driver::Driver
+
+mod admission;
+mod call;
+mod driver;
+mod reply;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::context::Peer;
+use crate::dispatch::{Dispatch, StreamSink, StreamStarter};
+use crate::middleware::{CallStack, Interceptor};
+use crate::observe;
+use crate::outbox::{self, Outbox};
+use crate::recover::lock;
+use crate::stream::{Credit, Inbox};
+use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::wire;
+use admission::Compatibility;
+use driver::{Driver, Ending};
+
+/// What a server serves, shared by all its connections: its services, hooks and limits.
+#[derive(Clone)]
+pub(crate) struct Routes {
+    /// Services by wire id.
+    pub(crate) services: HashMap<u32, Arc<dyn Dispatch>>,
+    /// Services answered when no added service has their id (the built-in health service).
+    pub(crate) builtin: HashMap<u32, Arc<dyn Dispatch>>,
+    /// Run on every call before its arguments are decoded, in order.
+    pub(crate) interceptors: Vec<Arc<dyn Interceptor>>,
+    /// The middleware every call goes through, if any layer was added.
+    pub(crate) middleware: Option<CallStack>,
+    pub(crate) config: ServerConfig,
+}
+
+impl Routes {
+    /// The service with this wire id.
+    pub(crate) fn service(&self, service_id: u32) -> Option<&Arc<dyn Dispatch>> {
+        self.services
+            .get(&service_id)
+            .or_else(|| self.builtin.get(&service_id))
+    }
+}
+
+/// Tells connections to drain and close: stop taking new calls, finish in-flight ones (up
+/// to the grace period), then close. Cheap to clone; triggering any clone triggers all.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    /// Fires the signal. Firing it again does nothing.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the signal has fired.
+    pub async fn triggered(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// Serves calls on one connection until the peer closes it, it fails, or `shutdown` is
+/// triggered and its calls have drained.
+pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
+    routes: Arc<Routes>,
+    connection: Connection<R, W>,
+    shutdown: Shutdown,
+) {
+    let Connection {
+        mut reader,
+        writer,
+        peer,
+    } = connection;
+    let config = &routes.config;
+    // The preface comes first, under its own timeout: a peer that does not speak the
+    // protocol costs one short-lived task and is never answered.
+    let preface = tokio::select! {
+        preface = tokio::time::timeout(config.preface_timeout, reader.read_preface()) => preface,
+        () = shutdown.triggered() => return,
+    };
+    match preface {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "refused a connection");
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::info!(%peer, "closed a connection that sent no preface in time");
+            return;
+        }
+    }
+    let _gauge = observe::ConnectionGauge::open(config.metrics);
+    let outbox = Arc::new(Outbox::new(&wire::PREFACE));
+    let write_timeout = config.write_timeout;
+    let conn = Arc::new(ConnState {
+        permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
+        routes,
+        peer,
+        outbox: outbox.clone(),
+        handlers: Mutex::new(HashMap::new()),
+        drained: Notify::new(),
+        draining: AtomicBool::new(false),
+        inboxes: Mutex::new(HashMap::new()),
+        credits: Mutex::new(HashMap::new()),
+        errors: Mutex::new(ErrorBudget {
+            window_start: Instant::now(),
+            spent: 0,
+        }),
+        over_budget: AtomicBool::new(false),
+        compatibility: Mutex::new(Compatibility::default()),
+        any_incompatible: AtomicBool::new(false),
+    });
+    let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, write_timeout));
+    let mut driver = Driver::new(conn.clone(), writer_task);
+    let ending = driver.run(&mut reader, &shutdown).await;
+    conn.abort_handlers();
+    match ending {
+        Ending::Clean => {
+            conn.outbox.finish();
+            match tokio::time::timeout(write_timeout, &mut driver.writer_task).await {
+                Ok(Ok(Ok(()))) => {
+                    // Our side is shut: read (and drop) what the peer still sends until it
+                    // closes too, for a moment. Closing a socket with unread bytes resets the
+                    // connection, and the reset can destroy the last frames we wrote (a
+                    // GOAWAY, the last responses) before the peer reads them.
+                    let drain = async { while let Ok(Some(_)) = reader.read_frame().await {} };
+                    let _ = tokio::time::timeout(LINGER, drain).await;
+                }
+                Ok(Ok(Err(error))) => {
+                    tracing::debug!(peer = %conn.peer, %error, "write failed while closing")
+                }
+                Ok(Err(join_error)) => {
+                    tracing::warn!(peer = %conn.peer, %join_error, "writer task failed")
+                }
+                Err(_elapsed) => driver.writer_task.abort(),
+            }
+        }
+        Ending::Failed(error) => {
+            tracing::info!(peer = %conn.peer, %error, "closed a connection");
+            conn.outbox.fail(error);
+            driver.writer_task.abort();
+        }
+    }
+}
+
+/// How long a closing connection keeps reading for the peer to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The period over which `ServerConfig::error_budget` counts.
+const ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+/// Errors a client caused in the current window.
+struct ErrorBudget {
+    window_start: Instant,
+    spent: u32,
+}
+
+/// The state of one connection shared by its driver and its calls' tasks.
+struct ConnState {
+    routes: Arc<Routes>,
+    peer: Arc<Peer>,
+    outbox: Arc<Outbox>,
+    handlers: Mutex<HashMap<u32, AbortHandle>>,
+    /// Signalled when the last running handler finishes while draining.
+    drained: Notify,
+    /// Set once the connection takes no new calls.
+    draining: AtomicBool,
+    /// Request streams being received, by call id.
+    inboxes: Mutex<HashMap<u32, Arc<Inbox>>>,
+    /// Credit the client granted for response streams, by call id.
+    credits: Mutex<HashMap<u32, Arc<Credit>>>,
+    /// Errors the client caused lately (see `ServerConfig::error_budget`).
+    errors: Mutex<ErrorBudget>,
+    /// Set once the client caused more errors than its budget allows.
+    over_budget: AtomicBool,
+    permits: Arc<Semaphore>,
+    /// What the client declared of the services it calls.
+    compatibility: Mutex<Compatibility>,
+    /// Set once the client declared a method with a fingerprint different from ours, so
+    /// connections without any skip the lookup.
+    any_incompatible: AtomicBool,
+}
+
+impl ConnState {
+    fn config(&self) -> &ServerConfig {
+        &self.routes.config
+    }
+
+    fn handlers(&self) -> MutexGuard<'_, HashMap<u32, AbortHandle>> {
+        lock(&self.handlers)
+    }
+
+    fn running_handlers(&self) -> usize {
+        self.handlers().len()
+    }
+
+    /// Counts one error the client caused against its budget.
+    fn charge_error(&self) {
+        let mut budget = lock(&self.errors);
+        let now = Instant::now();
+        if now.duration_since(budget.window_start) >= ERROR_WINDOW {
+            budget.window_start = now;
+            budget.spent = 0;
+        }
+        budget.spent = budget.spent.saturating_add(1);
+        if budget.spent > self.config().error_budget {
+            self.over_budget.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers the inbox of a request stream and grants it its first window.
+    fn open_inbox(self: &Arc<Self>, call_id: u32) -> Arc<Inbox> {
+        let config = self.config();
+        let inbox = Inbox::new(
+            call_id,
+            config.stream_window,
+            config.max_frame_size,
+            self.outbox.clone(),
+        );
+        let conn = Arc::downgrade(self);
+        inbox.on_abandon(move || {
+            if let Some(conn) = conn.upgrade() {
+                conn.close_inbox(call_id);
+            }
+        });
+        lock(&self.inboxes).insert(call_id, inbox.clone());
+        inbox.grant_initial_window();
+        inbox
+    }
+
+    /// The call no longer reads its request stream: forget it, and tell the client to stop
+    /// sending if it has not finished.
+    fn close_inbox(&self, call_id: u32) {
+        if lock(&self.inboxes).remove(&call_id).is_some() {
+            self.outbox
+                .push_now(|buf| wire::encode_stop_stream(buf, call_id));
+        }
+    }
+
+    /// The credit for the response stream of `call_id`, created on first use.
+    fn credit(&self, call_id: u32) -> Arc<Credit> {
+        lock(&self.credits).entry(call_id).or_default().clone()
+    }
+
+    /// Sends the stream a handler returned, after its response.
+    async fn send_response_stream(
+        &self,
+        call_id: u32,
+        stream: StreamStarter,
+        deadline: Option<Instant>,
+    ) {
+        let sink = StreamSink {
+            call_id,
+            outbox: self.outbox.clone(),
+            credit: self.credit(call_id),
+            deadline,
+            max_frame: self.config().max_frame_size,
+        };
+        stream(sink).await;
+    }
+
+    /// Runs a call's remaining work in its own task, registered under its id so that a
+    /// cancel or the end of the connection can stop it.
+    fn spawn_call(self: &Arc<Self>, call_id: u32, work: impl Future<Output = ()> + Send + 'static) {
+        let conn = self.clone();
+        // Hold the table's lock across the spawn, so the task cannot finish (and remove its
+        // entry) before the entry exists.
+        let mut handlers = self.handlers();
+        let task = tokio::spawn(async move {
+            work.await;
+            conn.finish_call(call_id);
+        });
+        handlers.insert(call_id, task.abort_handle());
+    }
+
+    /// Stops a running call; returns whether there was one.
+    fn cancel(&self, call_id: u32) -> bool {
+        let handle = self.handlers().remove(&call_id);
+        let Some(handle) = handle else {
+            return false;
+        };
+        handle.abort();
+        self.forget_streams(call_id);
+        self.notify_if_drained();
+        true
+    }
+
+    fn finish_call(&self, call_id: u32) {
+        self.handlers().remove(&call_id);
+        self.forget_streams(call_id);
+        self.notify_if_drained();
+    }
+
+    /// Drops what a finished or cancelled call kept for its streams.
+    fn forget_streams(&self, call_id: u32) {
+        self.close_inbox(call_id);
+        lock(&self.credits).remove(&call_id);
+    }
+
+    fn notify_if_drained(&self) {
+        if self.draining.load(Ordering::Acquire) && self.handlers().is_empty() {
+            self.drained.notify_one();
+        }
+    }
+
+    fn abort_handlers(&self) {
+        for (_, handle) in self.handlers().drain() {
+            handle.abort();
+        }
+    }
+
+    fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, message: &str) {
+        tracing::error!(
+            peer = %self.peer,
+            service,
+            method = method.unwrap_or("?"),
+            call_id,
+            panic = message,
+            "a handler panicked"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Admission: whether a request may start, decided before any of its arguments are decoded.
+//! A request to a live call id is ignored; one to an unknown service, an incompatible
+//! method, with an expired deadline or metadata over the limit, or refused by an
+//! interceptor is answered with its error at once and never dispatched.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::ConnState;
+use crate::context::Context;
+use crate::dispatch::Dispatch;
+use crate::error::RpcError;
+use crate::middleware::CallInfo;
+use crate::recover::{lock, panic_message};
+use crate::status::{self, Status};
+use crate::wire::{self, RequestHead};
+
+/// The services a client declared, and the methods it was built with different types for.
+#[derive(Default)]
+pub(super) struct Compatibility {
+    declared: Vec<u32>,
+    incompatible: Vec<(u32, u32)>,
+}
+
+/// A request that may run: its service, and its context with deadline and metadata.
+pub(super) struct Admitted {
+    pub(super) service: Arc<dyn Dispatch>,
+    pub(super) deadline: Option<Instant>,
+    pub(super) context: Context,
+}
+
+impl ConnState {
+    /// Checks a request before it runs; `None` when it was answered with an error (or, for
+    /// a live call id, ignored) instead.
+    pub(super) fn admit(&self, head: &RequestHead, metadata: Bytes) -> Option<Admitted> {
+        let call_id = head.call_id;
+        if self.handlers().contains_key(&call_id) {
+            // A peer reusing a live id cannot disturb the original call.
+            tracing::debug!(peer = %self.peer, call_id, "ignored a request reusing a live call id");
+            self.charge_error();
+            return None;
+        }
+        let Some(service) = self.routes.service(head.service_id).cloned() else {
+            self.respond_error(call_id, Status::UnknownService, b"");
+            return None;
+        };
+        if self.is_incompatible(head.service_id, head.method_id) {
+            self.respond_error(call_id, Status::Incompatible, b"");
+            return None;
+        }
+        let deadline = match head.deadline_micros {
+            Some(0) => {
+                self.respond_error(call_id, Status::DeadlineExceeded, b"");
+                return None;
+            }
+            // A deadline too far away to represent is no deadline.
+            Some(micros) => Instant::now().checked_add(Duration::from_micros(micros)),
+            None => None,
+        };
+        let metadata = if metadata.is_empty() {
+            Vec::new()
+        } else {
+            match wire::decode_metadata(metadata, self.config().max_metadata_size) {
+                Ok(pairs) => pairs,
+                Err(RpcError::ResourceExhausted { message }) => {
+                    self.respond_error(call_id, Status::ResourceExhausted, message.as_bytes());
+                    return None;
+                }
+                Err(error) => {
+                    self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
+                    return None;
+                }
+            }
+        };
+        let context = Context::new(self.peer.clone(), call_id)
+            .with_deadline(deadline)
+            .with_metadata(metadata);
+        if let Err((status, message)) = self.intercept(&*service, head.method_id, &context) {
+            self.respond_error(call_id, status, message.as_bytes());
+            return None;
+        }
+        Some(Admitted {
+            service,
+            deadline,
+            context,
+        })
+    }
+
+    /// Runs the server's interceptors on a call about to start; the status and text to
+    /// answer with when one refuses it.
+    fn intercept(
+        &self,
+        service: &dyn Dispatch,
+        method_id: u32,
+        context: &Context,
+    ) -> Result<(), (Status, String)> {
+        let interceptors = &self.routes.interceptors;
+        if interceptors.is_empty() {
+            return Ok(());
+        }
+        // Interceptors see the canonical names only: a method the service does not have is
+        // refused as unknown before any of them runs.
+        let Some(method) = service.method_name(method_id) else {
+            return Err((Status::UnknownMethod, String::new()));
+        };
+        let call = CallInfo::new(service.service_name(), method, context);
+        for interceptor in interceptors {
+            let verdict =
+                std::panic::catch_unwind(AssertUnwindSafe(|| interceptor.intercept(&call)));
+            let error = match verdict {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error,
+                Err(panic) => {
+                    tracing::error!(peer = %self.peer, panic = panic_message(&*panic), "an interceptor panicked");
+                    return Err((Status::Internal, "the call was refused".to_owned()));
+                }
+            };
+            return Err(status::for_refusal(&error));
+        }
+        Ok(())
+    }
+
+    /// Records which of a service's methods the client was built with different types
+    /// for. Declaring a service twice, or one the server lacks, is charged as an error.
+    pub(super) fn declare(&self, service_id: u32, methods: &[(u32, u32)]) {
+        let mut compatibility = lock(&self.compatibility);
+        let service = self.routes.service(service_id);
+        if compatibility.declared.contains(&service_id) || service.is_none() {
+            drop(compatibility);
+            self.charge_error();
+            return;
+        }
+        compatibility.declared.push(service_id);
+        let Some(service) = service else { return };
+        let ours = service.fingerprints();
+        for (method_id, fingerprint) in methods {
+            let differs = ours
+                .iter()
+                .any(|(id, print)| id == method_id && print != fingerprint);
+            if differs {
+                compatibility.incompatible.push((service_id, *method_id));
+            }
+        }
+        if !compatibility.incompatible.is_empty() {
+            self.any_incompatible.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the client declared a different fingerprint for this method.
+    fn is_incompatible(&self, service_id: u32, method_id: u32) -> bool {
+        self.any_incompatible.load(Ordering::Relaxed)
+            && lock(&self.compatibility)
+                .incompatible
+                .contains(&(service_id, method_id))
+    }
+}

@@ -1,0 +1,207 @@
+//! Running an admitted call: dispatch to its service (which decodes the arguments), wrap the
+//! handler in middleware, trace and span, poll it once inline (most handlers finish without
+//! waiting), and go on in a task of its own only if it waits or a stream follows.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::reply::encode_outcome;
+use super::ConnState;
+use crate::dispatch::{HandlerFuture, IncomingRequest, Reply, StreamStarter};
+use crate::error::RpcError;
+use crate::middleware::{self, ServerCall};
+use crate::observe::{self, CallObserver, TraceContext};
+use crate::outbox::{InFlight, Lane};
+use crate::recover::{panic_message, CatchUnwind};
+use crate::status::Status;
+use crate::wire::RequestHead;
+
+/// How a handler ended.
+pub(super) enum HandlerOutcome {
+    Replied(Reply),
+    /// The handler panicked with this message (kept in the log, never sent).
+    Panicked(String),
+    DeadlineExceeded,
+}
+
+impl ConnState {
+    /// Admits a request and runs its handler (inline if it finishes at once, else in a
+    /// task of its own), or answers it with an error at once. `alone` says no other request
+    /// is waiting to be read right behind this one.
+    pub(super) fn start_call(
+        self: &Arc<Self>,
+        head: RequestHead,
+        metadata: Bytes,
+        payload: Bytes,
+        permit: OwnedSemaphorePermit,
+        alone: bool,
+    ) {
+        let call_id = head.call_id;
+        let Some(admitted) = self.admit(&head, metadata) else {
+            return;
+        };
+        let in_flight = InFlight::new(&self.outbox);
+        let (service, deadline, context) = (admitted.service, admitted.deadline, admitted.context);
+        let method_id = head.method_id;
+        let trace = context
+            .metadata(observe::TRACEPARENT)
+            .and_then(TraceContext::parse);
+        let middleware_context = self.routes.middleware.as_ref().map(|_| context.clone());
+        let stream = head.request_stream.then(|| self.open_inbox(call_id));
+        let request = IncomingRequest {
+            context,
+            payload,
+            stream,
+        };
+        let dispatched =
+            std::panic::catch_unwind(AssertUnwindSafe(|| service.dispatch(method_id, request)));
+        let names = (service.service_name(), service.method_name(method_id));
+        let mut handler = match dispatched {
+            Ok(Ok(handler)) => handler,
+            Ok(Err(RpcError::UnknownMethod { .. })) => {
+                self.respond_error(call_id, Status::UnknownMethod, b"");
+                return;
+            }
+            Ok(Err(error)) => {
+                self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
+                return;
+            }
+            Err(panic) => {
+                self.log_panic(names.0, names.1, call_id, &panic_message(&*panic));
+                self.respond_error(call_id, Status::HandlerPanicked, b"");
+                return;
+            }
+        };
+        let method_name = names.1.unwrap_or("?");
+        let observer = CallObserver::server(
+            names.0,
+            method_name,
+            &self.peer,
+            call_id,
+            trace,
+            self.config().metrics,
+        );
+        if let (Some(stack), Some(context)) = (&self.routes.middleware, middleware_context) {
+            let call = ServerCall::new(names.0, method_name, context, handler);
+            handler = middleware::through(stack, call);
+        }
+        // Only a traced or observed call pays for running its handler in a span and trace.
+        if let Some(trace) = trace {
+            handler = Box::pin(observe::in_trace(trace, handler));
+        }
+        if let Some(span) = observer.span() {
+            handler = Box::pin(observe::within(Some(span), handler));
+        }
+        // Poll the handler once right here: most handlers finish without waiting, and then
+        // the response is queued without a task spawn or a hop to another task. A handler
+        // that waits is moved into its own task (it is boxed, so moving it is fine), which
+        // polls it again with a real waker. One call's panic stays that call's error.
+        let mut guarded = CatchUnwind(handler);
+        let mut first_poll = TaskContext::from_waker(Waker::noop());
+        if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {
+            let mut outcome = HandlerOutcome::from(outcome);
+            observer.finish(outcome.kind());
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                self.log_panic(names.0, names.1, call_id, panic);
+            }
+            let stream = outcome.take_stream();
+            let max_frame = self.config().max_frame_size;
+            let peer = self.peer.clone();
+            let mut encode = Some(move |buf: &mut BytesMut| {
+                encode_outcome(buf, call_id, outcome, max_frame, &peer)
+            });
+            if stream.is_none()
+                && self
+                    .outbox
+                    .try_push_slot(if alone { Lane::Lone } else { Lane::Shared }, &mut encode)
+                    .is_some()
+            {
+                self.close_inbox(call_id);
+                return;
+            }
+            // A stream follows the response, or the outbox is full: go on in a task, holding
+            // the permit meanwhile.
+            if let Some(encode) = encode.take() {
+                let conn = self.clone();
+                self.spawn_call(call_id, async move {
+                    if let Err(error) = conn.outbox.push(Lane::Lone, encode).await {
+                        tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
+                    } else if let Some(stream) = stream {
+                        conn.send_response_stream(call_id, stream, deadline).await;
+                    }
+                    drop((permit, in_flight));
+                });
+            }
+            return;
+        }
+        let conn = self.clone();
+        self.spawn_call(call_id, async move {
+            let mut outcome = run_handler(guarded, deadline).await;
+            observer.finish(outcome.kind());
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                conn.log_panic(names.0, names.1, call_id, panic);
+            }
+            let stream = outcome.take_stream();
+            if conn.respond(call_id, outcome).await {
+                if let Some(stream) = stream {
+                    conn.send_response_stream(call_id, stream, deadline).await;
+                }
+            }
+            drop((permit, in_flight));
+        });
+    }
+}
+
+impl From<Result<Reply, Box<dyn Any + Send>>> for HandlerOutcome {
+    fn from(outcome: Result<Reply, Box<dyn Any + Send>>) -> Self {
+        match outcome {
+            Ok(reply) => HandlerOutcome::Replied(reply),
+            Err(panic) => HandlerOutcome::Panicked(panic_message(&*panic)),
+        }
+    }
+}
+
+impl HandlerOutcome {
+    /// The outcome's name, for spans and metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            HandlerOutcome::Replied(reply) => match reply.refusal() {
+                Some((status, _)) => observe::status_kind(status),
+                None => "ok",
+            },
+            HandlerOutcome::Panicked(_) => "handler_panicked",
+            HandlerOutcome::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+
+    /// Splits off the response stream a handler's reply starts, if any.
+    fn take_stream(&mut self) -> Option<StreamStarter> {
+        match self {
+            HandlerOutcome::Replied(reply) => reply.take_stream(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs a handler to its end or its deadline, whichever comes first.
+async fn run_handler(
+    guarded: CatchUnwind<HandlerFuture>,
+    deadline: Option<Instant>,
+) -> HandlerOutcome {
+    let outcome = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), guarded).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => return HandlerOutcome::DeadlineExceeded,
+        },
+        None => guarded.await,
+    };
+    HandlerOutcome::from(outcome)
+}

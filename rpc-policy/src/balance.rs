@@ -1,0 +1,460 @@
+//! Balanced and reconnecting channels: one `Channel` over connections to many servers.
+//!
+//! A [`Resolve`] says which endpoints there are (a fixed list, a DNS name looked up again
+//! every `resolve_interval`); a [`Connect`] dials one (TCP, Unix, TLS: the transports
+//! provide them). The [`Balancer`] here is the state and the decisions (which connections
+//! are ready, which one a call takes, whether to retry); `channel.rs` makes a `Channel` of
+//! it. It keeps one connection per endpoint, each in a task of its own (`endpoint.rs`) that re-dials with exponential backoff and jitter when the
+//! connection fails or the server sends GOAWAY, and that watches the server's health
+//! service so that a server reporting `NotServing` (one shutting down, say) gets no new
+//! calls.
+//!
+//! Each call goes to the less loaded of two ready connections picked at random (power of
+//! two choices on calls in flight). A call that finds no ready connection waits for one
+//! within its deadline (or fails at once, with `wait_for_ready` off). A call to an
+//! `#[idempotent]` method that fails for a transport reason is tried again on another
+//! endpoint, within its deadline and a retry budget (tower's `TpsBudget`); calls to other
+//! methods are never replayed, so a call that may have run fails with the error it got.
+//! A reconnecting channel is a balanced channel over one endpoint.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rpc_core::route::{BoxFuture, ClientCall};
+use rpc_core::{Channel, Peer, RpcError};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::config::BalanceConfig;
+
+/// Says which endpoints a balanced channel should keep connections to.
+pub trait Resolve: Send + Sync + 'static {
+    /// The endpoints now, each as the text a [`Connect`] dials (an address, a path).
+    fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, RpcError>>;
+
+    /// What the endpoints are, for `Channel::peer` and logs.
+    fn describe(&self) -> String;
+}
+
+/// A fixed list of endpoints.
+impl Resolve for Vec<String> {
+    fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, RpcError>> {
+        Box::pin(std::future::ready(Ok(self.clone())))
+    }
+
+    fn describe(&self) -> String {
+        self.join(", ")
+    }
+}
+
+/// Opens a connection to one endpoint: a plain channel over one connection.
+pub trait Connect: Send + Sync + 'static {
+    /// A channel over a new connection to `endpoint`.
+    fn connect(&self, endpoint: &str) -> BoxFuture<'static, Result<Channel, RpcError>>;
+}
+
+impl<F, Fut> Connect for F
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Channel, RpcError>> + Send + 'static,
+{
+    fn connect(&self, endpoint: &str) -> BoxFuture<'static, Result<Channel, RpcError>> {
+        Box::pin(self(endpoint.to_owned()))
+    }
+}
+
+/// One ready connection: its endpoint and the channel over it.
+#[derive(Debug, Clone)]
+pub(crate) struct Ready {
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) channel: Channel,
+}
+
+/// An endpoint's connection task, and whether its connection takes calls now.
+#[derive(Debug)]
+struct Endpoint {
+    task: AbortHandle,
+    ready: Option<Ready>,
+}
+
+/// The shared state of a balanced channel.
+pub(crate) struct Balancer {
+    pub(crate) peer: Peer,
+    pub(crate) config: BalanceConfig,
+    pub(crate) connector: Arc<dyn Connect>,
+    endpoints: Mutex<HashMap<Arc<str>, Endpoint>>,
+    /// The ready connections, rebuilt whenever one comes or goes, read by every call.
+    ready: RwLock<Arc<[Ready]>>,
+    /// Signalled when a connection becomes ready.
+    ready_changed: Notify,
+    budget: TpsBudget,
+    /// Why the last dial failed, for calls that find nothing ready.
+    pub(crate) last_error: Mutex<Option<RpcError>>,
+    pub(crate) resolver_task: Mutex<Option<AbortHandle>>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("peer", &self.peer)
+            .field("ready", &self.snapshot().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks `mutex`, even if a panic poisoned it: every update here is a single statement.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Balancer {
+    pub(crate) fn new(peer: Peer, connector: Arc<dyn Connect>, config: BalanceConfig) -> Balancer {
+        Balancer {
+            peer,
+            budget: TpsBudget::new(
+                Duration::from_secs(10),
+                config.retry_budget_min_per_second,
+                config.retry_budget_ratio,
+            ),
+            config,
+            connector,
+            endpoints: Mutex::new(HashMap::new()),
+            ready: RwLock::new(Arc::from(Vec::new())),
+            ready_changed: Notify::new(),
+            last_error: Mutex::new(None),
+            resolver_task: Mutex::new(None),
+        }
+    }
+
+    /// Stops resolving and every endpoint's task.
+    fn stop(&self) {
+        if let Some(task) = lock(&self.resolver_task).take() {
+            task.abort();
+        }
+        for endpoint in lock(&self.endpoints).values() {
+            endpoint.task.abort();
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<[Ready]> {
+        self.ready
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Calls `call`'s method on a ready connection, retrying an idempotent method on
+    /// another endpoint after a transport failure (see the module documentation).
+    pub(crate) async fn call(&self, mut call: ClientCall) -> Result<Bytes, RpcError> {
+        // Every attempt shares the deadline the call started with.
+        let deadline = call
+            .options()
+            .deadline_for_call(self.config.channel.default_timeout);
+        if let Some(deadline) = deadline {
+            *call.options_mut() = call.options().clone().with_deadline(deadline);
+        }
+        let mut attempt = 1;
+        let mut failed_endpoint: Option<Arc<str>> = None;
+        loop {
+            let ready = self.pick(deadline, failed_endpoint.as_deref()).await?;
+            let outcome = ready.channel.call_encoded(call.clone()).await;
+            match outcome {
+                Err(error)
+                    if call.method().is_idempotent()
+                        && attempt < self.config.max_attempts
+                        && is_transport_failure(&error)
+                        && deadline.is_none_or(|deadline| Instant::now() < deadline)
+                        && self.budget.withdraw() =>
+                {
+                    tracing::debug!(
+                        service = call.method().service(),
+                        method = call.method().method(),
+                        endpoint = %ready.endpoint,
+                        attempt,
+                        %error,
+                        "retrying an idempotent call on another endpoint"
+                    );
+                    attempt += 1;
+                    failed_endpoint = Some(ready.endpoint);
+                }
+                outcome => {
+                    if attempt == 1 {
+                        self.budget.deposit();
+                    }
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// A ready connection, waiting for one within `deadline` and the ready timeout unless
+    /// `wait_for_ready` is off. Prefers endpoints other than `avoid`.
+    pub(crate) async fn pick(
+        &self,
+        deadline: Option<Instant>,
+        avoid: Option<&str>,
+    ) -> Result<Ready, RpcError> {
+        let now = Instant::now();
+        let ready_limit = now.checked_add(self.config.ready_timeout).unwrap_or(now);
+        let limit = deadline.map_or(ready_limit, |deadline| deadline.min(ready_limit));
+        loop {
+            let notified = self.ready_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(ready) = self.choose(avoid) {
+                return Ok(ready);
+            }
+            if !self.config.wait_for_ready {
+                return Err(self.nothing_ready());
+            }
+            if tokio::time::timeout_at(limit.into(), notified)
+                .await
+                .is_err()
+            {
+                return Err(match deadline {
+                    Some(deadline) if deadline <= limit => RpcError::DeadlineExceeded {},
+                    _ => self.nothing_ready(),
+                });
+            }
+        }
+    }
+
+    fn nothing_ready(&self) -> RpcError {
+        let reason = match &*lock(&self.last_error) {
+            Some(error) => format!("no connection to {} is ready: {error}", self.peer),
+            None => format!("no connection to {} is ready yet", self.peer),
+        };
+        RpcError::Unavailable {
+            reason: reason.into(),
+        }
+    }
+
+    /// One of the ready connections, other than `avoid`'s where there is a choice.
+    fn choose(&self, avoid: Option<&str>) -> Option<Ready> {
+        let ready = self.snapshot();
+        let candidates: Vec<&Ready> = match avoid {
+            Some(avoid) if ready.len() > 1 => ready
+                .iter()
+                .filter(|ready| &*ready.endpoint != avoid)
+                .collect(),
+            _ => ready.iter().collect(),
+        };
+        power_of_two_choices(&candidates, |ready| ready.channel.calls_in_flight())
+            .map(|ready| (*ready).clone())
+    }
+
+    /// Records whether `endpoint`'s connection takes calls (`Some`) or not (`None`: it is
+    /// ejected), and rebuilds the ready list.
+    pub(crate) fn set_ready(&self, endpoint: &Arc<str>, ready: Option<Ready>) {
+        let became_ready = ready.is_some();
+        {
+            let mut endpoints = lock(&self.endpoints);
+            let Some(entry) = endpoints.get_mut(endpoint) else {
+                return;
+            };
+            entry.ready = ready;
+            self.rebuild_ready(&endpoints);
+        }
+        if became_ready {
+            self.ready_changed.notify_waiters();
+        }
+    }
+
+    fn rebuild_ready(&self, endpoints: &HashMap<Arc<str>, Endpoint>) {
+        let ready: Vec<Ready> = endpoints
+            .values()
+            .filter_map(|endpoint| endpoint.ready.clone())
+            .collect();
+        *self.ready.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(ready);
+    }
+
+    /// Starts a connection task (made by `spawn`) for each new endpoint and stops those of
+    /// endpoints that are gone.
+    pub(crate) fn reconcile(
+        &self,
+        resolved: Vec<String>,
+        mut spawn: impl FnMut(Arc<str>) -> AbortHandle,
+    ) {
+        let mut endpoints = lock(&self.endpoints);
+        let wanted: Vec<Arc<str>> = resolved.into_iter().map(Arc::from).collect();
+        endpoints.retain(|endpoint, entry| {
+            let keep = wanted.contains(endpoint);
+            if !keep {
+                tracing::debug!(%endpoint, "endpoint removed");
+                entry.task.abort();
+            }
+            keep
+        });
+        for endpoint in wanted {
+            if endpoints.contains_key(&endpoint) {
+                continue;
+            }
+            tracing::debug!(%endpoint, "endpoint added");
+            let task = spawn(endpoint.clone());
+            endpoints.insert(endpoint, Endpoint { task, ready: None });
+        }
+        self.rebuild_ready(&endpoints);
+    }
+}
+
+/// Power of two choices: of two candidates picked at random, the one with the lower `load`.
+fn power_of_two_choices<T>(candidates: &[T], load: impl Fn(&T) -> usize) -> Option<&T> {
+    match candidates.len() {
+        0 => None,
+        1 => candidates.first(),
+        len => {
+            let first = fastrand::usize(..len);
+            let second = (first + 1 + fastrand::usize(..len - 1)) % len;
+            let (a, b) = (&candidates[first], &candidates[second]);
+            Some(if load(b) < load(a) { b } else { a })
+        }
+    }
+}
+
+/// Errors after which the call did not complete on that server for a reason of the
+/// connection or the server's state, not of the call itself.
+fn is_transport_failure(error: &RpcError) -> bool {
+    matches!(
+        error,
+        RpcError::ConnectionClosed { .. } | RpcError::Unavailable { .. } | RpcError::Io { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rpc_core::route::Route;
+    use rpc_core::{CallOptions, ChannelConfig};
+
+    use super::*;
+
+    #[test]
+    fn two_choices_never_pick_the_most_loaded_of_three() {
+        let loads = [5, 0, 9];
+        for _ in 0..200 {
+            let picked = power_of_two_choices(&loads, |load| *load).copied();
+            assert_ne!(picked, Some(9), "the most loaded lost every pair it was in");
+        }
+        assert_eq!(power_of_two_choices(&[3], |load| *load), Some(&3));
+        assert_eq!(power_of_two_choices::<usize>(&[], |load| *load), None);
+    }
+
+    #[test]
+    fn two_choices_spread_calls_over_equally_loaded_candidates() {
+        let counts = [
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ];
+        for _ in 0..300 {
+            let picked = power_of_two_choices(&counts, |_| 0).unwrap();
+            picked.fetch_add(1, Ordering::Relaxed);
+        }
+        for count in &counts {
+            assert!(count.load(Ordering::Relaxed) > 30, "{counts:?}");
+        }
+    }
+
+    /// A stand-in connection with a fixed load.
+    #[derive(Debug)]
+    struct Loaded(usize);
+
+    impl Route for Loaded {
+        fn peer(&self) -> &Peer {
+            &Peer::Loopback
+        }
+
+        fn config(&self) -> &ChannelConfig {
+            static CONFIG: std::sync::OnceLock<ChannelConfig> = std::sync::OnceLock::new();
+            CONFIG.get_or_init(ChannelConfig::default)
+        }
+
+        fn calls_in_flight(&self) -> usize {
+            self.0
+        }
+
+        fn unary(&self, _call: ClientCall) -> BoxFuture<'_, Result<Bytes, RpcError>> {
+            Box::pin(std::future::ready(Ok(Bytes::new())))
+        }
+
+        fn channel_for_stream<'a>(
+            &'a self,
+            _options: &'a CallOptions,
+        ) -> BoxFuture<'a, Result<Channel, RpcError>> {
+            Box::pin(std::future::ready(Err(RpcError::protocol(
+                "no streams here",
+            ))))
+        }
+    }
+
+    fn balancer_over(loads: &[(&str, usize)]) -> Balancer {
+        let connector = |_endpoint: String| async { Err(RpcError::protocol("no dialling")) };
+        let balancer = Balancer::new(
+            Peer::Loopback,
+            Arc::new(connector),
+            BalanceConfig::default(),
+        );
+        let names = loads.iter().map(|(name, _)| (*name).to_owned()).collect();
+        // A task handle that is never polled: tests drive readiness by hand.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        balancer.reconcile(names, |_| runtime.spawn(async {}).abort_handle());
+        for (name, load) in loads {
+            let endpoint: Arc<str> = Arc::from(*name);
+            let channel = Channel::from_route(Loaded(*load));
+            balancer.set_ready(&endpoint.clone(), Some(Ready { endpoint, channel }));
+        }
+        balancer
+    }
+
+    #[test]
+    fn an_ejected_endpoint_gets_no_calls_until_it_is_ready_again() {
+        let balancer = balancer_over(&[("a", 0), ("b", 0)]);
+        balancer.set_ready(&Arc::from("a"), None);
+        for _ in 0..50 {
+            assert_eq!(&*balancer.choose(None).unwrap().endpoint, "b");
+        }
+        balancer.set_ready(&Arc::from("b"), None);
+        assert!(balancer.choose(None).is_none(), "nothing is ready");
+        assert!(matches!(
+            balancer.nothing_ready(),
+            RpcError::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn a_retry_avoids_the_endpoint_that_failed_while_there_is_another() {
+        let balancer = balancer_over(&[("a", 0), ("b", 7)]);
+        for _ in 0..50 {
+            assert_eq!(&*balancer.choose(Some("a")).unwrap().endpoint, "b");
+        }
+        let lone = balancer_over(&[("a", 0)]);
+        assert_eq!(&*lone.choose(Some("a")).unwrap().endpoint, "a");
+    }
+
+    #[test]
+    fn endpoints_gone_from_resolution_are_dropped() {
+        let balancer = balancer_over(&[("a", 0), ("b", 0)]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        balancer.reconcile(vec!["b".to_owned()], |_| {
+            runtime.spawn(async {}).abort_handle()
+        });
+        for _ in 0..50 {
+            assert_eq!(&*balancer.choose(None).unwrap().endpoint, "b");
+        }
+    }
+}
