@@ -25,6 +25,7 @@ use crate::stream::Streaming;
 
 /// Whether a server or a service takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ServingStatus {
     /// It takes calls.
     Serving,

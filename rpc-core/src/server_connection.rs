@@ -16,6 +16,7 @@
 //! [`Driver`]: driver::Driver
 
 mod admission;
+mod budget;
 mod call;
 mod driver;
 mod reply;
@@ -41,6 +42,7 @@ use crate::stream::{Credit, Inbox};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire;
 use admission::Compatibility;
+use budget::ErrorBudget;
 use driver::{Driver, Ending};
 
 /// What a server serves, shared by all its connections: its services, hooks and limits.
@@ -128,6 +130,7 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
     let _gauge = observe::ConnectionGauge::open(config.metrics);
     let outbox = Arc::new(Outbox::new(&wire::PREFACE));
     let write_timeout = config.write_timeout;
+    let errors = ErrorBudget::new(config.error_budget, Instant::now());
     let conn = Arc::new(ConnState {
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
         routes,
@@ -138,10 +141,7 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         draining: AtomicBool::new(false),
         inboxes: Mutex::new(HashMap::new()),
         credits: Mutex::new(HashMap::new()),
-        errors: Mutex::new(ErrorBudget {
-            window_start: Instant::now(),
-            spent: 0,
-        }),
+        errors: Mutex::new(errors),
         over_budget: AtomicBool::new(false),
         compatibility: Mutex::new(Compatibility::default()),
         any_incompatible: AtomicBool::new(false),
@@ -181,15 +181,6 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
 
 /// How long a closing connection keeps reading for the peer to close its side.
 const LINGER: Duration = Duration::from_secs(1);
-
-/// The period over which `ServerConfig::error_budget` counts.
-const ERROR_WINDOW: Duration = Duration::from_secs(10);
-
-/// Errors a client caused in the current window.
-struct ErrorBudget {
-    window_start: Instant,
-    spent: u32,
-}
 
 /// The state of one connection shared by its driver and its calls' tasks.
 struct ConnState {
@@ -232,14 +223,7 @@ impl ConnState {
 
     /// Counts one error the client caused against its budget.
     fn charge_error(&self) {
-        let mut budget = lock(&self.errors);
-        let now = Instant::now();
-        if now.duration_since(budget.window_start) >= ERROR_WINDOW {
-            budget.window_start = now;
-            budget.spent = 0;
-        }
-        budget.spent = budget.spent.saturating_add(1);
-        if budget.spent > self.config().error_budget {
+        if lock(&self.errors).charge(Instant::now()) {
             self.over_budget.store(true, Ordering::Relaxed);
         }
     }

@@ -13,6 +13,7 @@ use crate::error::RpcError;
 /// The status byte of a RESPONSE or STREAM_END frame: how a call (or a stream) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Status {
     /// The handler returned; the payload is its postcard-encoded result.
     Ok = 0,

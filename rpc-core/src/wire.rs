@@ -54,6 +54,7 @@ pub const DEFAULT_MAX_METADATA: usize = 8 * 1024;
 /// The kind byte that follows the length prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum FrameKind {
     /// A call from client to server.
     Request = 0x01,

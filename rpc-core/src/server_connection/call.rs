@@ -1,6 +1,10 @@
-//! Running an admitted call: dispatch to its service (which decodes the arguments), wrap the
-//! handler in middleware, trace and span, poll it once inline (most handlers finish without
-//! waiting), and go on in a task of its own only if it waits or a stream follows.
+//! An admitted call from dispatch to its end: [`dispatch`] hands it to its service (which
+//! decodes the arguments) and wraps the handler in middleware, trace and span; [`run`]
+//! polls it once inline (most handlers finish without waiting) and goes on in a task of its
+//! own only if it waits or a stream follows.
+//!
+//! [`dispatch`]: ConnState::dispatch
+//! [`run`]: ConnState::run
 
 use std::any::Any;
 use std::future::Future;
@@ -13,6 +17,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::admission::Admitted;
 use super::reply::encode_outcome;
 use super::ConnState;
 use crate::dispatch::{HandlerFuture, IncomingRequest, Reply, StreamStarter};
@@ -23,6 +28,16 @@ use crate::outbox::{InFlight, Lane};
 use crate::recover::{panic_message, CatchUnwind};
 use crate::status::Status;
 use crate::wire::RequestHead;
+
+/// A call handed to its service: the handler's future, ready to run.
+struct Dispatched {
+    call_id: u32,
+    /// The service's and the method's names (the method's when the service knows it).
+    names: (&'static str, Option<&'static str>),
+    deadline: Option<Instant>,
+    observer: CallObserver,
+    handler: HandlerFuture,
+}
 
 /// How a handler ended.
 pub(super) enum HandlerOutcome {
@@ -44,13 +59,31 @@ impl ConnState {
         permit: OwnedSemaphorePermit,
         alone: bool,
     ) {
-        let call_id = head.call_id;
         let Some(admitted) = self.admit(&head, metadata) else {
             return;
         };
         let in_flight = InFlight::new(&self.outbox);
-        let (service, deadline, context) = (admitted.service, admitted.deadline, admitted.context);
-        let method_id = head.method_id;
+        let Some(call) = self.dispatch(&head, admitted, payload) else {
+            return;
+        };
+        self.run(call, permit, in_flight, alone);
+    }
+
+    /// Hands an admitted request to its service, which decodes the arguments and returns
+    /// the handler's future, wrapped here in middleware, trace and span; `None` when the
+    /// call was answered with an error instead.
+    fn dispatch(
+        self: &Arc<Self>,
+        head: &RequestHead,
+        admitted: Admitted,
+        payload: Bytes,
+    ) -> Option<Dispatched> {
+        let (call_id, method_id) = (head.call_id, head.method_id);
+        let Admitted {
+            service,
+            deadline,
+            context,
+        } = admitted;
         let trace = context
             .metadata(observe::TRACEPARENT)
             .and_then(TraceContext::parse);
@@ -68,16 +101,16 @@ impl ConnState {
             Ok(Ok(handler)) => handler,
             Ok(Err(RpcError::UnknownMethod { .. })) => {
                 self.respond_error(call_id, Status::UnknownMethod, b"");
-                return;
+                return None;
             }
             Ok(Err(error)) => {
                 self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
-                return;
+                return None;
             }
             Err(panic) => {
                 self.log_panic(names.0, names.1, call_id, &panic_message(&*panic));
                 self.respond_error(call_id, Status::HandlerPanicked, b"");
-                return;
+                return None;
             }
         };
         let method_name = names.1.unwrap_or("?");
@@ -100,10 +133,34 @@ impl ConnState {
         if let Some(span) = observer.span() {
             handler = Box::pin(observe::within(Some(span), handler));
         }
-        // Poll the handler once right here: most handlers finish without waiting, and then
-        // the response is queued without a task spawn or a hop to another task. A handler
-        // that waits is moved into its own task (it is boxed, so moving it is fine), which
-        // polls it again with a real waker. One call's panic stays that call's error.
+        Some(Dispatched {
+            call_id,
+            names,
+            deadline,
+            observer,
+            handler,
+        })
+    }
+
+    /// Runs a dispatched call. The handler is polled once right here: most handlers finish
+    /// without waiting, and then the response is queued without a task spawn or a hop to
+    /// another task. A handler that waits is moved into its own task (it is boxed, so
+    /// moving it is fine), which polls it again with a real waker. One call's panic stays
+    /// that call's error.
+    fn run(
+        self: &Arc<Self>,
+        call: Dispatched,
+        permit: OwnedSemaphorePermit,
+        in_flight: InFlight,
+        alone: bool,
+    ) {
+        let Dispatched {
+            call_id,
+            names,
+            deadline,
+            observer,
+            handler,
+        } = call;
         let mut guarded = CatchUnwind(handler);
         let mut first_poll = TaskContext::from_waker(Waker::noop());
         if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {

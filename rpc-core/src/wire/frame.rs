@@ -10,6 +10,7 @@ use crate::error::RpcError;
 
 /// One decoded frame. Payloads are zero-copy slices of the received buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Frame {
     /// A call.
     Request {
