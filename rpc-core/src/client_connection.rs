@@ -18,11 +18,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::call::MethodSpec;
 use crate::config::ChannelConfig;
 use crate::context::Peer;
 use crate::error::RpcError;
 use crate::outbox::{self, Outbox};
 use crate::recover::lock;
+use crate::status::{self, Status};
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire;
 use call_table::CallTable;
@@ -197,4 +199,9 @@ impl ClientConnection {
         }
         self.closed_notify.notify_waiters();
     }
+}
+
+/// The error a non-OK status stands for, for a call to `method`.
+fn call_error(method: &MethodSpec, status: Status, text: &[u8]) -> RpcError {
+    status::to_error(method.service(), method.method(), status, text)
 }

@@ -14,14 +14,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::call_table::Response;
-use super::ClientConnection;
+use super::{call_error, ClientConnection};
 use crate::call::{CallOptions, ClientCall, MethodSpec};
 use crate::codec;
 use crate::error::RpcError;
 use crate::observe::{self, CallObserver};
 use crate::outbox::{InFlight, Lane};
 use crate::recover::lock;
-use crate::status::{self, Status};
+use crate::status::Status;
 use crate::stream::{send_stream, Credit, Inbox, Streaming};
 use crate::wire::{self, RequestHead};
 
@@ -84,12 +84,7 @@ impl ClientConnection {
             &Encoded(call.args()),
             |status, payload| match status {
                 Status::Ok => Ok(payload),
-                status => Err(status::to_error(
-                    method.service(),
-                    method.method(),
-                    status,
-                    &payload,
-                )),
+                status => Err(call_error(method, status, &payload)),
             },
         )
         .await
@@ -139,12 +134,7 @@ impl ClientConnection {
             .await?;
         match (status, inbox) {
             (Status::Ok, Some(inbox)) => Ok(Streaming::remote(inbox, deadline)),
-            (status, _) => Err(status::to_error(
-                method.service(),
-                method.method(),
-                status,
-                &payload,
-            )),
+            (status, _) => Err(call_error(method, status, &payload)),
         }
     }
 
@@ -414,12 +404,7 @@ fn decode_response<R: DeserializeOwned>(
 ) -> Result<R, RpcError> {
     match status {
         Status::Ok => codec::decode(payload),
-        status => Err(status::to_error(
-            method.service(),
-            method.method(),
-            status,
-            payload,
-        )),
+        status => Err(call_error(method, status, payload)),
     }
 }
 

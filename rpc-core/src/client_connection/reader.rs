@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
-use super::ClientConnection;
+use super::{call_error, ClientConnection};
 use crate::error::RpcError;
 use crate::recover::lock;
-use crate::status::{self, Status};
+use crate::status::Status;
 use crate::transport::FrameRead;
 use crate::wire::{self, Frame};
 
@@ -69,12 +69,7 @@ pub(super) async fn read_responses<R: FrameRead>(
                 if let Some((inbox, method)) = entry {
                     let outcome = match status {
                         Status::Ok => Ok(()),
-                        status => Err(status::to_error(
-                            method.service(),
-                            method.method(),
-                            status,
-                            &text,
-                        )),
+                        status => Err(call_error(&method, status, &text)),
                     };
                     inbox.finish(outcome);
                 }
