@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 
+use crate::codec;
 use crate::context::RedactedMetadata;
+use crate::error::RpcError;
+use crate::shape::ServiceShapes;
 use crate::wire::wire_id;
 
 /// What a client needs to address one method: names for errors and logs, ids for the wire,
@@ -30,8 +34,7 @@ pub struct MethodSpec {
     service_id: u32,
     method_id: u32,
     idempotent: bool,
-    fingerprint: u32,
-    service_fingerprints: &'static [(u32, u32)],
+    shapes: Option<fn() -> &'static ServiceShapes>,
 }
 
 impl MethodSpec {
@@ -45,8 +48,7 @@ impl MethodSpec {
             service_id: wire_id(service),
             method_id: wire_id(method),
             idempotent: false,
-            fingerprint: 0,
-            service_fingerprints: &[],
+            shapes: None,
         }
     }
 
@@ -57,17 +59,13 @@ impl MethodSpec {
         self
     }
 
-    /// This method with its fingerprint (a hash of its name and its argument and result
-    /// types) and `(method_id, fingerprint)` of every method of its service, declared to
-    /// the server before the first call to the service on a connection, so that the server
-    /// refuses calls to methods whose types changed with `RpcError::Incompatible`.
-    pub const fn with_fingerprints(
-        mut self,
-        fingerprint: u32,
-        service_fingerprints: &'static [(u32, u32)],
-    ) -> MethodSpec {
-        self.fingerprint = fingerprint;
-        self.service_fingerprints = service_fingerprints;
+    /// This method with the shapes of its service's methods (what `#[service]` computes
+    /// once from their types): the client declares their fingerprints to the server before
+    /// the first call to the service on a connection, so that the server refuses calls to
+    /// methods whose types changed with `RpcError::Incompatible`, which names the first
+    /// difference.
+    pub const fn with_shapes(mut self, shapes: fn() -> &'static ServiceShapes) -> MethodSpec {
+        self.shapes = Some(shapes);
         self
     }
 
@@ -96,14 +94,42 @@ impl MethodSpec {
         self.idempotent
     }
 
+    /// The shapes of the service's methods, if the spec has them.
+    pub fn shapes(&self) -> Option<&'static ServiceShapes> {
+        self.shapes.map(|shapes| shapes())
+    }
+
     /// The method's fingerprint (0 when it has none).
-    pub const fn fingerprint(&self) -> u32 {
-        self.fingerprint
+    pub fn fingerprint(&self) -> u32 {
+        self.service_fingerprints()
+            .iter()
+            .find(|(method_id, _)| *method_id == self.method_id)
+            .map_or(0, |(_, fingerprint)| *fingerprint)
     }
 
     /// `(method_id, fingerprint)` of every method of the service (empty skips the check).
-    pub const fn service_fingerprints(&self) -> &'static [(u32, u32)] {
-        self.service_fingerprints
+    pub fn service_fingerprints(&self) -> &'static [(u32, u32)] {
+        self.shapes().map_or(&[], ServiceShapes::fingerprints)
+    }
+
+    /// Decodes this method's result from a response's payload.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Codec` naming the method when the payload is not one `R`.
+    pub fn decode_result<R: DeserializeOwned>(&self, payload: &[u8]) -> Result<R, RpcError> {
+        codec::decode(payload).map_err(|error| match error {
+            RpcError::Codec { message } => RpcError::codec(format!(
+                "the result of `{}.{}` did not decode: {message}",
+                self.service, self.method
+            )),
+            other => other,
+        })
+    }
+
+    /// Why this method and the server's are incompatible, from the server's shape of it.
+    pub(crate) fn incompatibility(&self, theirs: &[u8]) -> Option<String> {
+        self.shapes()?.incompatibility(self.method_id, theirs)
     }
 }
 
@@ -229,15 +255,32 @@ mod tests {
 
     #[test]
     fn a_spec_computes_the_ids_the_server_routes_by() {
+        use crate::shape::MethodEntry;
+        fn shapes() -> &'static ServiceShapes {
+            static SHAPES: std::sync::OnceLock<ServiceShapes> = std::sync::OnceLock::new();
+            SHAPES.get_or_init(|| {
+                ServiceShapes::new(vec![MethodEntry::new::<(u64, u64), u64>(
+                    "add",
+                    &["a", "b"],
+                    7,
+                )])
+            })
+        }
         const SPEC: MethodSpec = MethodSpec::new("Calc", "add")
             .idempotent()
-            .with_fingerprints(7, &[(1, 7)]);
+            .with_shapes(shapes);
         assert_eq!(SPEC.service_id(), wire_id("Calc"));
         assert_eq!(SPEC.method_id(), wire_id("add"));
         assert!(SPEC.is_idempotent());
+        assert_ne!(SPEC.fingerprint(), 0);
         assert_eq!(
-            (SPEC.fingerprint(), SPEC.service_fingerprints()),
-            (7, &[(1, 7)][..])
+            SPEC.service_fingerprints(),
+            &[(wire_id("add"), SPEC.fingerprint())][..]
+        );
+        let bare = MethodSpec::new("Calc", "add");
+        assert_eq!(
+            (bare.fingerprint(), bare.service_fingerprints()),
+            (0, &[][..])
         );
     }
 }

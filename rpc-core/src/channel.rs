@@ -205,7 +205,7 @@ impl Channel {
                 codec::encode_into(&mut encoded, args)?;
                 let call = ClientCall::new(*method, options.clone(), encoded.freeze());
                 let payload = route.unary(call).await?;
-                codec::decode(&payload)
+                method.decode_result(&payload)
             }
         }
     }

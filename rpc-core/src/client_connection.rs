@@ -201,7 +201,19 @@ impl ClientConnection {
     }
 }
 
-/// The error a non-OK status stands for, for a call to `method`.
+/// The error a non-OK status stands for, for a call to `method`. An `INCOMPATIBLE` answer
+/// carries the server's shape of the method, which names the first difference.
 fn call_error(method: &MethodSpec, status: Status, text: &[u8]) -> RpcError {
-    status::to_error(method.service(), method.method(), status, text)
+    match status::to_error(method.service(), method.method(), status, text) {
+        RpcError::Incompatible {
+            service,
+            method: name,
+            reason,
+        } => RpcError::Incompatible {
+            service,
+            method: name,
+            reason: method.incompatibility(text).map_or(reason, Arc::from),
+        },
+        error => error,
+    }
 }

@@ -42,6 +42,7 @@
 pub use crate::call::MethodSpec;
 pub use crate::codec::{ByteBuf, ByteSlice};
 pub use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
+pub use crate::shape::{MethodEntry, MethodShape, ServiceShapes};
 
 #[doc(hidden)]
 pub use crate::{CallOptions, Channel, Context, RpcError};
@@ -70,9 +71,16 @@ pub use std::boxed::Box;
 #[doc(hidden)]
 pub use std::string::String;
 #[doc(hidden)]
-pub use std::sync::Arc;
+pub use std::sync::{Arc, OnceLock};
 #[doc(hidden)]
 pub use std::time::{Duration, Instant};
+
+/// What a stub emitted beside `#[service]`'s errors returns: never called, since those
+/// errors stop the build.
+#[doc(hidden)]
+pub fn stubbed<T>() -> T {
+    unreachable!("generated from a #[service] with errors")
+}
 
 /// The error a generated dispatcher returns for a method id it does not know.
 pub fn unknown_method(service: &'static str, method_id: u32) -> RpcError {

@@ -17,6 +17,7 @@ use crate::codec;
 use crate::context::Context;
 use crate::error::RpcError;
 use crate::outbox::Outbox;
+use crate::shape::ServiceShapes;
 use crate::status::Status;
 use crate::stream::{send_stream, Credit, Inbox, Streaming};
 
@@ -172,11 +173,13 @@ pub trait Dispatch: Send + Sync + 'static {
     /// The name of the method with this wire id, for logs.
     fn method_name(&self, method_id: u32) -> Option<&'static str>;
 
-    /// `(method_id, fingerprint)` of every method, compared with what a client declares
-    /// (see [`MethodSpec::service_fingerprints`](crate::call::MethodSpec::service_fingerprints)). The default, empty,
-    /// skips the comparison.
-    fn fingerprints(&self) -> &'static [(u32, u32)] {
-        &[]
+    /// The shapes of the service's methods (see
+    /// [`MethodSpec::with_shapes`](crate::call::MethodSpec::with_shapes)): their fingerprints
+    /// are compared with what a client declares, and a client built with other types is
+    /// answered with the server's shape of the method it called. The default, none, skips
+    /// the comparison.
+    fn shapes(&self) -> Option<&'static ServiceShapes> {
+        None
     }
 
     /// Decodes the arguments of `method_id` and returns the future that runs its handler.

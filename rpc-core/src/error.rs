@@ -46,12 +46,15 @@ pub enum RpcError {
     /// serves: their argument or result types differ, so the call was not run (the
     /// connection's handshake compares each method's fingerprint). Other methods of the
     /// service, and methods only one side has, are not affected.
-    #[error("incompatible method `{service}.{method}`: client and server were built with different argument or result types")]
+    #[error("incompatible method `{service}.{method}`: {reason}")]
     Incompatible {
         /// The service name.
         service: Arc<str>,
         /// The method whose signature differs.
         method: Arc<str>,
+        /// The first difference, where both sides' shapes are known ("argument `order`:
+        /// struct `Order` has 5 fields on the server, 4 here").
+        reason: Arc<str>,
     },
 
     /// The handler of this call panicked. The connection and every other call carry on; the

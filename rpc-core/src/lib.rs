@@ -88,6 +88,7 @@ mod call;
 mod config;
 mod dispatch;
 pub mod middleware;
+mod shape;
 
 // The connection engines.
 mod client_connection;

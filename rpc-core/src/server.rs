@@ -90,7 +90,9 @@ impl Server {
         let routes = Arc::make_mut(&mut self.routes);
         if let Some(existing) = routes.services.get(&id) {
             panic!(
-                "service `{name}` cannot be added: the server already has `{}` with the same wire id",
+                "service `{name}` cannot be added: the server already has `{}` with the same wire \
+                 id; give one of them a name of its own with `#[service(name = \"...\")]` \
+                 (e.g. `#[service(name = \"storefront.{name}\")]`)",
                 existing.service_name()
             );
         }

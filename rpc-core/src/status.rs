@@ -96,6 +96,7 @@ pub(crate) fn to_error(service: &str, method: &str, status: Status, text: &[u8])
         Status::Incompatible => RpcError::Incompatible {
             service: service.into(),
             method: method.into(),
+            reason: "client and server were built with different argument or result types".into(),
         },
     }
 }

@@ -88,7 +88,11 @@ pub enum FrameKind {
 /// Routing by a fixed-size id keeps strings off the hot path; the `#[service]` macro computes
 /// the same function at compile time and rejects two methods whose ids collide.
 pub const fn wire_id(name: &str) -> u32 {
-    let bytes = name.as_bytes();
+    fnv1a(name.as_bytes())
+}
+
+/// 32-bit FNV-1a of `bytes`.
+pub(crate) const fn fnv1a(bytes: &[u8]) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     let mut index = 0;
     while index < bytes.len() {

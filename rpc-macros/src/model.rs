@@ -128,7 +128,10 @@ impl ServiceModel {
                 fingerprint,
             });
         }
-        let wire_name = wire_name(&trait_ident);
+        let wire_name = match &args.name {
+            Some(name) => name.value(),
+            None => wire_name(&trait_ident),
+        };
         Ok(ServiceModel {
             krate: args.krate,
             vis: item.vis.clone(),

@@ -110,10 +110,35 @@ pub(crate) fn without_service_attributes(item: &ItemTrait) -> ItemTrait {
     let mut item = item.clone();
     for trait_item in &mut item.items {
         if let TraitItem::Fn(function) = trait_item {
-            function.attrs.retain(|attr| !is_idempotent(attr));
+            function
+                .attrs
+                .retain(|attr| !is_idempotent(attr) && misspelled_idempotent(attr).is_none());
         }
     }
     item
+}
+
+/// The name of an attribute that looks like a misspelled `#[idempotent]` (`idempotnet`,
+/// `Idempotent`), which `validate` reports and the emitted trait drops.
+pub(crate) fn misspelled_idempotent(attr: &Attribute) -> Option<String> {
+    let name = attr.path().get_ident()?.to_string();
+    (name != "idempotent" && edit_distance(&name.to_lowercase(), "idempotent") <= 3).then_some(name)
+}
+
+/// The Levenshtein distance between `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_char) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(a_char != *b_char);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 fn plain_ident(pat: &Pat) -> Option<&Ident> {

@@ -6,8 +6,8 @@ use quote::quote;
 use crate::{args, codegen, model, parse, validate};
 
 /// Expands `#[service(args)] item`. On any error it emits the errors together with the
-/// user's trait unchanged, so one mistake does not cascade into "cannot find trait" errors
-/// wherever the trait is used.
+/// user's trait unchanged and stub `{Name}Client`/`{Name}Server` items, so one mistake does
+/// not cascade into "cannot find" errors wherever the service is used.
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let item_trait = match syn::parse2::<syn::ItemTrait>(item.clone()) {
         Ok(item_trait) => item_trait,
@@ -20,12 +20,16 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote! { #error #item };
         }
     };
-    match try_expand(args, &item_trait) {
+    match try_expand(args.clone(), &item_trait) {
         Ok(tokens) => tokens,
         Err(error) => {
             let error = error.into_compile_error();
+            let stubs = codegen::stub::generate(
+                &parse::Service::from_syn(&item_trait),
+                &args::ServiceArgs::krate_or_default(&args),
+            );
             let item_trait = parse::without_service_attributes(&item_trait);
-            quote! { #error #item_trait }
+            quote! { #error #item_trait #stubs }
         }
     }
 }

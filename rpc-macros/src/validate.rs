@@ -7,10 +7,10 @@ use quote::ToTokens;
 use syn::Type;
 
 use crate::names::{wire_id, wire_name};
-use crate::parse::{streaming_item, ArgKind, Method, Service};
+use crate::parse::{misspelled_idempotent, streaming_item, ArgKind, Method, Service};
 
 /// Names the generated client already uses for its own methods.
-const CLIENT_METHODS: &[&str] = &[
+pub(crate) const CLIENT_METHODS: &[&str] = &[
     "new",
     "with_timeout",
     "with_deadline",
@@ -198,6 +198,7 @@ fn validate_method(method: &Method<'_>, errors: &mut Errors) {
         check_owned(output, "result", errors);
     }
     validate_idempotent(method, errors);
+    check_misspelled_attributes(method, errors);
 }
 
 /// `#[idempotent]`: a bare marker, once, on a unary method.
@@ -232,16 +233,69 @@ fn validate_idempotent(method: &Method<'_>, errors: &mut Errors) {
 /// Arguments and results cross the wire, so they must be owned types the codec can build.
 fn check_owned(ty: &Type, what: &str, errors: &mut Errors) {
     match ty {
-        Type::Reference(_) => errors.push(
+        Type::Reference(reference) => errors.push(
             ty,
             format_args!(
-                "a `#[service]` {what} must be an owned type (for example `String`, not `&str`)"
+                "a `#[service]` {what} must be an owned type; write `{}`",
+                owned_form(&reference.elem)
             ),
         ),
-        Type::ImplTrait(_) => errors.push(
-            ty,
-            format_args!("a `#[service]` {what} cannot be `impl Trait`; name a concrete type"),
-        ),
+        Type::ImplTrait(impl_trait) => match future_output(impl_trait) {
+            Some(output) => errors.push(
+                ty,
+                format_args!(
+                    "a `#[service]` method is an `async fn` returning its value; write `-> {}` \
+                     instead of `-> impl Future`",
+                    output.to_token_stream()
+                ),
+            ),
+            None => errors.push(
+                ty,
+                format_args!("a `#[service]` {what} cannot be `impl Trait`; name a concrete type"),
+            ),
+        },
         _ => {}
+    }
+}
+
+/// The owned type a borrowed `&elem` travels as: `String` for `str`, `Vec<T>` for `[T]`,
+/// the type itself otherwise.
+fn owned_form(elem: &Type) -> String {
+    match elem {
+        Type::Path(path) if path.path.is_ident("str") => "String".to_owned(),
+        Type::Slice(slice) => format!("Vec<{}>", slice.elem.to_token_stream()),
+        other => other.to_token_stream().to_string(),
+    }
+}
+
+/// `X` of an `impl Future<Output = X>`.
+fn future_output(impl_trait: &syn::TypeImplTrait) -> Option<&Type> {
+    impl_trait.bounds.iter().find_map(|bound| {
+        let syn::TypeParamBound::Trait(bound) = bound else {
+            return None;
+        };
+        let segment = bound.path.segments.last()?;
+        if segment.ident != "Future" {
+            return None;
+        }
+        let syn::PathArguments::AngleBracketed(arguments) = &segment.arguments else {
+            return None;
+        };
+        arguments.args.iter().find_map(|argument| match argument {
+            syn::GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+            _ => None,
+        })
+    })
+}
+
+/// An attribute on a method that looks like a misspelled `#[idempotent]`.
+fn check_misspelled_attributes(method: &Method<'_>, errors: &mut Errors) {
+    for attribute in &method.original.attrs {
+        if let Some(name) = misspelled_idempotent(attribute) {
+            errors.push(
+                attribute,
+                format_args!("unknown attribute `#[{name}]`; did you mean `#[idempotent]`?"),
+            );
+        }
     }
 }

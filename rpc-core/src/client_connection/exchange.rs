@@ -223,15 +223,17 @@ impl ClientConnection {
     fn declare_service(&self, buf: &mut BytesMut, method: &MethodSpec) {
         // Most channels call one service: its id is remembered outside the lock.
         let service_id = method.service_id();
-        if method.service_fingerprints().is_empty()
-            || self.last_declared.load(Ordering::Relaxed) == service_id
-        {
+        if self.last_declared.load(Ordering::Relaxed) == service_id {
+            return;
+        }
+        let fingerprints = method.service_fingerprints();
+        if fingerprints.is_empty() {
             return;
         }
         let mut declared = lock(&self.declared);
         if !declared.contains(&service_id) {
             declared.push(service_id);
-            wire::encode_declare(buf, service_id, method.service_fingerprints());
+            wire::encode_declare(buf, service_id, fingerprints);
         }
         self.last_declared.store(service_id, Ordering::Relaxed);
     }
@@ -403,7 +405,7 @@ fn decode_response<R: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<R, RpcError> {
     match status {
-        Status::Ok => codec::decode(payload),
+        Status::Ok => method.decode_result(payload),
         status => Err(call_error(method, status, payload)),
     }
 }

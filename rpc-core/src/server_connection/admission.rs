@@ -49,7 +49,12 @@ impl ConnState {
             return None;
         };
         if self.is_incompatible(head.service_id, head.method_id) {
-            self.respond_error(call_id, Status::Incompatible, b"");
+            // The client names the first difference from the server's shape of the method.
+            let shape = service
+                .shapes()
+                .and_then(|shapes| shapes.shape(head.method_id))
+                .unwrap_or_default();
+            self.respond_error(call_id, Status::Incompatible, shape);
             return None;
         }
         let deadline = match head.deadline_micros {
@@ -136,7 +141,9 @@ impl ConnState {
         }
         compatibility.declared.push(service_id);
         let Some(service) = service else { return };
-        let ours = service.fingerprints();
+        let ours = service
+            .shapes()
+            .map_or(&[][..], |shapes| shapes.fingerprints());
         for (method_id, fingerprint) in methods {
             let differs = ours
                 .iter()

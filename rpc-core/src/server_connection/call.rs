@@ -103,6 +103,15 @@ impl ConnState {
                 self.respond_error(call_id, Status::UnknownMethod, b"");
                 return None;
             }
+            Ok(Err(RpcError::Codec { message })) => {
+                let method = names.1.unwrap_or("?");
+                let text = format!(
+                    "the arguments of `{}.{method}` did not decode: {message}",
+                    names.0
+                );
+                self.respond_error(call_id, Status::BadRequest, text.as_bytes());
+                return None;
+            }
             Ok(Err(error)) => {
                 self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
                 return None;

@@ -3,22 +3,59 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{codegen_path, fingerprint_pairs};
+use super::{codegen_path, shapes_body};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     let codegen = codegen_path(model);
-    let vis = &model.vis;
-    let client = &model.client_ident;
-    let struct_doc = format!(
-        "Client of the [`{}`] service: one async method per trait method, each sending a call over a shared `Channel`.",
-        model.wire_name
-    );
-    let methods = model
+    let methods: Vec<TokenStream> = model
         .methods
         .iter()
-        .map(|method| client_method(model, method));
-    let fingerprints = fingerprint_pairs(model);
+        .map(|method| client_method(model, method))
+        .collect();
+    let shapes = shapes_body(model);
+    let shapes_fn = quote! {
+        /// The shapes of the service's methods, computed on first use.
+        fn __rpc_shapes() -> &'static #codegen::ServiceShapes {
+            #shapes
+        }
+    };
+    let names = ClientNames {
+        codegen: &codegen,
+        vis: &model.vis,
+        client: &model.client_ident,
+        trait_ident: &model.trait_ident,
+        wire_name: &model.wire_name,
+    };
+    client_type(&names, &[shapes_fn], &methods)
+}
+
+/// What the client type is called and where it lives.
+pub(super) struct ClientNames<'a> {
+    pub(super) codegen: &'a TokenStream,
+    pub(super) vis: &'a syn::Visibility,
+    pub(super) client: &'a syn::Ident,
+    pub(super) trait_ident: &'a syn::Ident,
+    pub(super) wire_name: &'a str,
+}
+
+/// The client struct, its `Clone` and `Debug`, its constructor and per-call options, and
+/// `items` and `methods` in its inherent impl.
+pub(super) fn client_type(
+    names: &ClientNames<'_>,
+    items: &[TokenStream],
+    methods: &[TokenStream],
+) -> TokenStream {
+    let ClientNames {
+        codegen,
+        vis,
+        client,
+        trait_ident,
+        wire_name,
+    } = names;
+    let struct_doc = format!(
+        "Client of the [`{trait_ident}`] service (`{wire_name}` on the wire): one async method per trait method, each sending a call over a shared `Channel`."
+    );
     quote! {
         #[doc = #struct_doc]
         #vis struct #client {
@@ -47,8 +84,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         }
 
         impl #client {
-            /// `(method_id, fingerprint)` of every method, declared to the server.
-            const __RPC_FINGERPRINTS: &'static [(u32, u32)] = &[#(#fingerprints),*];
+            #(#items)*
 
             /// A client that sends its calls over `channel` (which other clients may share).
             #vis fn new(channel: #codegen::Channel) -> Self {
@@ -109,7 +145,6 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let service_name = &model.wire_name;
     let method_name = &method.wire_name;
     let idempotent = method.idempotent.then(|| quote!(.idempotent()));
-    let fingerprint = proc_macro2::Literal::u32_suffixed(method.fingerprint);
     let client = &model.client_ident;
     let docs = if method.docs.is_empty() {
         let doc = format!("Calls `{service_name}.{method_name}` on the server.");
@@ -172,7 +207,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             const __RPC_SPEC: #codegen::MethodSpec =
                 #codegen::MethodSpec::new(#service_name, #method_name)
                     #idempotent
-                    .with_fingerprints(#fingerprint, #client::__RPC_FINGERPRINTS);
+                    .with_shapes(#client::__rpc_shapes);
             let __rpc_channel = #codegen::Clone::clone(&self.channel);
             let __rpc_options = #codegen::Clone::clone(&self.options);
             async move { #call }

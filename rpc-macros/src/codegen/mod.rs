@@ -9,6 +9,7 @@
 mod client;
 mod server;
 mod service_trait;
+pub(crate) mod stub;
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -32,16 +33,37 @@ fn codegen_path(model: &ServiceModel) -> TokenStream {
     quote!(#krate::codegen)
 }
 
-/// `(method_id, fingerprint)` of every method, as tuple expressions: the table the client
-/// declares and the server compares it with.
-fn fingerprint_pairs(model: &ServiceModel) -> Vec<TokenStream> {
-    model
-        .methods
-        .iter()
-        .map(|method| {
-            let id = proc_macro2::Literal::u32_suffixed(method.wire_id);
-            let fingerprint = proc_macro2::Literal::u32_suffixed(method.fingerprint);
-            quote!((#id, #fingerprint))
-        })
-        .collect()
+/// The body of the client's `__rpc_shapes`: each method's shape, traced once from its
+/// types (the arguments as they travel, a stream argument by its item; the result, or a
+/// stream result's item), with the fingerprint of its spelling as the fallback.
+fn shapes_body(model: &ServiceModel) -> TokenStream {
+    let codegen = codegen_path(model);
+    let entries = model.methods.iter().map(|method| {
+        let arg_types = method.params.iter().map(|(ident, ty)| {
+            match &method.input_stream {
+                Some((stream, item)) if stream == ident => quote!(#item),
+                _ => quote!(#ty),
+            }
+        });
+        let arg_names = method
+            .params
+            .iter()
+            .map(|(ident, _)| crate::names::wire_name(ident));
+        let result = match &method.output_stream {
+            Some(item) => quote!(#item),
+            None => {
+                let output = &method.output;
+                quote!(#output)
+            }
+        };
+        let name = &method.wire_name;
+        let fallback = proc_macro2::Literal::u32_suffixed(method.fingerprint);
+        quote! {
+            #codegen::MethodEntry::new::<(#(#arg_types,)*), #result>(#name, &[#(#arg_names),*], #fallback)
+        }
+    });
+    quote! {
+        static __RPC_SHAPES: #codegen::OnceLock<#codegen::ServiceShapes> = #codegen::OnceLock::new();
+        __RPC_SHAPES.get_or_init(|| #codegen::ServiceShapes::new([#(#entries),*]))
+    }
 }

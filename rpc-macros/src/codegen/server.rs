@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{codegen_path, fingerprint_pairs};
+use super::codegen_path;
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -13,7 +13,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     let trait_ident = &model.trait_ident;
     let service_name = &model.wire_name;
     let struct_doc = format!(
-        "Serves [`{service_name}`]: add it to a `Server` with `add_service` and every call is dispatched to the wrapped implementation."
+        "Serves [`{trait_ident}`] (`{service_name}` on the wire): add it to a `Server` with `add_service` and every call is dispatched to the wrapped implementation."
     );
     let names = model.methods.iter().map(|method| {
         let id = proc_macro2::Literal::u32_suffixed(method.wire_id);
@@ -24,7 +24,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         .methods
         .iter()
         .map(|method| dispatch_arm(model, method));
-    let fingerprints = fingerprint_pairs(model);
+    let client = &model.client_ident;
     quote! {
         #[doc = #struct_doc]
         #vis struct #server<T> {
@@ -32,7 +32,8 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         }
 
         impl<__RpcImpl> #server<__RpcImpl> {
-            /// Serves `service`.
+            /// Serves `service`: an implementation, or an `Arc` of one shared with other code
+            /// (the trait is implemented for `Arc<T>` of any implementation `T`).
             #vis fn new(service: __RpcImpl) -> Self {
                 #server { service: #codegen::Arc::new(service) }
             }
@@ -78,8 +79,8 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
                 }
             }
 
-            fn fingerprints(&self) -> &'static [(u32, u32)] {
-                &[#(#fingerprints),*]
+            fn shapes(&self) -> #codegen::Option<&'static #codegen::ServiceShapes> {
+                #codegen::Option::Some(#client::__rpc_shapes())
             }
 
             fn dispatch(

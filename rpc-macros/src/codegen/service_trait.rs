@@ -1,6 +1,10 @@
 //! The trait as the user wrote it, with each `async fn` turned into a `fn` returning a `Send`
 //! future, so handlers can run on a multi-threaded runtime. Implementations still use plain
 //! `async fn`.
+//!
+//! Unless the trait has supertraits, it is also implemented for `Arc<T>` of any
+//! implementation `T`, so that `{Name}Server::new` takes an implementation shared with other
+//! code as readily as one of its own.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -19,17 +23,46 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         supertraits,
         ..
     } = &model.item;
-    let methods = model.methods.iter().map(|method| {
+    let signatures: Vec<syn::Signature> = model
+        .methods
+        .iter()
+        .map(|method| {
+            let mut sig = method.sig.clone();
+            sig.asyncness = None;
+            let output = &method.output;
+            sig.output = syn::parse_quote! {
+                -> impl #codegen::Future<Output = #output> + #codegen::Send
+            };
+            sig
+        })
+        .collect();
+    let methods = model.methods.iter().zip(&signatures).map(|(method, sig)| {
         let attrs = &method.attrs;
-        let mut sig = method.sig.clone();
-        sig.asyncness = None;
-        let output = &method.output;
-        sig.output = syn::parse_quote! {
-            -> impl #codegen::Future<Output = #output> + #codegen::Send
-        };
         quote! {
             #(#attrs)*
             #sig;
+        }
+    });
+    let for_arc = supertraits.is_empty().then(|| {
+        let forwards = model.methods.iter().zip(&signatures).map(|(method, sig)| {
+            let name = &method.ident;
+            let context = method.context.as_ref().map(|(ident, _)| quote!(#ident,));
+            let params = method.params.iter().map(|(ident, _)| ident);
+            quote! {
+                #sig {
+                    <__RpcImpl as #ident>::#name(&**self, #context #(#params),*)
+                }
+            }
+        });
+        quote! {
+            /// An implementation shared behind an `Arc` serves as well as the implementation.
+            #[automatically_derived]
+            impl<__RpcImpl> #ident for #codegen::Arc<__RpcImpl>
+            where
+                __RpcImpl: #ident,
+            {
+                #(#forwards)*
+            }
         }
     });
     quote! {
@@ -37,5 +70,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         #vis #trait_token #ident #colon_token #supertraits {
             #(#methods)*
         }
+
+        #for_arc
     }
 }

@@ -1,0 +1,663 @@
+//! The shape of a method's arguments and result as serde sees them: the data model of each
+//! type (field names and order, variant names, element types, recursively), not how the
+//! types are spelled. Two sides agree on a method exactly when its shapes are equal, so an
+//! alias (`type OrderId = u64`) or another path to the same type stays compatible, while an
+//! added, removed, reordered or retyped field anywhere inside does not.
+//!
+//! A shape is traced once per method, by deserializing its types from a tracer
+//! (`serde-reflection`), so no derive is asked of users. A type that cannot be traced (a
+//! hand-written `Deserialize` that refuses the tracer's sample values, two different types
+//! of one name in one method) falls back to the fingerprint of its spelling that the macro
+//! computes.
+//!
+//! The fingerprint a client declares and a server compares is a hash of the shape. When
+//! they differ, the server answers with its own shape, and the client names the first
+//! difference ([`MethodShape::difference`]).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_reflection::{ContainerFormat, Format, Named, Registry, Samples, Tracer, TracerConfig};
+use serde_reflection::{Error as TraceError, VariantFormat};
+
+use crate::codec;
+
+/// The most tracing passes spent on one method's types: each pass explores the next
+/// variant of every enum it meets, so this bounds the variants one enum of a method's types
+/// may have before the method's shape falls back to the spelling fingerprint.
+const MAX_PASSES: usize = 4096;
+
+/// The shapes and fingerprints of a service's methods, computed once (generated code keeps
+/// them in a static) and shared by its clients and its server.
+#[derive(Debug)]
+pub struct ServiceShapes {
+    methods: Vec<MethodEntry>,
+    fingerprints: Vec<(u32, u32)>,
+}
+
+/// One method of a [`ServiceShapes`].
+#[derive(Debug)]
+pub struct MethodEntry {
+    method_id: u32,
+    args: &'static [&'static str],
+    /// The shape, encoded as it travels (a traced shape holds types that may not leave its
+    /// thread; bytes may).
+    shape: Option<Vec<u8>>,
+    fingerprint: u32,
+}
+
+impl MethodEntry {
+    /// The method `name`, whose arguments `args` travel as the tuple `A` and whose result
+    /// is `R`. `fallback` is its fingerprint when its types cannot be traced (the macro
+    /// hashes their spelling).
+    pub fn new<A: DeserializeOwned, R: DeserializeOwned>(
+        name: &str,
+        args: &'static [&'static str],
+        fallback: u32,
+    ) -> MethodEntry {
+        let shape = MethodShape::of::<A, R>();
+        let fingerprint = shape
+            .as_ref()
+            .map_or(fallback, |shape| shape.fingerprint(name));
+        MethodEntry {
+            method_id: crate::wire::wire_id(name),
+            args,
+            shape: shape.as_ref().map(MethodShape::to_bytes),
+            fingerprint,
+        }
+    }
+}
+
+impl ServiceShapes {
+    /// The shapes of a service's methods.
+    pub fn new(methods: impl IntoIterator<Item = MethodEntry>) -> ServiceShapes {
+        let methods: Vec<MethodEntry> = methods.into_iter().collect();
+        let fingerprints = methods
+            .iter()
+            .map(|method| (method.method_id, method.fingerprint))
+            .collect();
+        ServiceShapes {
+            methods,
+            fingerprints,
+        }
+    }
+
+    /// `(method_id, fingerprint)` of every method: what a client declares and a server
+    /// compares.
+    pub fn fingerprints(&self) -> &[(u32, u32)] {
+        &self.fingerprints
+    }
+
+    /// The shape of the method with this wire id, encoded as it travels, when its types
+    /// could be traced.
+    pub fn shape(&self, method_id: u32) -> Option<&[u8]> {
+        self.entry(method_id)?.shape.as_deref()
+    }
+
+    /// Why this side's `method_id` and the peer's, whose shape is `theirs` (as the peer
+    /// sent it), are incompatible, when both shapes are known.
+    pub fn incompatibility(&self, method_id: u32, theirs: &[u8]) -> Option<String> {
+        let entry = self.entry(method_id)?;
+        let ours = MethodShape::from_bytes(entry.shape.as_deref()?)?;
+        let theirs = MethodShape::from_bytes(theirs)?;
+        ours.difference(&theirs, entry.args)
+    }
+
+    fn entry(&self, method_id: u32) -> Option<&MethodEntry> {
+        self.methods
+            .iter()
+            .find(|method| method.method_id == method_id)
+    }
+}
+
+/// What a method's arguments and result are, as serde sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodShape {
+    /// The arguments, as the tuple that travels.
+    args: Format,
+    /// The result (a stream's item, for a method that returns a stream).
+    result: Format,
+    /// Every named struct and enum the two refer to, by name.
+    containers: Registry,
+}
+
+impl MethodShape {
+    /// The shape of a method taking the argument tuple `A` and returning `R`, or `None`
+    /// when its types cannot be traced.
+    pub fn of<A: DeserializeOwned, R: DeserializeOwned>() -> Option<MethodShape> {
+        let samples = Samples::new();
+        // The tracer explores one more variant of an enum each time it meets it, but only
+        // if the enum is not marked as being explored: marks are cleared between passes for
+        // every enum learned of (the tracer names the unfinished ones when asked for its
+        // registry, which ends it), and the passes start again, twice as many, until every
+        // variant of every enum was seen.
+        let mut enums: BTreeSet<String> = BTreeSet::new();
+        let mut passes = 1;
+        while passes <= MAX_PASSES {
+            let mut tracer = Tracer::new(TracerConfig::default());
+            let mut formats = None;
+            for pass in 0..passes {
+                if pass > 0 {
+                    for name in &enums {
+                        tracer.check_incomplete_enum(name);
+                    }
+                }
+                let (args, _) = tracer.trace_type_once::<A>(&samples).ok()?;
+                let (result, _) = tracer.trace_type_once::<R>(&samples).ok()?;
+                formats = Some((args, result));
+            }
+            let (args, result) = formats?;
+            match tracer.registry() {
+                Ok(containers) => {
+                    return Some(MethodShape {
+                        args,
+                        result,
+                        containers,
+                    })
+                }
+                Err(TraceError::MissingVariants(unfinished)) => {
+                    enums.extend(unfinished);
+                    passes *= 2;
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// The method's fingerprint: a hash of its name and shape.
+    pub fn fingerprint(&self, method: &str) -> u32 {
+        let mut bytes = bytes::BytesMut::new();
+        match codec::encode_into(&mut bytes, &(method, self)) {
+            Ok(()) => crate::wire::fnv1a(&bytes),
+            // A shape is plain data; should it ever fail to encode, no two sides agree.
+            Err(_) => 0,
+        }
+    }
+
+    /// The shape as bytes, for the peer (see [`MethodShape::from_bytes`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = bytes::BytesMut::new();
+        match codec::encode_into(&mut bytes, self) {
+            Ok(()) => bytes.to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A shape the peer sent, if it is one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<MethodShape> {
+        codec::decode(bytes).ok()
+    }
+
+    /// The first difference between this side's shape (`self`, "here") and the peer's
+    /// (`theirs`, "on the server"), in words; `args` names the arguments.
+    pub fn difference(&self, theirs: &MethodShape, args: &[&str]) -> Option<String> {
+        let mut diff = Diff {
+            ours: &self.containers,
+            theirs: &theirs.containers,
+            seen: BTreeSet::new(),
+        };
+        match (&self.args, &theirs.args) {
+            (Format::Tuple(ours), Format::Tuple(their)) if ours.len() != their.len() => {
+                return Some(format!(
+                    "it takes {} argument{} on the server, {} here",
+                    their.len(),
+                    plural(their.len()),
+                    ours.len()
+                ));
+            }
+            (Format::Tuple(ours), Format::Tuple(their)) => {
+                for (index, (ours, their)) in ours.iter().zip(their).enumerate() {
+                    if let Some(difference) = diff.format(ours, their) {
+                        let name = args.get(index).copied().unwrap_or("?");
+                        return Some(format!("argument `{name}`: {difference}"));
+                    }
+                }
+            }
+            (ours, their) => {
+                if let Some(difference) = diff.format(ours, their) {
+                    return Some(format!("arguments: {difference}"));
+                }
+            }
+        }
+        diff.format(&self.result, &theirs.result)
+            .map(|difference| format!("result: {difference}"))
+    }
+}
+
+/// Compares two shapes' formats, following container names into their registries.
+struct Diff<'a> {
+    ours: &'a Registry,
+    theirs: &'a Registry,
+    /// Containers compared already (or being compared: types may be recursive).
+    seen: BTreeSet<String>,
+}
+
+impl Diff<'_> {
+    fn format(&mut self, ours: &Format, theirs: &Format) -> Option<String> {
+        match (ours, theirs) {
+            (Format::TypeName(ours), Format::TypeName(theirs)) if ours == theirs => {
+                self.container(ours)
+            }
+            (Format::Option(ours), Format::Option(theirs))
+            | (Format::Seq(ours), Format::Seq(theirs)) => self.format(ours, theirs),
+            (
+                Format::Map {
+                    key: our_key,
+                    value: our_value,
+                },
+                Format::Map {
+                    key: their_key,
+                    value: their_value,
+                },
+            ) => self
+                .format(our_key, their_key)
+                .or_else(|| self.format(our_value, their_value)),
+            (Format::Tuple(ours), Format::Tuple(theirs)) if ours.len() == theirs.len() => ours
+                .iter()
+                .zip(theirs)
+                .find_map(|(ours, theirs)| self.format(ours, theirs)),
+            (
+                Format::TupleArray {
+                    content: ours,
+                    size: our_size,
+                },
+                Format::TupleArray {
+                    content: theirs,
+                    size: their_size,
+                },
+            ) if our_size == their_size => self.format(ours, theirs),
+            (ours, theirs) if ours == theirs => None,
+            (ours, theirs) => Some(format!(
+                "{} on the server, {} here",
+                spell(theirs),
+                spell(ours)
+            )),
+        }
+    }
+
+    fn container(&mut self, name: &str) -> Option<String> {
+        if !self.seen.insert(name.to_owned()) {
+            return None;
+        }
+        let (ours, theirs) = (self.ours.get(name)?, self.theirs.get(name)?);
+        match (ours, theirs) {
+            (ContainerFormat::Struct(ours), ContainerFormat::Struct(theirs)) => {
+                self.fields(&format!("struct `{name}`"), ours, theirs)
+            }
+            (ContainerFormat::Enum(ours), ContainerFormat::Enum(theirs)) => {
+                if ours.len() != theirs.len() {
+                    return Some(format!(
+                        "enum `{name}` has {} variant{} on the server, {} here",
+                        theirs.len(),
+                        plural(theirs.len()),
+                        ours.len()
+                    ));
+                }
+                for (ours, theirs) in ours.values().zip(theirs.values()) {
+                    if ours.name != theirs.name {
+                        return Some(format!(
+                            "enum `{name}` has variant `{}` on the server where it has `{}` here",
+                            theirs.name, ours.name
+                        ));
+                    }
+                    let what = format!("enum `{name}`, variant `{}`", ours.name);
+                    if let Some(difference) = self.variant(&what, &ours.value, &theirs.value) {
+                        return Some(difference);
+                    }
+                }
+                None
+            }
+            (ContainerFormat::NewTypeStruct(ours), ContainerFormat::NewTypeStruct(theirs)) => self
+                .format(ours, theirs)
+                .map(|difference| format!("struct `{name}`: {difference}")),
+            (ContainerFormat::TupleStruct(ours), ContainerFormat::TupleStruct(theirs))
+                if ours.len() == theirs.len() =>
+            {
+                ours.iter()
+                    .zip(theirs)
+                    .find_map(|(ours, theirs)| self.format(ours, theirs))
+                    .map(|difference| format!("struct `{name}`: {difference}"))
+            }
+            (ours, theirs) if ours == theirs => None,
+            (ours, theirs) => Some(format!(
+                "`{name}` is {} on the server, {} here",
+                container_kind(theirs),
+                container_kind(ours)
+            )),
+        }
+    }
+
+    fn variant(
+        &mut self,
+        what: &str,
+        ours: &VariantFormat,
+        theirs: &VariantFormat,
+    ) -> Option<String> {
+        match (ours, theirs) {
+            (VariantFormat::Struct(ours), VariantFormat::Struct(theirs)) => {
+                self.fields(what, ours, theirs)
+            }
+            (VariantFormat::NewType(ours), VariantFormat::NewType(theirs)) => self
+                .format(ours, theirs)
+                .map(|difference| format!("{what}: {difference}")),
+            (VariantFormat::Tuple(ours), VariantFormat::Tuple(theirs))
+                if ours.len() == theirs.len() =>
+            {
+                ours.iter()
+                    .zip(theirs)
+                    .find_map(|(ours, theirs)| self.format(ours, theirs))
+                    .map(|difference| format!("{what}: {difference}"))
+            }
+            (ours, theirs) if ours == theirs => None,
+            _ => Some(format!("{what} carries other data on the server")),
+        }
+    }
+
+    fn fields(
+        &mut self,
+        what: &str,
+        ours: &[Named<Format>],
+        theirs: &[Named<Format>],
+    ) -> Option<String> {
+        if ours.len() != theirs.len() {
+            return Some(format!(
+                "{what} has {} field{} on the server, {} here",
+                theirs.len(),
+                plural(theirs.len()),
+                ours.len()
+            ));
+        }
+        for (index, (ours, theirs)) in ours.iter().zip(theirs).enumerate() {
+            if ours.name != theirs.name {
+                return Some(format!(
+                    "{what}: field {} is `{}` on the server, `{}` here",
+                    index + 1,
+                    theirs.name,
+                    ours.name
+                ));
+            }
+            if let Some(difference) = self.format(&ours.value, &theirs.value) {
+                return Some(format!("{what}, field `{}`: {difference}", ours.name));
+            }
+        }
+        None
+    }
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn container_kind(format: &ContainerFormat) -> &'static str {
+    match format {
+        ContainerFormat::UnitStruct => "a unit struct",
+        ContainerFormat::NewTypeStruct(_) => "a newtype struct",
+        ContainerFormat::TupleStruct(_) => "a tuple struct",
+        ContainerFormat::Struct(_) => "a struct",
+        ContainerFormat::Enum(_) => "an enum",
+    }
+}
+
+/// A format as a reader would write its type.
+fn spell(format: &Format) -> String {
+    let mut text = String::new();
+    write_format(&mut text, format);
+    format!("`{text}`")
+}
+
+fn write_format(text: &mut String, format: &Format) {
+    let simple = match format {
+        Format::Variable(_) => "?",
+        Format::TypeName(name) => name,
+        Format::Unit => "()",
+        Format::Bool => "bool",
+        Format::I8 => "i8",
+        Format::I16 => "i16",
+        Format::I32 => "i32",
+        Format::I64 => "i64",
+        Format::I128 => "i128",
+        Format::U8 => "u8",
+        Format::U16 => "u16",
+        Format::U32 => "u32",
+        Format::U64 => "u64",
+        Format::U128 => "u128",
+        Format::F32 => "f32",
+        Format::F64 => "f64",
+        Format::Char => "char",
+        Format::Str => "String",
+        Format::Bytes => "bytes",
+        Format::Option(inner) => {
+            text.push_str("Option<");
+            write_format(text, inner);
+            text.push('>');
+            return;
+        }
+        Format::Seq(inner) => {
+            text.push_str("Vec<");
+            write_format(text, inner);
+            text.push('>');
+            return;
+        }
+        Format::Map { key, value } => {
+            text.push_str("Map<");
+            write_format(text, key);
+            text.push_str(", ");
+            write_format(text, value);
+            text.push('>');
+            return;
+        }
+        Format::Tuple(items) => {
+            text.push('(');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    text.push_str(", ");
+                }
+                write_format(text, item);
+            }
+            text.push(')');
+            return;
+        }
+        Format::TupleArray { content, size } => {
+            text.push('[');
+            write_format(text, content);
+            let _ = write!(text, "; {size}]");
+            return;
+        }
+    };
+    text.push_str(simple);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    mod v1 {
+        use super::*;
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) struct Order {
+            pub(super) id: u64,
+            pub(super) items: Vec<Item>,
+            pub(super) status: Status,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) struct Item {
+            pub(super) sku: String,
+            pub(super) quantity: u32,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) enum Status {
+            Open,
+            Shipped { tracking: String },
+            Cancelled(Reason),
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) enum Reason {
+            Customer,
+            Stock,
+        }
+    }
+
+    mod v2 {
+        use super::*;
+
+        /// A field more.
+        #[derive(Serialize, Deserialize)]
+        pub(super) struct Order {
+            pub(super) id: u64,
+            pub(super) items: Vec<super::v1::Item>,
+            pub(super) status: super::v1::Status,
+            #[serde(default)]
+            pub(super) note: Option<String>,
+        }
+    }
+
+    mod retyped {
+        use super::*;
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) struct Order {
+            pub(super) id: u64,
+            pub(super) items: Vec<Item>,
+            pub(super) status: super::v1::Status,
+        }
+
+        /// `quantity` became a `u64`, deep inside.
+        #[derive(Serialize, Deserialize)]
+        pub(super) struct Item {
+            pub(super) sku: String,
+            pub(super) quantity: u64,
+        }
+    }
+
+    mod fewer_variants {
+        use super::*;
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) struct Order {
+            pub(super) id: u64,
+            pub(super) items: Vec<super::v1::Item>,
+            pub(super) status: Status,
+        }
+
+        #[derive(Serialize, Deserialize)]
+        pub(super) enum Status {
+            Open,
+            Shipped { tracking: String },
+        }
+    }
+
+    type OrderId = u64;
+
+    fn shape<A: DeserializeOwned, R: DeserializeOwned>() -> MethodShape {
+        MethodShape::of::<A, R>().expect("traceable")
+    }
+
+    #[test]
+    fn the_same_types_spelled_another_way_have_the_same_shape() {
+        let plain = shape::<(u64, v1::Order), Result<u64, String>>();
+        let aliased = shape::<(OrderId, self::v1::Order), Result<OrderId, String>>();
+        assert_eq!(plain, aliased);
+        assert_eq!(plain.fingerprint("place"), aliased.fingerprint("place"));
+        assert_ne!(plain.fingerprint("place"), plain.fingerprint("other"));
+    }
+
+    #[test]
+    fn nested_enums_are_explored_to_their_last_variant() {
+        let shape = shape::<(v1::Order,), ()>();
+        let Some(ContainerFormat::Enum(reasons)) = shape.containers.get("Reason") else {
+            panic!("{shape:?}");
+        };
+        let names: Vec<&str> = reasons.values().map(|named| named.name.as_str()).collect();
+        assert_eq!(names, ["Customer", "Stock"]);
+    }
+
+    #[test]
+    fn an_added_field_is_named_with_both_counts() {
+        let here = shape::<(v1::Order,), u64>();
+        let server = shape::<(v2::Order,), u64>();
+        assert_ne!(here.fingerprint("place"), server.fingerprint("place"));
+        assert_eq!(
+            here.difference(&server, &["order"]).as_deref(),
+            Some("argument `order`: struct `Order` has 4 fields on the server, 3 here")
+        );
+    }
+
+    #[test]
+    fn a_retyped_field_deep_inside_is_named_with_its_path() {
+        let here = shape::<(v1::Order,), u64>();
+        let server = shape::<(retyped::Order,), u64>();
+        assert_eq!(
+            here.difference(&server, &["order"]).as_deref(),
+            Some(
+                "argument `order`: struct `Order`, field `items`: struct `Item`, field \
+                 `quantity`: `u64` on the server, `u32` here"
+            )
+        );
+    }
+
+    #[test]
+    fn a_removed_variant_is_named() {
+        let here = shape::<(u64,), v1::Order>();
+        let server = shape::<(u64,), fewer_variants::Order>();
+        assert_eq!(
+            here.difference(&server, &["id"]).as_deref(),
+            Some(
+                "result: struct `Order`, field `status`: enum `Status` has 2 variants on the \
+                 server, 3 here"
+            )
+        );
+    }
+
+    #[test]
+    fn a_shape_survives_the_trip_to_the_peer() {
+        let shape = shape::<(BTreeMap<String, Vec<v1::Item>>, [u8; 4]), Option<v1::Order>>();
+        assert_eq!(MethodShape::from_bytes(&shape.to_bytes()), Some(shape));
+        assert_eq!(MethodShape::from_bytes(b"not a shape"), None);
+    }
+
+    #[test]
+    fn recursive_types_have_a_shape() {
+        #[derive(Serialize, Deserialize)]
+        enum Tree {
+            Leaf(u32),
+            Node(Box<Tree>, Box<Tree>),
+        }
+        #[derive(Serialize, Deserialize)]
+        struct Dir {
+            name: String,
+            children: Vec<Dir>,
+        }
+        let shape = shape::<(Tree, Dir), Option<Box<Tree>>>();
+        assert!(shape.containers.contains_key("Tree") && shape.containers.contains_key("Dir"));
+    }
+
+    #[test]
+    fn a_type_that_refuses_the_tracer_has_no_shape() {
+        #[derive(Serialize)]
+        struct Picky(u32);
+        impl<'de> Deserialize<'de> for Picky {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                match u32::deserialize(deserializer)? {
+                    0 => Err(serde::de::Error::custom("zero")),
+                    value => Ok(Picky(value)),
+                }
+            }
+        }
+        assert!(MethodShape::of::<(Picky,), ()>().is_none());
+    }
+}

@@ -1,0 +1,131 @@
+//! What `#[service]` emits beside its errors: `{Name}Client` and `{Name}Server<T>` with
+//! every method it could read, so that a mistake in the trait is reported once, at the
+//! mistake, and not again as "cannot find type `{Name}Client`" or "no method" wherever the
+//! service is used. The stubs never run: the errors beside them stop the build.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::client::{client_type, ClientNames};
+use crate::names::suffixed;
+use crate::parse::{ArgKind, Service};
+use crate::validate::CLIENT_METHODS;
+
+pub(crate) fn generate(service: &Service<'_>, krate: &syn::Path) -> TokenStream {
+    let codegen = quote!(#krate::codegen);
+    let item = service.original;
+    let vis = &item.vis;
+    let trait_ident = &item.ident;
+    let client = suffixed(trait_ident, "Client");
+    let server = suffixed(trait_ident, "Server");
+    // Each name once, and none of the client's own: those are errors reported already.
+    let mut seen = std::collections::HashSet::new();
+    let methods: Vec<TokenStream> = service
+        .methods
+        .iter()
+        .filter(|method| {
+            let name = method.ident.to_string();
+            // `impl Trait` arguments would make the stub generic: leave such methods out.
+            let plain = !method
+                .args
+                .iter()
+                .any(|arg| matches!(arg.ty, syn::Type::ImplTrait(_)));
+            plain && !CLIENT_METHODS.contains(&name.as_str()) && seen.insert(name)
+        })
+        .map(|method| {
+            let ident = method.ident;
+            let params: Vec<(syn::Ident, &syn::Type)> = method
+                .args
+                .iter()
+                .enumerate()
+                .filter(|(_, arg)| {
+                    !matches!(arg.kind, ArgKind::ContextRef | ArgKind::ContextMisused)
+                })
+                .map(|(index, arg)| {
+                    let name = arg
+                        .ident
+                        .cloned()
+                        .unwrap_or_else(|| format_ident!("__rpc_arg{index}"));
+                    (name, arg.ty)
+                })
+                .collect();
+            // An `impl Trait` result (a mistake reported already) stands as `()`.
+            let unit: syn::Type = syn::parse_quote!(());
+            let output = match method.output {
+                Some(syn::Type::ImplTrait(_)) | None => &unit,
+                Some(output) => output,
+            };
+            let names = params.iter().map(|(name, _)| name);
+            let params = params.iter().map(|(name, ty)| quote!(#name: #ty));
+            quote! {
+                #vis fn #ident(
+                    &self,
+                    #(#params),*
+                ) -> impl #codegen::Future<Output = #codegen::Result<#output, #codegen::RpcError>>
+                       + #codegen::Send
+                       + 'static
+                       + use<> {
+                    let _ = (#(#names,)*);
+                    async { #codegen::stubbed() }
+                }
+            }
+        })
+        .collect();
+    let names = ClientNames {
+        codegen: &codegen,
+        vis,
+        client: &client,
+        trait_ident,
+        wire_name: &trait_ident.to_string(),
+    };
+    let client_type = client_type(&names, &[], &methods);
+    quote! {
+        #client_type
+
+        #[doc = "Serves the service (not generated: see the errors of `#[service]`)."]
+        #vis struct #server<T> {
+            service: #codegen::Arc<T>,
+        }
+
+        impl<__RpcImpl> #server<__RpcImpl> {
+            /// Serves `service`.
+            #vis fn new(service: __RpcImpl) -> Self {
+                #server { service: #codegen::Arc::new(service) }
+            }
+
+            /// Serves an implementation that is shared with other code.
+            #vis fn from_arc(service: #codegen::Arc<__RpcImpl>) -> Self {
+                #server { service }
+            }
+
+            /// The wrapped implementation.
+            #vis fn get_ref(&self) -> &__RpcImpl {
+                &self.service
+            }
+        }
+
+        impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
+        where
+            __RpcImpl: #codegen::Send + #codegen::Sync + 'static,
+        {
+            fn service_name(&self) -> &'static str {
+                #codegen::stringify!(#trait_ident)
+            }
+
+            fn method_name(&self, __rpc_method_id: u32) -> #codegen::Option<&'static str> {
+                #codegen::Option::None
+            }
+
+            fn dispatch(
+                &self,
+                __rpc_method_id: u32,
+                __rpc_request: #codegen::IncomingRequest,
+            ) -> #codegen::Result<#codegen::HandlerFuture, #codegen::RpcError> {
+                #codegen::Result::Err(#codegen::unknown_method(
+                    #codegen::stringify!(#trait_ident),
+                    __rpc_method_id,
+                ))
+            }
+        }
+    }
+}
