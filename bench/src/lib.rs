@@ -78,6 +78,9 @@ pub enum Placement {
     OneCpu,
     /// Client and server on different CPUs.
     SeparateCpus,
+    /// Client and server in one multi-threaded runtime with a worker per CPU, unpinned: what
+    /// a plain `#[tokio::main]` program gets.
+    PlainRuntime,
 }
 
 /// What is measured.
@@ -149,6 +152,14 @@ fn matches_filter(filter: &Option<String>, name: &str) -> bool {
         .is_none_or(|filter| name.contains(filter.as_str()))
 }
 
+/// What `#[tokio::main]` builds: a worker per CPU, unpinned.
+fn plain_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-plain")
+        .enable_all()
+        .build()
+}
+
 fn runtime(cpu: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -168,13 +179,24 @@ fn runtime(cpu: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
 pub fn run(options: &Options) -> std::io::Result<Report> {
     let mut report = Report::new(options.clone());
     let separate_cpu = usize::from(os::available_cpus() > 1);
-    for placement in [Placement::OneCpu, Placement::SeparateCpus] {
-        let client_cpu = match placement {
-            Placement::OneCpu => 0,
-            Placement::SeparateCpus => separate_cpu,
+    for placement in [
+        Placement::OneCpu,
+        Placement::SeparateCpus,
+        Placement::PlainRuntime,
+    ] {
+        // A plain runtime serves both sides; the others get a pinned runtime each.
+        let (server_runtime, own_client_runtime) = match placement {
+            Placement::PlainRuntime => (plain_runtime()?, None),
+            Placement::OneCpu => (
+                runtime(0, "bench-server")?,
+                Some(runtime(0, "bench-client")?),
+            ),
+            Placement::SeparateCpus => (
+                runtime(0, "bench-server")?,
+                Some(runtime(separate_cpu, "bench-client")?),
+            ),
         };
-        let server_runtime = runtime(0, "bench-server")?;
-        let client_runtime = runtime(client_cpu, "bench-client")?;
+        let client_runtime = own_client_runtime.as_ref().unwrap_or(&server_runtime);
         // In process there is one runtime by definition: only the one-CPU placement applies.
         let systems: Vec<System> = all_systems()
             .into_iter()
@@ -192,12 +214,17 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
                 if !matches_filter(&options.scenario_filter, &scenario.name()) {
                     continue;
                 }
+                // The plain runtime is measured for the headline figures only.
+                let headline = matches!(scenario, Scenario::Latency | Scenario::InFlight(64));
+                if placement == Placement::PlainRuntime && !headline {
+                    continue;
+                }
                 // Interleave systems, rotating who goes first.
                 for index in 0..systems.len() {
                     let system = systems[(index + round) % systems.len()];
                     let endpoint = &endpoints[&system];
                     let sample = on_worker(
-                        &client_runtime,
+                        client_runtime,
                         measure(system, endpoint.clone(), scenario, options.clone()),
                     )?;
                     report.record(placement, scenario, system, sample);
@@ -208,12 +235,12 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
             for system in &systems {
                 let endpoint = &endpoints[system];
                 let allocations = on_worker(
-                    &client_runtime,
+                    client_runtime,
                     allocations_per_call(*system, endpoint.clone()),
                 )?;
                 report.record_allocations(*system, allocations);
                 let memory = on_worker(
-                    &client_runtime,
+                    client_runtime,
                     idle_connection_bytes(*system, endpoint.clone(), options.clone()),
                 )?;
                 report.record_idle_memory(*system, memory);
@@ -224,7 +251,9 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
                 let _ = std::fs::remove_file(path);
             }
         }
-        client_runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(client_runtime) = own_client_runtime {
+            client_runtime.shutdown_timeout(Duration::from_secs(1));
+        }
         server_runtime.shutdown_timeout(Duration::from_secs(1));
     }
     Ok(report)

@@ -125,6 +125,7 @@ impl Report {
             &[
                 (Placement::OneCpu, "one CPU"),
                 (Placement::SeparateCpus, "separate CPUs"),
+                (Placement::PlainRuntime, "plain #[tokio::main] runtime"),
             ]
         };
         let figures: [(Scenario, Metric, &str); 9] = [
@@ -166,6 +167,10 @@ impl Report {
             for (placement, where_) in placements {
                 let values = STACKS
                     .map(|stack| self.median(*placement, scenario, System { stack, net }, metric));
+                // Not every placement measures every figure.
+                if values.iter().all(Option::is_none) {
+                    continue;
+                }
                 rows.push(Row {
                     label: format!("{label}, {where_}"),
                     values,

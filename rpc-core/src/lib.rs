@@ -118,25 +118,123 @@ pub use serde;
 /// `{Name}Client`, and a server dispatcher `{Name}Server<T>`.
 ///
 /// ```
-/// use rpc_core::service;
+/// use rpc_core::{service, Context, RpcError, Streaming};
+/// use serde::{Deserialize, Serialize};
 ///
-/// /// Says hello.
+/// #[derive(Debug, Serialize, Deserialize)]
+/// pub struct Order { pub sku: String, pub quantity: u32 }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// pub enum OrderError { OutOfStock }
+///
+/// /// Doc comments carry over to the client's methods.
 /// #[service]
-/// pub trait Hello {
-///     /// Greets `name`.
-///     async fn hello(&self, name: String) -> String;
+/// pub trait Orders {
+///     /// Application errors are values: the client gets `Result<Result<u64, OrderError>, RpcError>`.
+///     async fn place(&self, order: Order) -> Result<u64, OrderError>;
+///     /// Safe to run twice, so a balanced channel may retry it on another server.
+///     #[idempotent]
+///     async fn count(&self, sku: String) -> u32;
+///     /// A handler that wants its call's deadline, metadata or peer takes `cx` first;
+///     /// clients do not pass it.
+///     async fn whoami(&self, cx: &Context) -> String;
+///     /// Streams in, streams out, or both.
+///     async fn watch(&self, skus: Streaming<String>) -> Streaming<u32>;
 /// }
 ///
-/// struct Impl;
-/// impl Hello for Impl {
-///     async fn hello(&self, name: String) -> String { format!("hello {name}") }
+/// struct Shop;
+///
+/// impl Orders for Shop {
+///     async fn place(&self, order: Order) -> Result<u64, OrderError> {
+///         if order.quantity > 10 { Err(OrderError::OutOfStock) } else { Ok(1) }
+///     }
+///     async fn count(&self, _sku: String) -> u32 { 3 }
+///     async fn whoami(&self, cx: &Context) -> String { cx.peer().to_string() }
+///     async fn watch(&self, _skus: Streaming<String>) -> Streaming<u32> {
+///         Streaming::new(futures_util::stream::iter([1, 2, 3]))
+///     }
 /// }
 ///
-/// let _server: HelloServer<Impl> = HelloServer::new(Impl);
+/// // An implementation shared with other code serves through its `Arc` too.
+/// let shop = std::sync::Arc::new(Shop);
+/// let server = rpc_core::Server::new().add_service(OrdersServer::new(shop.clone()));
+/// # let _ = server;
+///
+/// async fn call(channel: rpc_core::Channel) -> Result<(), RpcError> {
+///     let orders = OrdersClient::new(channel)
+///         .with_timeout(std::time::Duration::from_secs(2))
+///         .with_metadata("tenant", "acme");
+///     match orders.place(Order { sku: "tea".into(), quantity: 2 }).await? {
+///         Ok(id) => println!("order {id}"),
+///         Err(OrderError::OutOfStock) => println!("out of stock"),
+///     }
+///     let _count: u32 = orders.count("tea".into()).await?;
+///     Ok(())
+/// }
+/// # let _ = call;
 /// ```
 ///
-/// Methods are `async fn` taking `&self`, with an optional `cx: &Context` first argument
-/// that the client does not pass. Arguments and results are serde types. `Vec<u8>`
-/// arguments and results travel as one block of bytes. Use `#[service(crate = "path")]`
-/// when `rpc_core` is reachable under another name.
+/// # What it generates
+///
+/// - **The trait**, with each `async fn` turned into a `fn` returning a `Send` future, so
+///   handlers run on a multi-threaded runtime; implement it with plain `async fn`. It is
+///   also implemented for `Arc<T>` of any implementation `T` (unless the trait has
+///   supertraits).
+/// - **`{Name}Client`**: `new(channel)`; `with_timeout(Duration)`, `with_deadline(Instant)` and
+///   `with_metadata(key, value)`, each returning a copy whose calls carry them; `channel()`;
+///   and one method per trait method, taking the same arguments (without `cx`) and returning
+///   a `Send + 'static` future of `Result<T, RpcError>`. Cheap to clone; one `Channel` can
+///   carry any number of clients of any services.
+/// - **`{Name}Server<T>`**: `new(implementation)` (an implementation or an `Arc` of one),
+///   `from_arc(arc)`, `get_ref()`; give it to [`Server::add_service`].
+///
+/// # Arguments and results
+///
+/// Methods are `async fn` taking `&self`. Arguments and results are owned serde types
+/// (`Serialize + DeserializeOwned + Send + 'static`) that a non-self-describing format can
+/// carry: no `#[serde(untagged)]`, `flatten` or `serde_json::Value`. `Vec<u8>` arguments and
+/// results travel as one block of bytes. An optional `cx: &Context` comes first and is not
+/// sent. At most one argument may be a [`Streaming<T>`], and the result may be one; the
+/// call's deadline covers the whole stream.
+///
+/// # Attributes
+///
+/// - `#[idempotent]` on a method: running it twice has the effect of running it once, so a
+///   balanced channel retries it on another server after a transport failure. Unary
+///   methods only; it takes no arguments.
+/// - `#[service(name = "storefront.Inventory")]`: the service's name on the wire, in errors,
+///   logs and metrics (ASCII letters, digits, `_`, `-` and `.`). By default it is the
+///   trait's name alone (raw identifiers unescaped), not its module path, so two traits
+///   called `Inventory` on one server need a `name` each.
+/// - `#[service(crate = "path")]` when `rpc_core` is reachable under another name.
+///
+/// # What is refused
+///
+/// Each at its span, all reported together: methods that are not `async fn`, a missing
+/// `&self` (or `self` by value, `&mut self`), generic methods, generic traits, patterns as
+/// arguments, borrowed arguments and results (`&str`: write `String`; `&[T]`: write
+/// `Vec<T>`), `impl Trait` results (write the future's output type), default bodies,
+/// associated types and constants, two methods of one name, a method named like the
+/// client's own (`new`, `with_timeout`, ...), `cx` by value or not first, two stream
+/// arguments, and a misspelled `#[idempotent]`. After an error the client and server types
+/// are still emitted, so the code that uses them adds no errors of its own.
+///
+/// # Evolving a service
+///
+/// Each method's argument and result types are compared by their shape as serde sees them
+/// (field names and order, variant names, element types, recursively) when a client first
+/// calls a service on a connection:
+///
+/// - **Compatible**: adding methods (old clients never call them; calling a method the
+///   server lacks is `RpcError::UnknownMethod`), adding services, renaming Rust paths or
+///   aliases (`model::Order` and `Order`, `type OrderId = u64` and `u64`), renaming
+///   arguments.
+/// - **Incompatible**: adding, removing, reordering, renaming or retyping a field or a
+///   variant anywhere inside an argument or the result, or changing the arguments. Calls to
+///   that method fail with `RpcError::Incompatible`, naming the first difference (`argument
+///   `order`: struct `Order` has 5 fields on the server, 4 here`), while the service's other
+///   methods keep working. Even a `#[serde(default)]` field is a change: the format is not
+///   self-describing, so old bytes would not decode.
+/// - **To add a field safely**, add a method that takes the new type (`place_v2`) and keep
+///   the old one until its clients are gone, or version the type (`OrderV2`) the same way.
 pub use rpc_macros::service;
