@@ -259,7 +259,7 @@ mod tests {
         fn shapes() -> &'static ServiceShapes {
             static SHAPES: std::sync::OnceLock<ServiceShapes> = std::sync::OnceLock::new();
             SHAPES.get_or_init(|| {
-                ServiceShapes::new(vec![MethodEntry::new::<(u64, u64), u64>(
+                ServiceShapes::new(vec![MethodEntry::new::<(u64, u64), u64, (), ()>(
                     "add",
                     &["a", "b"],
                     7,

@@ -45,7 +45,8 @@ pub use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use crate::shape::{MethodEntry, MethodShape, ServiceShapes};
 
 #[doc(hidden)]
-pub use crate::{CallOptions, Channel, Context, RpcError};
+pub use crate::{CallOptions, Channel, Context, RpcError, Streaming};
+
 #[doc(hidden)]
 pub use core::clone::Clone;
 #[doc(hidden)]
@@ -66,6 +67,8 @@ pub use core::pin::Pin;
 pub use core::result::Result;
 #[doc(hidden)]
 pub use core::stringify;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 #[doc(hidden)]
 pub use std::boxed::Box;
 #[doc(hidden)]
@@ -74,6 +77,106 @@ pub use std::string::String;
 pub use std::sync::{Arc, OnceLock};
 #[doc(hidden)]
 pub use std::time::{Duration, Instant};
+
+/// The types one method carries, named once by generated code (on a marker type per
+/// method), so that a type serde cannot carry is reported once, where the method's types
+/// are named, and the generic helpers below need no bounds of their own.
+pub trait MethodTypes: 'static {
+    /// The arguments as they travel: a tuple (`Vec<u8>` as [`ByteBuf`]). `Sync` because a
+    /// call's future borrows them until they are encoded.
+    type Args: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// The result as it travels (`()` for a method that returns a stream).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The items of the request stream (`()` when the method takes none).
+    type InputItem: Serialize + DeserializeOwned + Send + 'static;
+    /// The items of the response stream (`()` when the method returns none).
+    type OutputItem: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A unary call of `M`: what a generated client method returns.
+///
+/// # Errors
+///
+/// Any [`RpcError`] the call ends with.
+pub async fn call_unary<M: MethodTypes>(
+    channel: Channel,
+    spec: &'static MethodSpec,
+    options: CallOptions,
+    args: M::Args,
+) -> Result<M::Output, RpcError> {
+    channel
+        .call::<M::Args, M::Output>(spec, &options, &args)
+        .await
+}
+
+/// A call of `M` whose result is a stream, sending `input` as its request stream if it
+/// takes one.
+///
+/// # Errors
+///
+/// Any [`RpcError`] that ends the call before its stream starts.
+pub async fn call_streaming<M: MethodTypes>(
+    channel: Channel,
+    spec: &'static MethodSpec,
+    options: CallOptions,
+    args: M::Args,
+    input: Option<Streaming<M::InputItem>>,
+) -> Result<Streaming<M::OutputItem>, RpcError> {
+    channel
+        .call_streaming::<M::Args, M::InputItem, M::OutputItem>(spec, &options, &args, input)
+        .await
+}
+
+/// A call of `M` that sends `input` as its request stream and returns a single result.
+///
+/// # Errors
+///
+/// Any [`RpcError`] the call ends with.
+pub async fn call_with_input<M: MethodTypes>(
+    channel: Channel,
+    spec: &'static MethodSpec,
+    options: CallOptions,
+    args: M::Args,
+    input: Streaming<M::InputItem>,
+) -> Result<M::Output, RpcError> {
+    channel
+        .call_with_input::<M::Args, M::InputItem, M::Output>(spec, &options, &args, input)
+        .await
+}
+
+/// The arguments of a request for `M`.
+///
+/// # Errors
+///
+/// `RpcError::Codec` when the payload is not `M`'s arguments.
+pub fn decode_args<M: MethodTypes>(request: &IncomingRequest) -> Result<M::Args, RpcError> {
+    request.decode_args::<M::Args>()
+}
+
+/// The request stream of a request for `M`.
+pub fn take_stream<M: MethodTypes>(request: &mut IncomingRequest) -> Streaming<M::InputItem> {
+    request.take_stream::<M::InputItem>()
+}
+
+/// The reply carrying `M`'s result.
+pub fn reply<M: MethodTypes>(value: M::Output) -> Reply {
+    Reply::new(value)
+}
+
+/// The reply streaming `M`'s response items.
+pub fn reply_stream<M: MethodTypes>(stream: Streaming<M::OutputItem>) -> Reply {
+    Reply::stream(stream)
+}
+
+/// The shape of `M`'s methods for [`ServiceShapes`]: `name`, its arguments' names, and the
+/// fingerprint of its spelling for when its types cannot be traced.
+pub fn method_entry<M: MethodTypes>(
+    name: &str,
+    args: &'static [&'static str],
+    fallback: u32,
+) -> MethodEntry {
+    MethodEntry::new::<M::Args, M::Output, M::InputItem, M::OutputItem>(name, args, fallback)
+}
 
 /// What a stub emitted beside `#[service]`'s errors returns: never called, since those
 /// errors stop the build.

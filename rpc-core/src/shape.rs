@@ -49,15 +49,18 @@ pub struct MethodEntry {
 }
 
 impl MethodEntry {
-    /// The method `name`, whose arguments `args` travel as the tuple `A` and whose result
-    /// is `R`. `fallback` is its fingerprint when its types cannot be traced (the macro
-    /// hashes their spelling).
-    pub fn new<A: DeserializeOwned, R: DeserializeOwned>(
-        name: &str,
-        args: &'static [&'static str],
-        fallback: u32,
-    ) -> MethodEntry {
-        let shape = MethodShape::of::<A, R>();
+    /// The method `name`, whose arguments `args` travel as the tuple `A`, whose result is
+    /// `R`, and whose request and response streams carry `I` and `O` (`()` for none).
+    /// `fallback` is its fingerprint when its types cannot be traced (the macro hashes
+    /// their spelling).
+    pub fn new<A, R, I, O>(name: &str, args: &'static [&'static str], fallback: u32) -> MethodEntry
+    where
+        A: DeserializeOwned,
+        R: DeserializeOwned,
+        I: DeserializeOwned,
+        O: DeserializeOwned,
+    {
+        let shape = MethodShape::of::<A, R, I, O>();
         let fingerprint = shape
             .as_ref()
             .map_or(fallback, |shape| shape.fingerprint(name));
@@ -117,16 +120,26 @@ impl ServiceShapes {
 pub struct MethodShape {
     /// The arguments, as the tuple that travels.
     args: Format,
-    /// The result (a stream's item, for a method that returns a stream).
+    /// The result.
     result: Format,
+    /// The request stream's item (`()` when there is none).
+    input_item: Format,
+    /// The response stream's item (`()` when there is none).
+    output_item: Format,
     /// Every named struct and enum the two refer to, by name.
     containers: Registry,
 }
 
 impl MethodShape {
-    /// The shape of a method taking the argument tuple `A` and returning `R`, or `None`
-    /// when its types cannot be traced.
-    pub fn of<A: DeserializeOwned, R: DeserializeOwned>() -> Option<MethodShape> {
+    /// The shape of a method taking the argument tuple `A` and returning `R`, with streams
+    /// of `I` in and `O` out, or `None` when its types cannot be traced.
+    pub fn of<A, R, I, O>() -> Option<MethodShape>
+    where
+        A: DeserializeOwned,
+        R: DeserializeOwned,
+        I: DeserializeOwned,
+        O: DeserializeOwned,
+    {
         let samples = Samples::new();
         // The tracer explores one more variant of an enum each time it meets it, but only
         // if the enum is not marked as being explored: marks are cleared between passes for
@@ -146,14 +159,18 @@ impl MethodShape {
                 }
                 let (args, _) = tracer.trace_type_once::<A>(&samples).ok()?;
                 let (result, _) = tracer.trace_type_once::<R>(&samples).ok()?;
-                formats = Some((args, result));
+                let (input_item, _) = tracer.trace_type_once::<I>(&samples).ok()?;
+                let (output_item, _) = tracer.trace_type_once::<O>(&samples).ok()?;
+                formats = Some([args, result, input_item, output_item]);
             }
-            let (args, result) = formats?;
+            let [args, result, input_item, output_item] = formats?;
             match tracer.registry() {
                 Ok(containers) => {
                     return Some(MethodShape {
                         args,
                         result,
+                        input_item,
+                        output_item,
                         containers,
                     })
                 }
@@ -222,8 +239,19 @@ impl MethodShape {
                 }
             }
         }
-        diff.format(&self.result, &theirs.result)
-            .map(|difference| format!("result: {difference}"))
+        let others = [
+            ("result", &self.result, &theirs.result),
+            ("request stream item", &self.input_item, &theirs.input_item),
+            (
+                "response stream item",
+                &self.output_item,
+                &theirs.output_item,
+            ),
+        ];
+        others.into_iter().find_map(|(what, ours, theirs)| {
+            diff.format(ours, theirs)
+                .map(|difference| format!("{what}: {difference}"))
+        })
     }
 }
 
@@ -564,7 +592,7 @@ mod tests {
     type OrderId = u64;
 
     fn shape<A: DeserializeOwned, R: DeserializeOwned>() -> MethodShape {
-        MethodShape::of::<A, R>().expect("traceable")
+        MethodShape::of::<A, R, (), ()>().expect("traceable")
     }
 
     #[test]
@@ -658,6 +686,6 @@ mod tests {
                 }
             }
         }
-        assert!(MethodShape::of::<(Picky,), ()>().is_none());
+        assert!(MethodShape::of::<(Picky,), (), (), ()>().is_none());
     }
 }

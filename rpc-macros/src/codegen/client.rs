@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{codegen_path, shapes_body};
+use super::{codegen_path, marker, shapes_body};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -154,45 +154,42 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         quote!(#(#docs)*)
     };
     let params = method.params.iter().map(|(ident, ty)| quote!(#ident: #ty));
-    let encoded_args = method.args.iter().map(|arg| {
+    let marker = marker(model, method);
+    let wire_args = method.args.iter().map(|arg| {
         let ident = &arg.ident;
         if arg.is_bytes {
-            quote!(#codegen::ByteSlice(&#ident))
+            quote!(#codegen::ByteBuf(#ident))
         } else {
-            quote!(&#ident)
+            quote!(#ident)
         }
     });
-    let args = quote!(&(#(#encoded_args,)*));
+    let args = quote!((#(#wire_args,)*));
     let call = match (&method.input_stream, &method.output_stream) {
-        (input, Some(output_item)) => {
-            let (input_item, input) = match input {
-                Some((ident, item)) => (quote!(#item), quote!(#codegen::Option::Some(#ident))),
-                None => (quote!(()), quote!(#codegen::Option::None)),
+        (input, Some(_)) => {
+            let input = match input {
+                Some((ident, _)) => quote!(#codegen::Option::Some(#ident)),
+                None => quote!(#codegen::Option::None),
             };
             quote! {
-                __rpc_channel
-                    .call_streaming::<_, #input_item, #output_item>(&__RPC_SPEC, &__rpc_options, #args, #input)
-                    .await
+                #codegen::call_streaming::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args, #input)
             }
         }
-        (Some((ident, item)), None) => quote! {
-            __rpc_channel
-                .call_with_input::<_, #item, #output>(&__RPC_SPEC, &__rpc_options, #args, #ident)
-                .await
+        (Some((ident, _)), None) => quote! {
+            #codegen::call_with_input::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args, #ident)
         },
         (None, None) if method.output_is_bytes => quote! {
-            match __rpc_channel
-                .call::<_, #codegen::ByteBuf>(&__RPC_SPEC, &__rpc_options, #args)
-                .await
             {
-                #codegen::Result::Ok(bytes) => #codegen::Result::Ok(bytes.0),
-                #codegen::Result::Err(error) => #codegen::Result::Err(error),
+                let __rpc_call = #codegen::call_unary::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args);
+                async move {
+                    match __rpc_call.await {
+                        #codegen::Result::Ok(bytes) => #codegen::Result::Ok(bytes.0),
+                        #codegen::Result::Err(error) => #codegen::Result::Err(error),
+                    }
+                }
             }
         },
         (None, None) => quote! {
-            __rpc_channel
-                .call::<_, #output>(&__RPC_SPEC, &__rpc_options, #args)
-                .await
+            #codegen::call_unary::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args)
         },
     };
     quote! {
@@ -210,7 +207,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
                     .with_shapes(#client::__rpc_shapes);
             let __rpc_channel = #codegen::Clone::clone(&self.channel);
             let __rpc_options = #codegen::Clone::clone(&self.options);
-            async move { #call }
+            #call
         }
     }
 }

@@ -14,17 +14,80 @@ pub(crate) mod stub;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::model::ServiceModel;
+use crate::model::{MethodModel, ServiceModel};
 
 pub(crate) fn generate(model: &ServiceModel) -> TokenStream {
     let service_trait = service_trait::generate(model);
+    let method_types = method_types(model);
     let client = client::generate(model);
     let server = server::generate(model);
     quote! {
         #service_trait
+        #method_types
         #client
         #server
     }
+}
+
+/// The marker type that names one method's types (see [`method_types`]).
+fn marker(model: &ServiceModel, method: &MethodModel) -> syn::Ident {
+    quote::format_ident!(
+        "__Rpc_{}_{}",
+        crate::names::wire_name(&model.trait_ident),
+        crate::names::wire_name(&method.ident)
+    )
+}
+
+/// A marker type per method, implementing `MethodTypes` with the types the method carries.
+/// Client, server and shapes name the types only through it, so a type serde cannot carry
+/// is reported once, here: the arguments at the method's parameter list, the result and
+/// stream items at their own types.
+fn method_types(model: &ServiceModel) -> TokenStream {
+    let codegen = codegen_path(model);
+    let items = model.methods.iter().map(|method| {
+        let marker = marker(model, method);
+        let wire_types = method.args.iter().map(|arg| {
+            if arg.is_bytes {
+                quote!(#codegen::ByteBuf)
+            } else {
+                let ty = &arg.ty;
+                quote!(#ty)
+            }
+        });
+        let params_span = method.sig.paren_token.span.join();
+        let args = quote::quote_spanned!(params_span=> (#(#wire_types,)*));
+        let unit = quote!(());
+        let output = match &method.output_stream {
+            Some(_) => unit.clone(),
+            None if method.output_is_bytes => quote!(#codegen::ByteBuf),
+            None => {
+                let output = &method.output;
+                quote!(#output)
+            }
+        };
+        let input_item = method
+            .input_stream
+            .as_ref()
+            .map_or_else(|| unit.clone(), |(_, item)| quote!(#item));
+        let output_item = method
+            .output_stream
+            .as_ref()
+            .map_or_else(|| unit.clone(), |item| quote!(#item));
+        quote! {
+            #[doc(hidden)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct #marker;
+
+            #[automatically_derived]
+            impl #codegen::MethodTypes for #marker {
+                type Args = #args;
+                type Output = #output;
+                type InputItem = #input_item;
+                type OutputItem = #output_item;
+            }
+        }
+    });
+    quote!(#(#items)*)
 }
 
 /// `#krate::codegen`, the one path generated code reaches the runtime through.
@@ -33,33 +96,20 @@ fn codegen_path(model: &ServiceModel) -> TokenStream {
     quote!(#krate::codegen)
 }
 
-/// The body of the client's `__rpc_shapes`: each method's shape, traced once from its
-/// types (the arguments as they travel, a stream argument by its item; the result, or a
-/// stream result's item), with the fingerprint of its spelling as the fallback.
+/// The body of the client's `__rpc_shapes`: each method's shape, traced once from the types
+/// its marker names, with the fingerprint of its spelling as the fallback.
 fn shapes_body(model: &ServiceModel) -> TokenStream {
     let codegen = codegen_path(model);
     let entries = model.methods.iter().map(|method| {
-        let arg_types = method.params.iter().map(|(ident, ty)| {
-            match &method.input_stream {
-                Some((stream, item)) if stream == ident => quote!(#item),
-                _ => quote!(#ty),
-            }
-        });
+        let marker = marker(model, method);
         let arg_names = method
-            .params
+            .args
             .iter()
-            .map(|(ident, _)| crate::names::wire_name(ident));
-        let result = match &method.output_stream {
-            Some(item) => quote!(#item),
-            None => {
-                let output = &method.output;
-                quote!(#output)
-            }
-        };
+            .map(|arg| crate::names::wire_name(&arg.ident));
         let name = &method.wire_name;
         let fallback = proc_macro2::Literal::u32_suffixed(method.fingerprint);
         quote! {
-            #codegen::MethodEntry::new::<(#(#arg_types,)*), #result>(#name, &[#(#arg_names),*], #fallback)
+            #codegen::method_entry::<#marker>(#name, &[#(#arg_names),*], #fallback)
         }
     });
     quote! {

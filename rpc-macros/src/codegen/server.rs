@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::codegen_path;
+use super::{codegen_path, marker};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -101,39 +101,32 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let codegen = codegen_path(model);
     let trait_ident = &model.trait_ident;
     let ident = &method.ident;
+    let marker = marker(model, method);
     let method_id = proc_macro2::Literal::u32_suffixed(method.wire_id);
     let arg_idents: Vec<_> = method.args.iter().map(|arg| &arg.ident).collect();
-    let wire_types = method.args.iter().map(|arg| {
-        if arg.is_bytes {
-            quote!(#codegen::ByteBuf)
-        } else {
-            let ty = &arg.ty;
-            quote!(#ty)
-        }
-    });
     let unwrap_bytes = method.args.iter().filter(|arg| arg.is_bytes).map(|arg| {
         let ident = &arg.ident;
         quote!(let #ident = #ident.0;)
     });
     let context_arg = method.context.as_ref().map(|_| quote!(&__rpc_context,));
-    let take_stream = method.input_stream.as_ref().map(|(ident, item)| {
+    let take_stream = method.input_stream.as_ref().map(|(ident, _)| {
         quote! {
             let mut __rpc_request = __rpc_request;
-            let #ident = __rpc_request.take_stream::<#item>();
+            let #ident = #codegen::take_stream::<#marker>(&mut __rpc_request);
         }
     });
     // The handler's arguments in the order the user wrote them (the stream among them).
     let call_args = method.params.iter().map(|(ident, _)| ident);
     let encode = if method.output_stream.is_some() {
-        quote!(#codegen::Reply::stream(__rpc_reply))
+        quote!(#codegen::reply_stream::<#marker>(__rpc_reply))
     } else if method.output_is_bytes {
-        quote!(#codegen::Reply::new(#codegen::ByteBuf(__rpc_reply)))
+        quote!(#codegen::reply::<#marker>(#codegen::ByteBuf(__rpc_reply)))
     } else {
-        quote!(#codegen::Reply::new(__rpc_reply))
+        quote!(#codegen::reply::<#marker>(__rpc_reply))
     };
     quote! {
         #method_id => {
-            let (#(#arg_idents,)*): (#(#wire_types,)*) = __rpc_request.decode_args()?;
+            let (#(#arg_idents,)*) = #codegen::decode_args::<#marker>(&__rpc_request)?;
             #(#unwrap_bytes)*
             #take_stream
             let __rpc_context = __rpc_request.context;
