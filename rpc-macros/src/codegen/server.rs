@@ -25,8 +25,54 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         .iter()
         .map(|method| dispatch_arm(model, method));
     let client = &model.client_ident;
+    let server_type = server_type(&codegen, vis, server, &struct_doc);
     quote! {
-        #[doc = #struct_doc]
+        #server_type
+
+        #[automatically_derived]
+        impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
+        where
+            __RpcImpl: #trait_ident + #codegen::Send + #codegen::Sync + 'static,
+        {
+            fn service_name(&self) -> &'static str {
+                #service_name
+            }
+
+            fn method_name(&self, __rpc_method_id: u32) -> #codegen::Option<&'static str> {
+                match __rpc_method_id {
+                    #(#names)*
+                    _ => #codegen::Option::None,
+                }
+            }
+
+            fn shapes(&self) -> #codegen::Option<&'static #codegen::ServiceShapes> {
+                #codegen::Option::Some(#client::__rpc_shapes())
+            }
+
+            fn dispatch(
+                &self,
+                __rpc_method_id: u32,
+                __rpc_request: #codegen::IncomingRequest,
+            ) -> #codegen::Result<#codegen::HandlerFuture, #codegen::RpcError> {
+                match __rpc_method_id {
+                    #(#arms)*
+                    _ => #codegen::Result::Err(#codegen::unknown_method(#service_name, __rpc_method_id)),
+                }
+            }
+        }
+    }
+}
+
+/// The server struct with its constructors, `Clone` and `Debug` (shared with the stubs
+/// emitted beside errors).
+pub(super) fn server_type(
+    codegen: &TokenStream,
+    vis: &syn::Visibility,
+    server: &syn::Ident,
+    doc: &str,
+) -> TokenStream {
+    quote! {
+        #[doc = #doc]
         #vis struct #server<T> {
             service: #codegen::Arc<T>,
         }
@@ -60,38 +106,6 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         impl<__RpcImpl> #codegen::Debug for #server<__RpcImpl> {
             fn fmt(&self, f: &mut #codegen::Formatter<'_>) -> #codegen::FmtResult {
                 f.debug_struct(#codegen::stringify!(#server)).finish_non_exhaustive()
-            }
-        }
-
-        #[automatically_derived]
-        impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
-        where
-            __RpcImpl: #trait_ident + #codegen::Send + #codegen::Sync + 'static,
-        {
-            fn service_name(&self) -> &'static str {
-                #service_name
-            }
-
-            fn method_name(&self, __rpc_method_id: u32) -> #codegen::Option<&'static str> {
-                match __rpc_method_id {
-                    #(#names)*
-                    _ => #codegen::Option::None,
-                }
-            }
-
-            fn shapes(&self) -> #codegen::Option<&'static #codegen::ServiceShapes> {
-                #codegen::Option::Some(#client::__rpc_shapes())
-            }
-
-            fn dispatch(
-                &self,
-                __rpc_method_id: u32,
-                __rpc_request: #codegen::IncomingRequest,
-            ) -> #codegen::Result<#codegen::HandlerFuture, #codegen::RpcError> {
-                match __rpc_method_id {
-                    #(#arms)*
-                    _ => #codegen::Result::Err(#codegen::unknown_method(#service_name, __rpc_method_id)),
-                }
             }
         }
     }

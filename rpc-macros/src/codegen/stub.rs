@@ -7,6 +7,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::client::{client_type, ClientNames};
+use super::server::server_type;
 use crate::names::suffixed;
 use crate::parse::{ArgKind, Service};
 use crate::validate::CLIENT_METHODS;
@@ -79,30 +80,16 @@ pub(crate) fn generate(service: &Service<'_>, krate: &syn::Path) -> TokenStream 
         wire_name: &trait_ident.to_string(),
     };
     let client_type = client_type(&names, &[], &methods);
+    let server_type = server_type(
+        &codegen,
+        vis,
+        &server,
+        "Serves the service (a stub: see the errors of `#[service]`).",
+    );
     quote! {
         #client_type
 
-        #[doc = "Serves the service (not generated: see the errors of `#[service]`)."]
-        #vis struct #server<T> {
-            service: #codegen::Arc<T>,
-        }
-
-        impl<__RpcImpl> #server<__RpcImpl> {
-            /// Serves `service`.
-            #vis fn new(service: __RpcImpl) -> Self {
-                #server { service: #codegen::Arc::new(service) }
-            }
-
-            /// Serves an implementation that is shared with other code.
-            #vis fn from_arc(service: #codegen::Arc<__RpcImpl>) -> Self {
-                #server { service }
-            }
-
-            /// The wrapped implementation.
-            #vis fn get_ref(&self) -> &__RpcImpl {
-                &self.service
-            }
-        }
+        #server_type
 
         impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
         where
