@@ -1,5 +1,6 @@
 //! The outbox's batching, lanes, high-water mark and direct writes, against a recording
 //! write half.
+
 use std::sync::Mutex as StdMutex;
 
 use tokio::sync::Semaphore;

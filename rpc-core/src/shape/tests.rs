@@ -1,5 +1,6 @@
 //! Shapes of real service types: aliases, nested and recursive types, and the differences
 //! named between versions.
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
