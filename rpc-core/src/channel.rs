@@ -250,6 +250,22 @@ impl Channel {
         Ok(stream.holding(channel))
     }
 
+    /// Calls a method whose result is a stream, with its arguments encoded already; the
+    /// stream's items stay encoded (front doors that transcode them, like HTTP/JSON, use
+    /// it). The method takes no request stream.
+    ///
+    /// # Errors
+    ///
+    /// Any [`RpcError`] that ends the call before its stream starts.
+    pub async fn call_streaming_encoded(
+        &self,
+        call: ClientCall,
+    ) -> Result<Streaming<Bytes>, RpcError> {
+        let (connection, channel) = self.connection_for_stream(call.options()).await?;
+        let stream = connection.call_streaming_encoded(&call).await?;
+        Ok(stream.holding(channel))
+    }
+
     /// Calls a method that takes a request stream and returns a single result: `input` is
     /// sent as the server's handler reads it, and the call resolves when the handler returns.
     ///

@@ -118,19 +118,24 @@ impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
 
 /// A byte buffer that serializes as one block (`serialize_bytes`) instead of element by
 /// element. Generated code wraps `Vec<u8>` arguments and results in it, so users get fast
-/// byte transfers without annotating anything.
+/// byte transfers without annotating anything. In human-readable formats (JSON, for the
+/// HTTP front door) it is a standard base64 string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ByteBuf(pub Vec<u8>);
 
 impl Serialize for ByteBuf {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
+        ByteSlice(&self.0).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_byte_buf(ByteBufVisitor)
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(Base64Visitor)
+        } else {
+            deserializer.deserialize_byte_buf(ByteBufVisitor)
+        }
     }
 }
 
@@ -140,7 +145,31 @@ pub struct ByteSlice<'a>(pub &'a [u8]);
 
 impl Serialize for ByteSlice<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.0)
+        if serializer.is_human_readable() {
+            use base64::Engine;
+            serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+        } else {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+}
+
+/// Reads a base64 string into bytes.
+struct Base64Visitor;
+
+impl Visitor<'_> for Base64Visitor {
+    type Value = ByteBuf;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a base64 string")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<ByteBuf, E> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(ByteBuf)
+            .map_err(|error| E::custom(format!("not base64: {error}")))
     }
 }
 

@@ -42,6 +42,8 @@
 pub use crate::call::MethodSpec;
 pub use crate::codec::{ByteBuf, ByteSlice};
 pub use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
+pub use crate::method_types::{CallKind, MethodTypes};
+pub use crate::schema::MethodSchemas;
 pub use crate::shape::{MethodEntry, MethodShape, ServiceShapes};
 
 #[doc(hidden)]
@@ -67,8 +69,7 @@ pub use core::pin::Pin;
 pub use core::result::Result;
 #[doc(hidden)]
 pub use core::stringify;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+
 #[doc(hidden)]
 pub use std::boxed::Box;
 #[doc(hidden)]
@@ -77,21 +78,6 @@ pub use std::string::String;
 pub use std::sync::{Arc, OnceLock};
 #[doc(hidden)]
 pub use std::time::{Duration, Instant};
-
-/// The types one method carries, named once by generated code (on a marker type per
-/// method), so that a type serde cannot carry is reported once, where the method's types
-/// are named, and the generic helpers below need no bounds of their own.
-pub trait MethodTypes: 'static {
-    /// The arguments as they travel: a tuple (`Vec<u8>` as [`ByteBuf`]). `Sync` because a
-    /// call's future borrows them until they are encoded.
-    type Args: Serialize + DeserializeOwned + Send + Sync + 'static;
-    /// The result as it travels (`()` for a method that returns a stream).
-    type Output: Serialize + DeserializeOwned + Send + 'static;
-    /// The items of the request stream (`()` when the method takes none).
-    type InputItem: Serialize + DeserializeOwned + Send + 'static;
-    /// The items of the response stream (`()` when the method returns none).
-    type OutputItem: Serialize + DeserializeOwned + Send + 'static;
-}
 
 /// A unary call of `M`: what a generated client method returns.
 ///
@@ -168,14 +154,17 @@ pub fn reply_stream<M: MethodTypes>(stream: Streaming<M::OutputItem>) -> Reply {
     Reply::stream(stream)
 }
 
-/// The shape of `M`'s methods for [`ServiceShapes`]: `name`, its arguments' names, and the
-/// fingerprint of its spelling for when its types cannot be traced.
+/// The entry of `M`'s method in its service's [`ServiceShapes`] (see
+/// [`MethodEntry::describe`]).
 pub fn method_entry<M: MethodTypes>(
-    name: &str,
+    method: &'static str,
     args: &'static [&'static str],
     fallback: u32,
+    idempotent: bool,
+    kind: CallKind,
+    doc: &'static str,
 ) -> MethodEntry {
-    MethodEntry::new::<M::Args, M::Output, M::InputItem, M::OutputItem>(name, args, fallback)
+    MethodEntry::describe::<M>(method, args, fallback, idempotent, kind, doc)
 }
 
 /// What a stub emitted beside `#[service]`'s errors returns: never called, since those

@@ -87,7 +87,10 @@ mod stream;
 mod call;
 mod config;
 mod dispatch;
+pub mod json;
+mod method_types;
 pub mod middleware;
+mod schema;
 mod shape;
 
 // The connection engines.

@@ -11,6 +11,7 @@ use crate::dispatch::{Dispatch, Reply};
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
 use crate::middleware::{BoxError, CallStack, Interceptor, RunHandler, ServerCall};
 use crate::server_connection::{self, Routes, Shutdown};
+use crate::shape::ServiceShapes;
 use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire::wire_id;
 
@@ -172,6 +173,28 @@ impl Server {
             .services
             .values()
             .map(|service| service.service_name())
+    }
+
+    /// Every service whose methods are described (generated services are), with its
+    /// methods' shapes, names and JSON codecs, by wire name; the built-in health service
+    /// included unless replaced. For front doors that route by name (HTTP/JSON) and for
+    /// documents generated from the services (OpenAPI).
+    pub fn described_services(&self) -> Vec<(&'static str, &'static ServiceShapes)> {
+        let mut services: Vec<(&'static str, &'static ServiceShapes)> = self
+            .routes
+            .services
+            .values()
+            .chain(
+                self.routes
+                    .builtin
+                    .iter()
+                    .filter(|(id, _)| !self.routes.services.contains_key(id))
+                    .map(|(_, service)| service),
+            )
+            .filter_map(|service| Some((service.service_name(), service.shapes()?)))
+            .collect();
+        services.sort_by_key(|(name, _)| *name);
+        services
     }
 
     /// Serves calls on one connection until the peer closes it, it fails, or `shutdown` is

@@ -23,6 +23,8 @@ use serde_reflection::{ContainerFormat, Format, Named, Registry, Samples, Tracer
 use serde_reflection::{Error as TraceError, VariantFormat};
 
 use crate::codec;
+use crate::json::JsonCodec;
+use crate::method_types::{CallKind, MethodTypes};
 
 /// The most tracing passes spent on one method's types: each pass explores the next
 /// variant of every enum it meets, so this bounds the variants one enum of a method's types
@@ -37,10 +39,16 @@ pub struct ServiceShapes {
     fingerprints: Vec<(u32, u32)>,
 }
 
-/// One method of a [`ServiceShapes`].
+/// One method of a [`ServiceShapes`]: its names, kind and documentation, its JSON codec,
+/// and its shape.
 #[derive(Debug)]
 pub struct MethodEntry {
+    method: &'static str,
     method_id: u32,
+    idempotent: bool,
+    kind: CallKind,
+    doc: &'static str,
+    json: Option<JsonCodec>,
     args: &'static [&'static str],
     /// The shape, encoded as it travels (a traced shape holds types that may not leave its
     /// thread; bytes may).
@@ -65,15 +73,93 @@ impl MethodEntry {
             .as_ref()
             .map_or(fallback, |shape| shape.fingerprint(name));
         MethodEntry {
+            method: "",
             method_id: crate::wire::wire_id(name),
+            idempotent: false,
+            kind: CallKind::Unary,
+            doc: "",
+            json: None,
             args,
             shape: shape.as_ref().map(MethodShape::to_bytes),
             fingerprint,
         }
     }
+
+    /// The entry of the method `method` whose types `M` names: `args` are its arguments'
+    /// names, `fallback` its fingerprint should its types not trace, and `doc` its
+    /// documentation.
+    pub fn describe<M: MethodTypes>(
+        method: &'static str,
+        args: &'static [&'static str],
+        fallback: u32,
+        idempotent: bool,
+        kind: CallKind,
+        doc: &'static str,
+    ) -> MethodEntry {
+        MethodEntry {
+            method,
+            idempotent,
+            kind,
+            doc,
+            json: Some(JsonCodec::of::<M>()),
+            ..MethodEntry::new::<M::Args, M::Output, M::InputItem, M::OutputItem>(
+                method, args, fallback,
+            )
+        }
+    }
+
+    /// The method's name.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// The method's id on the wire.
+    pub fn method_id(&self) -> u32 {
+        self.method_id
+    }
+
+    /// Whether the method is marked `#[idempotent]`.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    /// Whether the method takes or returns a stream.
+    pub fn kind(&self) -> CallKind {
+        self.kind
+    }
+
+    /// The method's documentation (its doc comments).
+    pub fn doc(&self) -> &'static str {
+        self.doc
+    }
+
+    /// The names of the arguments the client passes, in order (the stream excluded).
+    pub fn arg_names(&self) -> &'static [&'static str] {
+        self.args
+    }
+
+    /// The method's JSON codec, for front doors.
+    pub fn json(&self) -> Option<&JsonCodec> {
+        self.json.as_ref()
+    }
+
+    /// The method's shape as serde sees it, when its types could be traced.
+    pub fn shape(&self) -> Option<MethodShape> {
+        MethodShape::from_bytes(self.shape.as_deref()?)
+    }
 }
 
 impl ServiceShapes {
+    /// Every method, in the trait's order.
+    pub fn methods(&self) -> &[MethodEntry] {
+        &self.methods
+    }
+
+    /// The method with this wire id.
+    pub fn method(&self, method_id: u32) -> Option<&MethodEntry> {
+        self.entry(method_id)
+    }
+
     /// The shapes of a service's methods.
     pub fn new(methods: impl IntoIterator<Item = MethodEntry>) -> ServiceShapes {
         let methods: Vec<MethodEntry> = methods.into_iter().collect();
@@ -119,15 +205,15 @@ impl ServiceShapes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MethodShape {
     /// The arguments, as the tuple that travels.
-    args: Format,
+    pub(crate) args: Format,
     /// The result.
-    result: Format,
+    pub(crate) result: Format,
     /// The request stream's item (`()` when there is none).
-    input_item: Format,
+    pub(crate) input_item: Format,
     /// The response stream's item (`()` when there is none).
-    output_item: Format,
+    pub(crate) output_item: Format,
     /// Every named struct and enum the two refer to, by name.
-    containers: Registry,
+    pub(crate) containers: Registry,
 }
 
 impl MethodShape {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 
@@ -122,16 +123,33 @@ impl<T> Streaming<T> {
     where
         T: DeserializeOwned,
     {
+        Streaming::from_inbox(inbox, deadline, |bytes| codec::decode(bytes))
+    }
+
+    /// A received stream whose items `decode` reads from their encoding.
+    fn from_inbox(
+        inbox: Arc<Inbox>,
+        deadline: Option<Instant>,
+        decode: fn(&[u8]) -> Result<T, RpcError>,
+    ) -> Self {
         Streaming {
             source: Source::Remote(Inbound {
                 inbox,
-                decode: |bytes| codec::decode(bytes),
+                decode,
                 deadline: deadline
                     .map(|deadline| Box::pin(tokio::time::sleep_until(deadline.into()))),
                 done: false,
                 _keep_alive: None,
             }),
         }
+    }
+}
+
+impl Streaming<Bytes> {
+    /// A received stream whose items are left encoded (for front doors that transcode
+    /// them).
+    pub(crate) fn remote_encoded(inbox: Arc<Inbox>, deadline: Option<Instant>) -> Self {
+        Streaming::from_inbox(inbox, deadline, |bytes| Ok(Bytes::copy_from_slice(bytes)))
     }
 }
 

@@ -24,6 +24,25 @@ pub(crate) fn suffixed(ident: &Ident, suffix: &str) -> Ident {
     format_ident!("{}{}", ident.unraw(), suffix, span = ident.span())
 }
 
+/// The text of doc comments (`#[doc = "..."]` attributes), one line each, trimmed.
+pub(crate) fn doc_text(docs: &[syn::Attribute]) -> String {
+    let lines: Vec<String> = docs
+        .iter()
+        .filter_map(|attr| match &attr.meta {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value:
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(text),
+                        ..
+                    }),
+                ..
+            }) => Some(text.value().trim().to_owned()),
+            _ => None,
+        })
+        .collect();
+    lines.join("\n").trim().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,10 +130,29 @@ impl ClientConnection {
     {
         let deadline = options.deadline_for_call(self.config.default_timeout);
         let (status, payload, inbox) = self
-            .exchange_with_deadline(method, options, deadline, args, input, true)
+            .exchange_with_deadline(method, options, deadline, &Typed(args), input, true)
             .await?;
         match (status, inbox) {
             (Status::Ok, Some(inbox)) => Ok(Streaming::remote(inbox, deadline)),
+            (status, _) => Err(call_error(method, status, &payload)),
+        }
+    }
+
+    /// A call whose arguments are encoded already and whose result is a stream of items
+    /// left encoded (it takes no request stream).
+    pub(crate) async fn call_streaming_encoded(
+        self: &Arc<Self>,
+        call: &ClientCall,
+    ) -> Result<Streaming<Bytes>, RpcError> {
+        let (method, options) = (call.method(), call.options());
+        let deadline = options.deadline_for_call(self.config.default_timeout);
+        let no_input: Option<Streaming<()>> = None;
+        let args = Encoded(call.args());
+        let (status, payload, inbox) = self
+            .exchange_with_deadline(method, options, deadline, &args, no_input, true)
+            .await?;
+        match (status, inbox) {
+            (Status::Ok, Some(inbox)) => Ok(Streaming::remote_encoded(inbox, deadline)),
             (status, _) => Err(call_error(method, status, &payload)),
         }
     }
@@ -153,22 +172,22 @@ impl ClientConnection {
     {
         let deadline = options.deadline_for_call(self.config.default_timeout);
         let (status, payload, _) = self
-            .exchange_with_deadline(method, options, deadline, args, Some(input), false)
+            .exchange_with_deadline(method, options, deadline, &Typed(args), Some(input), false)
             .await?;
         decode_response(method, status, &payload)
     }
 
-    async fn exchange_with_deadline<A, I>(
+    async fn exchange_with_deadline<E, I>(
         self: &Arc<Self>,
         method: &MethodSpec,
         options: &CallOptions,
         deadline: Option<Instant>,
-        args: &A,
+        args: &E,
         input: Option<Streaming<I>>,
         output: bool,
     ) -> Result<(Status, Bytes, Option<Arc<Inbox>>), RpcError>
     where
-        A: Serialize + ?Sized,
+        E: EncodeArgs + ?Sized,
         I: Serialize + Send + 'static,
     {
         let (observer, traceparent) = self.observe(method);
@@ -278,14 +297,14 @@ impl ClientConnection {
     /// Sends one request with its streams and waits for its response frame. On success the
     /// response stream's inbox, if any, is handed to the caller (who then owns its cleanup);
     /// the request stream keeps flowing from its own task.
-    async fn exchange_streams<A, I>(
+    async fn exchange_streams<E, I>(
         self: &Arc<Self>,
         method: &MethodSpec,
-        args: &A,
+        args: &E,
         call: StreamedCall<'_, I>,
     ) -> Result<(Status, Bytes, Option<Arc<Inbox>>), RpcError>
     where
-        A: Serialize + ?Sized,
+        E: EncodeArgs + ?Sized,
         I: Serialize + Send + 'static,
     {
         let call_id = lock(&self.calls).register()?;
@@ -321,7 +340,7 @@ impl ClientConnection {
                     method,
                     call.deadline,
                     call.metadata,
-                    &Typed(args),
+                    args,
                     request_stream,
                     max_frame,
                 )?;

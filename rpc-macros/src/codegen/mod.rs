@@ -108,8 +108,19 @@ fn shapes_body(model: &ServiceModel) -> TokenStream {
             .map(|arg| crate::names::wire_name(&arg.ident));
         let name = &method.wire_name;
         let fallback = proc_macro2::Literal::u32_suffixed(method.fingerprint);
+        let idempotent = method.idempotent;
+        let takes_stream = method.input_stream.is_some();
+        let returns_stream = method.output_stream.is_some();
+        let doc = crate::names::doc_text(&method.docs);
         quote! {
-            #codegen::method_entry::<#marker>(#name, &[#(#arg_names),*], #fallback)
+            #codegen::method_entry::<#marker>(
+                #name,
+                &[#(#arg_names),*],
+                #fallback,
+                #idempotent,
+                #codegen::CallKind::of(#takes_stream, #returns_stream),
+                #doc,
+            )
         }
     });
     quote! {
