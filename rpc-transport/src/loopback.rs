@@ -48,14 +48,21 @@ pub fn connect(server: &Server) -> Channel {
 ///
 /// When called outside a tokio runtime.
 pub fn connect_with(server: &Server, config: ChannelConfig) -> Channel {
+    connect_as(server, config, Peer::Loopback)
+}
+
+/// Connects a new channel to `server` in this process, whose calls the server sees as
+/// coming from `peer` (a front door that carries calls from elsewhere, such as HTTP, names
+/// their real origin this way).
+///
+/// # Panics
+///
+/// When called outside a tokio runtime.
+pub fn connect_as(server: &Server, config: ChannelConfig, peer: Peer) -> Channel {
     let (client_end, server_end) = tokio::io::duplex(PIPE_CAPACITY);
     let (server_reader, server_writer) = tokio::io::split(server_end);
-    let server_connection = framed::server_connection(
-        server_reader,
-        server_writer,
-        Peer::Loopback,
-        server.config(),
-    );
+    let server_connection =
+        framed::server_connection(server_reader, server_writer, peer, server.config());
     let server = server.clone();
     tokio::spawn(async move {
         server

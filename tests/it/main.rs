@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod health;
 mod hostile;
 mod hostile_client;
+mod http;
 mod middleware;
 mod observe;
 mod properties;

@@ -1,0 +1,341 @@
+//! One HTTP request as one call: route `/{Service}/{method}`, read the JSON arguments (a
+//! POST body, or a GET's `message` query parameter), carry headers as metadata and
+//! `Connect-Timeout-Ms` as the deadline, call through the in-process channel, and answer
+//! with the JSON result, a stream of JSON values, or a Connect error.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use rpc_core::codegen::{CallKind, MethodEntry, MethodSpec};
+use rpc_core::json::JsonCodec;
+use rpc_core::route::ClientCall;
+use rpc_core::{CallOptions, Channel, RpcError, Server, Streaming};
+
+use crate::body::{full, streamed, HttpBody};
+use crate::error::HttpError;
+
+/// A request body this crate can read: any `http_body::Body` whose chunks and errors can
+/// cross threads.
+pub trait RequestBody:
+    http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: http_body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
+/// The header that sets a call's timeout, in milliseconds (the Connect protocol's).
+const TIMEOUT_HEADER: &str = "connect-timeout-ms";
+
+/// Headers that belong to one hop of the connection, not to the call.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+pub(crate) async fn handle<B: RequestBody>(
+    server: &Server,
+    channel: Channel,
+    request: Request<B>,
+) -> Response<HttpBody> {
+    match route(server, channel, request).await {
+        Ok(response) => response,
+        Err(error) => error.response(),
+    }
+}
+
+async fn route<B: RequestBody>(
+    server: &Server,
+    channel: Channel,
+    request: Request<B>,
+) -> Result<Response<HttpBody>, HttpError> {
+    let path = request.uri().path().trim_start_matches('/');
+    if path == "openapi.json" {
+        if request.method() != Method::GET {
+            return Err(method_not_allowed("GET"));
+        }
+        let document = crate::openapi::openapi(server).to_string();
+        return Ok(json_response(Bytes::from(document)));
+    }
+    let Some((service, method)) = path.rsplit_once('/') else {
+        return Err(HttpError::new(
+            "not_found",
+            StatusCode::NOT_FOUND,
+            "calls are `POST /{Service}/{method}`",
+        ));
+    };
+    let services = server.described_services();
+    let Some((service, shapes)) = services.iter().find(|(name, _)| *name == service) else {
+        return Err(HttpError::new(
+            "unimplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            format!("no service `{service}`"),
+        ));
+    };
+    let entry = shapes
+        .method(rpc_core::wire::wire_id(method))
+        .filter(|entry| entry.method() == method)
+        .ok_or_else(|| {
+            HttpError::new(
+                "unimplemented",
+                StatusCode::NOT_IMPLEMENTED,
+                format!("no method `{service}.{method}`"),
+            )
+        })?;
+    let Some(codec) = entry.json().copied() else {
+        return Err(HttpError::new(
+            "unimplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            format!("`{service}.{method}` has no JSON form"),
+        ));
+    };
+    let streams_result = match entry.kind() {
+        CallKind::Unary => false,
+        CallKind::ServerStreaming => true,
+        _ => {
+            return Err(HttpError::new(
+                "unimplemented",
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                "`{service}.{method}` takes a request stream, which HTTP/JSON does not carry yet"
+            ),
+            ))
+        }
+    };
+    let (parts, body) = request.into_parts();
+    let max_body = server.config().max_frame_size;
+    let arguments = if parts.method == Method::POST {
+        check_content_type(&parts.headers)?;
+        read_body(&parts.headers, body, max_body).await?
+    } else if parts.method == Method::GET && (entry.is_idempotent() || streams_result) {
+        query_message(parts.uri.query().unwrap_or(""))?
+    } else if entry.is_idempotent() || streams_result {
+        return Err(method_not_allowed("GET, POST"));
+    } else {
+        return Err(method_not_allowed("POST"));
+    };
+    let options = call_options(&parts.headers)?;
+    let args = codec
+        .args(&arguments, entry.arg_names())
+        .map_err(|error| HttpError::from(&error))?;
+    let call = ClientCall::new(spec(service, entry), options, args);
+    if streams_result {
+        let events = accepts_events(&parts.headers);
+        let stream = channel
+            .call_streaming_encoded(call)
+            .await
+            .map_err(|error| HttpError::from(&error))?;
+        let content_type = if events {
+            "text/event-stream"
+        } else {
+            "application/x-ndjson"
+        };
+        let mut response = Response::new(streamed(chunks(stream, codec, events)));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        return Ok(response);
+    }
+    let result = channel
+        .call_encoded(call)
+        .await
+        .map_err(|error| HttpError::from(&error))?;
+    let body = codec
+        .output(&result)
+        .map_err(|error| HttpError::from(&error))?;
+    Ok(json_response(Bytes::from(body)))
+}
+
+/// The spec of `entry`'s method on `service`, for a call made here (no compatibility
+/// declaration: the server and this door were built together).
+fn spec(service: &'static str, entry: &MethodEntry) -> MethodSpec {
+    let spec = MethodSpec::new(service, entry.method());
+    if entry.is_idempotent() {
+        spec.idempotent()
+    } else {
+        spec
+    }
+}
+
+fn json_response(body: Bytes) -> Response<HttpBody> {
+    let mut response = Response::new(full(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn method_not_allowed(allowed: &'static str) -> HttpError {
+    HttpError::new(
+        "method_not_allowed",
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("use {allowed}"),
+    )
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), HttpError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            "unsupported_media_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the arguments as `Content-Type: application/json`",
+        ))
+    }
+}
+
+fn too_large(max: usize) -> HttpError {
+    HttpError::new(
+        "resource_exhausted",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is over the limit of {max} bytes"),
+    )
+}
+
+/// The whole body, refused as soon as it is known to be over `max` bytes (from its
+/// `Content-Length`, before reading it, or while reading).
+async fn read_body<B: RequestBody>(
+    headers: &HeaderMap,
+    body: B,
+    max: usize,
+) -> Result<Bytes, HttpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large(max));
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
+        Err(error) => Err(HttpError::new(
+            "invalid_argument",
+            StatusCode::BAD_REQUEST,
+            format!("the body could not be read: {error}"),
+        )),
+    }
+}
+
+/// The arguments of a GET, as Connect sends them: `?encoding=json&message=<JSON>`.
+fn query_message(query: &str) -> Result<Bytes, HttpError> {
+    let mut message = Bytes::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "encoding" if value != "json" => {
+                return Err(HttpError::new(
+                    "unsupported_media_type",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "only `encoding=json` is served",
+                ))
+            }
+            "message" => message = Bytes::from(value.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(message)
+}
+
+/// The call's options: its timeout from `Connect-Timeout-Ms`, and every other end-to-end
+/// header as metadata.
+fn call_options(headers: &HeaderMap) -> Result<CallOptions, HttpError> {
+    let mut options = CallOptions::default();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if name == TIMEOUT_HEADER {
+            let millis = value
+                .to_str()
+                .ok()
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    HttpError::new(
+                        "invalid_argument",
+                        StatusCode::BAD_REQUEST,
+                        "Connect-Timeout-Ms must be a whole number of milliseconds",
+                    )
+                })?;
+            options = options.with_timeout(Duration::from_millis(millis));
+            continue;
+        }
+        if HOP_BY_HOP.contains(&name) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            options = options.with_metadata(name, value);
+        }
+    }
+    Ok(options)
+}
+
+fn accepts_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"))
+}
+
+/// The response stream's items as NDJSON lines or Server-Sent Events; an error ends it
+/// with an `{"error": ..}` line (an `error` event).
+fn chunks(stream: Streaming<Bytes>, codec: JsonCodec, events: bool) -> impl Stream<Item = Bytes> {
+    futures_util::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        let item = stream.next().await?;
+        let json = item.and_then(|encoded| codec.item(&encoded));
+        Some(match json {
+            Ok(json) => (frame(&json, events, false), Some(stream)),
+            Err(error) => (error_frame(&error, events), None),
+        })
+    })
+}
+
+fn frame(json: &[u8], events: bool, error: bool) -> Bytes {
+    let mut chunk = BytesMut::with_capacity(json.len() + 24);
+    if events {
+        if error {
+            chunk.extend_from_slice(b"event: error\n");
+        }
+        chunk.extend_from_slice(b"data: ");
+        chunk.extend_from_slice(json);
+        chunk.extend_from_slice(b"\n\n");
+    } else {
+        chunk.extend_from_slice(json);
+        chunk.extend_from_slice(b"\n");
+    }
+    chunk.freeze()
+}
+
+fn error_frame(error: &RpcError, events: bool) -> Bytes {
+    let error = HttpError::from(error);
+    if events {
+        frame(&error.body(), true, true)
+    } else {
+        let line = serde_json::json!({ "error": { "code": error.code, "message": error.message } });
+        frame(line.to_string().as_bytes(), false, true)
+    }
+}

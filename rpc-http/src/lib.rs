@@ -1,0 +1,72 @@
+//! Every `#[service]` reachable from any language: HTTP/JSON for the same
+//! [`rpc_core::Server`] the binary protocol serves, with the same services, interceptors,
+//! layers, health and limits, and an OpenAPI 3.1 document generated from the traits.
+//!
+//! Calls follow the Connect protocol's unary JSON conventions, so existing tooling
+//! understands them:
+//!
+//! - `POST /{Service}/{method}` with `Content-Type: application/json` and a JSON object of
+//!   the arguments by name (`{"a": 2, "b": 3}`; an empty body or `{}` for none). Success is
+//!   `200` with the result as serde writes it (`Result` as `{"Ok": ..}` / `{"Err": ..}`);
+//!   `Vec<u8>` travels as base64.
+//! - `GET /{Service}/{method}?encoding=json&message=<the arguments, URL-encoded>` for
+//!   `#[idempotent]` methods and methods that return a stream.
+//! - A method returning `Streaming<T>` answers `application/x-ndjson` (a JSON value per
+//!   line, sent as produced), or Server-Sent Events when the request accepts
+//!   `text/event-stream`; an error ends the stream with an `{"error": ..}` line (an `error`
+//!   event).
+//! - Errors are a Connect code with its HTTP status and `{"code": "...", "message": "..."}`:
+//!   `invalid_argument` 400 for arguments that do not decode (naming the argument and the
+//!   problem), `unauthenticated` 401, `permission_denied` 403, `resource_exhausted` 429,
+//!   `unimplemented` 501 for an unknown service or method, `unavailable` 503,
+//!   `deadline_exceeded` 504, `internal` 500 (a panic's text stays in the log); 405 for the
+//!   wrong method, 415 for the wrong content type, 413 for a body over the frame limit
+//!   (refused from its `Content-Length` before it is read).
+//! - `Connect-Timeout-Ms` sets the call's deadline; the other request headers are its
+//!   metadata (lower-cased, hop-by-hop headers left out), so `authorization` reaches
+//!   interceptors. Handlers see the HTTP client's address in `cx.peer()`. A client that
+//!   disconnects cancels its call.
+//! - `GET /openapi.json` is the [`openapi`] document of every service.
+//!
+//! ```no_run
+//! use rpc_core::{service, Server};
+//!
+//! #[service]
+//! pub trait Calculator {
+//!     async fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Calc;
+//! impl Calculator for Calc {
+//!     async fn add(&self, a: i64, b: i64) -> i64 { a + b }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> std::io::Result<()> {
+//! let server = Server::new().add_service(CalculatorServer::new(Calc));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! rpc_http::serve(listener, server).await
+//! // curl -H 'Content-Type: application/json' -d '{"a": 2, "b": 3}' \
+//! //      http://127.0.0.1:8080/Calculator/add          →  5
+//! # }
+//! ```
+//!
+//! # Organization
+//!
+//! - [`serve`] (`serve.rs`): the accept loop, HTTP/1.1 and HTTP/2 on one port.
+//! - [`HttpService`] (`service.rs`): the same as a `tower::Service`, for axum or hyper.
+//! - `call.rs`: one request as one call; `error.rs`: errors as Connect codes.
+//! - [`openapi`] (`openapi.rs`): the document.
+
+mod body;
+mod call;
+mod error;
+mod openapi;
+mod serve;
+mod service;
+
+pub use body::HttpBody;
+pub use call::RequestBody;
+pub use openapi::openapi;
+pub use serve::{serve, Serve};
+pub use service::HttpService;

@@ -1,0 +1,136 @@
+//! [`serve`]: the accept loop of the HTTP front door, HTTP/1.1 and HTTP/2 (cleartext, by
+//! prior knowledge) on one port, with graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rpc_core::{Peer, Server};
+use tokio::net::TcpListener;
+
+use crate::service::HttpService;
+
+/// How long a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pause after an accept error (the process ran out of descriptors, say) before the
+/// next accept, so a persistent error does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `server`'s services over HTTP/JSON on `listener` (see the crate documentation),
+/// until an unrecoverable error, or until the signal given to
+/// [`Serve::with_graceful_shutdown`] fires and the requests in flight have finished.
+///
+/// ```no_run
+/// # async fn example(server: rpc_core::Server) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// rpc_http::serve(listener, server)
+///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn serve(listener: TcpListener, server: Server) -> Serve {
+    Serve {
+        start: Some((listener, server, None)),
+        running: None,
+    }
+}
+
+/// The future [`serve`] returns: `Send + 'static`, so it can be spawned.
+#[must_use = "a server does nothing unless awaited or spawned"]
+pub struct Serve {
+    start: Option<(TcpListener, Server, Option<Signal>)>,
+    running: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send>>>,
+}
+
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for Serve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve").finish_non_exhaustive()
+    }
+}
+
+impl Serve {
+    /// Stops accepting once `signal` resolves, then lets the requests in flight finish (up
+    /// to the server's `shutdown_grace_period`) and resolves to `Ok(())`.
+    pub fn with_graceful_shutdown(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Serve {
+        if let Some((_, _, slot)) = &mut self.start {
+            *slot = Some(Box::pin(signal));
+        }
+        self
+    }
+}
+
+impl Future for Serve {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        if let Some((listener, server, signal)) = self.start.take() {
+            self.running = Some(Box::pin(run(listener, server, signal)));
+        }
+        match &mut self.running {
+            Some(running) => running.as_mut().poll(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+async fn run(listener: TcpListener, server: Server, signal: Option<Signal>) -> io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        let (stream, address) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "accept failed; trying again");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let service = HttpService::with_peer(server.clone(), Peer::Tcp(address));
+        let handler = hyper::service::service_fn(move |request| {
+            let service = service.clone();
+            async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), handler)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%address, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = server.config().shutdown_grace_period;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("grace period over; HTTP connections still open are abandoned");
+    }
+    Ok(())
+}

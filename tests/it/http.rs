@@ -1,0 +1,405 @@
+//! The HTTP/JSON front door: the same server called with JSON over HTTP/1.1 and HTTP/2 by a
+//! real HTTP client, every Connect error mapping, deadlines, metadata, streams, limits, and
+//! the OpenAPI document.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rpc_core::{CallInfo, RpcError, Server, ServerConfig};
+use rpc_tests::*;
+use serde_json::{Value, json};
+
+/// A server of the test services over HTTP on a free port, shut down when dropped.
+struct HttpServer {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HttpServer {
+    async fn start(server: Server) -> HttpServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(
+            rpc_http::serve(listener, server).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            }),
+        );
+        HttpServer {
+            address,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(done) = &self.done {
+            done.abort();
+        }
+    }
+}
+
+/// A response: status, content type, body.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `request` over a new HTTP/1.1 connection (or HTTP/2 with `http2`).
+async fn send(address: SocketAddr, request: Request<Full<Bytes>>, http2: bool) -> Answer {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let io = TokioIo::new(stream);
+    let response = if http2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    };
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn post(address: SocketAddr, path: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{address}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+async fn call(address: SocketAddr, path: &str, body: &str) -> Answer {
+    send(address, post(address, path, body), false).await
+}
+
+fn assert_error(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(answer.status.as_u16(), status, "{answer:?}");
+    assert_eq!(answer.content_type, "application/json");
+    assert_eq!(answer.json()["code"], code, "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_call_takes_json_arguments_by_name_and_answers_json_over_both_http_versions() {
+    let http = HttpServer::start(test_server().0).await;
+    for http2 in [false, true] {
+        let answer = send(
+            http.address,
+            post(http.address, "/Calculator/add", r#"{"b": 3, "a": 2}"#),
+            http2,
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (StatusCode::OK, json!(5)),
+            "http2: {http2}"
+        );
+        assert_eq!(answer.content_type, "application/json");
+    }
+    let answer = call(http.address, "/Calculator/div", r#"{"a": 1, "b": 0}"#).await;
+    assert_eq!(
+        answer.json(),
+        json!({ "Err": "DivideByZero" }),
+        "an application error is a value"
+    );
+    let answer = call(http.address, "/Calculator/div", r#"{"a": 9, "b": 3}"#).await;
+    assert_eq!(answer.json(), json!({ "Ok": 3 }));
+    // The handler sees the HTTP client's address.
+    let answer = call(http.address, "/Calculator/whoami", "").await;
+    assert!(
+        answer
+            .json()
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:"),
+        "{answer:?}"
+    );
+    http.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bytes_travel_as_base64() {
+    let http = HttpServer::start(test_server().0).await;
+    let answer = call(http.address, "/Probe/echo", r#"{"data": "aGVsbG8="}"#).await;
+    assert_eq!(answer.json(), json!("aGVsbG8="));
+    let answer = call(http.address, "/Probe/fill", r#"{"len": 3}"#).await;
+    assert_eq!(answer.json(), json!("BwcH"), "three bytes of 7");
+}
+
+#[tokio::test]
+async fn mistakes_are_connect_errors_with_their_statuses() {
+    let (server, _) = test_server_with({
+        let mut config = ServerConfig::default();
+        config.max_frame_size = 1024;
+        config
+    });
+    let http = HttpServer::start(server).await;
+    let address = http.address;
+    let answer = call(address, "/Calculator/add", r#"{"a": "two", "b": 3}"#).await;
+    assert_error(&answer, 400, "invalid_argument");
+    let message = answer.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("argument `a`: invalid type: string \"two\""),
+        "{message}"
+    );
+    assert_error(
+        &call(address, "/Calculator/add", r#"{"a": 1}"#).await,
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &call(address, "/Calculator/add", "[1, 2]").await,
+        400,
+        "invalid_argument",
+    );
+    assert_error(
+        &call(address, "/Calculator/mul", "{}").await,
+        501,
+        "unimplemented",
+    );
+    assert_error(
+        &call(address, "/Nope/add", "{}").await,
+        501,
+        "unimplemented",
+    );
+    // A panic's text stays in the server's log.
+    let answer = call(address, "/Probe/panic", r#"{"message": "secret"}"#).await;
+    assert_error(&answer, 500, "internal");
+    assert!(!String::from_utf8_lossy(&answer.body).contains("secret"));
+    // The wrong content type, the wrong method, a body over the frame limit.
+    let text = Request::post(format!("http://{address}/Calculator/add"))
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_error(
+        &send(address, text, false).await,
+        415,
+        "unsupported_media_type",
+    );
+    let get = Request::get(format!("http://{address}/Calculator/add"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_error(&send(address, get, false).await, 405, "method_not_allowed");
+    let big = format!(r#"{{"data": "{}"}}"#, "A".repeat(4096));
+    assert_error(
+        &call(address, "/Probe/echo", &big).await,
+        413,
+        "resource_exhausted",
+    );
+    // The connection served the mistakes and still serves calls.
+    assert_eq!(
+        call(address, "/Calculator/add", r#"{"a": 1, "b": 1}"#)
+            .await
+            .json(),
+        json!(2)
+    );
+}
+
+#[tokio::test]
+async fn the_timeout_header_sets_the_deadline_the_handler_sees_and_ends_the_call() {
+    let (server, stats) = test_server();
+    let http = HttpServer::start(server).await;
+    let request = |path: &str, body: &str, millis: &str| {
+        Request::post(format!("http://{}{path}", http.address))
+            .header("content-type", "application/json")
+            .header("connect-timeout-ms", millis)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    };
+    let answer = send(
+        http.address,
+        request("/Probe/deadline_millis", "", "5000"),
+        false,
+    )
+    .await;
+    let left = answer.json().as_u64().unwrap();
+    assert!(left > 4000 && left <= 5000, "{left}");
+    let answer = send(http.address, request("/Probe/hang", "", "50"), false).await;
+    assert_error(&answer, 504, "deadline_exceeded");
+    eventually("the handler was dropped", || {
+        stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn headers_are_metadata_and_reach_interceptors() {
+    let server = test_server().0.with_interceptor(|call: &CallInfo<'_>| {
+        match call.context().metadata("authorization") {
+            Some("Bearer let-me-in") => Ok(()),
+            _ => Err(RpcError::Unauthenticated {
+                message: "a token is required".into(),
+            }),
+        }
+    });
+    let http = HttpServer::start(server).await;
+    assert_error(
+        &call(http.address, "/Calculator/add", r#"{"a": 1, "b": 2}"#).await,
+        401,
+        "unauthenticated",
+    );
+    let request = Request::post(format!("http://{}/Probe/metadata", http.address))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer let-me-in")
+        .header("x-tenant", "acme")
+        .body(Full::new(Bytes::from_static(br#"{"key": "x-tenant"}"#)))
+        .unwrap();
+    assert_eq!(
+        send(http.address, request, false).await.json(),
+        json!("acme")
+    );
+}
+
+#[tokio::test]
+async fn idempotent_methods_answer_get_with_the_arguments_in_the_query() {
+    let server = Server::new();
+    let http = HttpServer::start(server).await;
+    let message = "%7B%22service%22%3A%22%22%7D"; // {"service":""}
+    let get = Request::get(format!(
+        "http://{}/Health/check?encoding=json&message={message}",
+        http.address
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    let answer = send(http.address, get, false).await;
+    assert_eq!(
+        (answer.status, answer.json()),
+        (StatusCode::OK, json!("Serving"))
+    );
+}
+
+mod feed {
+    use futures_util::StreamExt;
+    use rpc_core::Streaming;
+
+    #[rpc_core::service]
+    pub(crate) trait Feed {
+        /// Counts to `n`; its producer panics at `fail_at`, if given.
+        async fn count(&self, n: u32, fail_at: Option<u32>) -> Streaming<u32>;
+    }
+
+    pub(crate) struct Impl;
+
+    impl Feed for Impl {
+        async fn count(&self, n: u32, fail_at: Option<u32>) -> Streaming<u32> {
+            Streaming::new(futures_util::stream::iter(0..n).map(move |item| {
+                assert!(Some(item) != fail_at, "the producer failed");
+                item
+            }))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_is_ndjson_or_server_sent_events() {
+    let server = Server::new().add_service(feed::FeedServer::new(feed::Impl));
+    let http = HttpServer::start(server).await;
+    let answer = call(http.address, "/Feed/count", r#"{"n": 3}"#).await;
+    assert_eq!(answer.content_type, "application/x-ndjson");
+    assert_eq!(&answer.body[..], b"0\n1\n2\n");
+    let events = Request::post(format!("http://{}/Feed/count", http.address))
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::from_static(br#"{"n": 2}"#)))
+        .unwrap();
+    let answer = send(http.address, events, true).await;
+    assert_eq!(answer.content_type, "text/event-stream");
+    assert_eq!(&answer.body[..], b"data: 0\n\ndata: 1\n\n");
+    let get = Request::get(format!(
+        "http://{}/Feed/count?message=%7B%22n%22%3A1%7D",
+        http.address
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    assert_eq!(&send(http.address, get, false).await.body[..], b"0\n");
+    // A failure mid-stream ends it with an error line, never like a clean end.
+    let answer = call(http.address, "/Feed/count", r#"{"n": 3, "fail_at": 1}"#).await;
+    let lines: Vec<&[u8]> = answer.body.split(|byte| *byte == b'\n').collect();
+    assert_eq!(lines[0], b"0");
+    let error: Value = serde_json::from_slice(lines[1]).unwrap();
+    assert_eq!(error["error"]["code"], "internal", "{error}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_method() {
+    let server = Server::new().add_service(feed::FeedServer::new(feed::Impl));
+    let (server, _) = (
+        test_server()
+            .0
+            .add_service(feed::FeedServer::new(feed::Impl)),
+        server,
+    );
+    let http = HttpServer::start(server).await;
+    let get = Request::get(format!("http://{}/openapi.json", http.address))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let document = send(http.address, get, false).await.json();
+    assert_eq!(document["openapi"], "3.1.0");
+    let add = &document["paths"]["/Calculator/add"]["post"];
+    assert_eq!(add["description"], "Adds two numbers.");
+    let arguments = &add["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(arguments["required"], json!(["a", "b"]));
+    assert_eq!(arguments["properties"]["a"]["type"], "integer");
+    let div = &document["paths"]["/Calculator/div"]["post"]["responses"]["200"];
+    assert_eq!(
+        div["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Result"
+    );
+    let count = &document["paths"]["/Feed/count"];
+    assert!(count["get"].is_object(), "a streaming method answers GET");
+    assert_eq!(
+        count["post"]["responses"]["200"]["content"]["application/x-ndjson"]["schema"]["type"],
+        "integer"
+    );
+    let optional = &count["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        optional["required"],
+        json!(["n"]),
+        "an Option argument may be left out"
+    );
+    assert!(
+        document["paths"]["/Calculator/add"]["get"].is_null(),
+        "not idempotent"
+    );
+}
