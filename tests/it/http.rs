@@ -403,3 +403,43 @@ async fn the_openapi_document_describes_every_method() {
         "not idempotent"
     );
 }
+
+/// The same service nested in an axum application under a prefix, behind tower-http's CORS
+/// layer, which answers a browser's preflight.
+#[tokio::test]
+async fn the_service_nests_in_axum_under_a_prefix_behind_cors() {
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([http::header::CONTENT_TYPE]);
+    let app = axum::Router::new()
+        .nest_service("/rpc", rpc_http::HttpService::new(test_server().0))
+        .layer(cors);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let answer = call(address, "/rpc/Calculator/add", r#"{"a": 40, "b": 2}"#).await;
+    assert_eq!((answer.status, answer.json()), (StatusCode::OK, json!(42)));
+    let preflight = Request::builder()
+        .method(Method::OPTIONS)
+        .uri(format!("http://{address}/rpc/Calculator/add"))
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(preflight).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "*",
+        "{:?}",
+        response.headers()
+    );
+    serving.abort();
+}
