@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rpc_core::{Peer, Server};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::service::HttpService;
 
@@ -93,7 +95,16 @@ async fn run(listener: TcpListener, server: Server, signal: Option<Signal>) -> i
         .header_read_timeout(HEADER_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
+    // As on the binary port: past `max_connections`, stop accepting until one closes (the
+    // kernel's backlog holds the rest).
+    let slots = Arc::new(Semaphore::new(server.config().max_connections.max(1)));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut signal => break,
+        };
+        // The semaphore is never closed.
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut signal => break,
@@ -122,6 +133,7 @@ async fn run(listener: TcpListener, server: Server, signal: Option<Signal>) -> i
             if let Err(error) = connection.await {
                 tracing::debug!(%address, %error, "HTTP connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
