@@ -71,6 +71,8 @@ pub use core::result::Result;
 pub use core::stringify;
 
 #[doc(hidden)]
+pub use core::marker::PhantomData;
+#[doc(hidden)]
 pub use std::boxed::Box;
 #[doc(hidden)]
 pub use std::string::String;
@@ -165,6 +167,39 @@ pub fn method_entry<M: MethodTypes>(
     doc: &'static str,
 ) -> MethodEntry {
     MethodEntry::describe::<M>(method, args, fallback, idempotent, kind, doc)
+}
+
+/// A value kept for the life of the process per type `Key` (an instantiation of a generic
+/// service): `init` makes it on first use. Generic services keep their shapes and method
+/// specs here, since a `static` in a generic function is one for every instantiation.
+pub fn cached<Key: 'static, T: Send + Sync + 'static>(init: impl FnOnce() -> T) -> &'static T {
+    use std::any::{Any, TypeId};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Values = HashMap<(TypeId, TypeId), &'static (dyn Any + Send + Sync)>;
+    static VALUES: OnceLock<Mutex<Values>> = OnceLock::new();
+    let key = (TypeId::of::<Key>(), TypeId::of::<T>());
+    let values = VALUES.get_or_init(Mutex::default);
+    let lock = || {
+        values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let known = lock().get(&key).copied();
+    let value = match known {
+        Some(known) => known,
+        None => {
+            // Made outside the lock (it may trace types); should two threads race, the
+            // first one's is kept and the other's is leaked, once.
+            let made: &'static (dyn Any + Send + Sync) = Box::leak(Box::new(init()));
+            *lock().entry(key).or_insert(made)
+        }
+    };
+    match value.downcast_ref::<T>() {
+        Some(value) => value,
+        // Keyed by `T`'s own type id as well, so the value is always a `T`.
+        None => unreachable!("a cached value of another type"),
+    }
 }
 
 /// What a stub emitted beside `#[service]`'s errors returns: never called, since those

@@ -52,11 +52,20 @@ impl Errors {
 pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
     let mut errors = Errors::default();
     let original = service.original;
-    if !original.generics.params.is_empty() || original.generics.where_clause.is_some() {
-        errors.push(
-            &original.generics,
-            "`#[service]` traits cannot be generic; use concrete argument and result types",
-        );
+    for param in &original.generics.params {
+        match param {
+            syn::GenericParam::Type(_) => {}
+            syn::GenericParam::Lifetime(lifetime) => errors.push(
+                lifetime,
+                "`#[service]` traits cannot have lifetime parameters: arguments are decoded on \
+                 the server, so a borrowed argument lives only as long as its call; write `&T` \
+                 in the method",
+            ),
+            syn::GenericParam::Const(constant) => errors.push(
+                constant,
+                "`#[service]` traits cannot have const parameters; use a type parameter",
+            ),
+        }
     }
     if let Some(unsafety) = &original.unsafety {
         errors.push(

@@ -13,6 +13,7 @@ mod compat;
 mod deadlines;
 mod faults;
 mod fuzz_corpus;
+mod generics;
 mod health;
 mod hostile;
 mod hostile_client;

@@ -3,7 +3,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{codegen_path, marker, shapes_body};
+use super::generics::Params;
+use super::{codegen_path, marker_type, shapes_body};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -20,12 +21,14 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
             #shapes
         }
     };
+    let params = Params::of(&model.item.generics);
     let names = ClientNames {
         codegen: &codegen,
         vis: &model.vis,
         client: &model.client_ident,
         trait_ident: &model.trait_ident,
         wire_name: &model.wire_name,
+        params: &params,
     };
     client_type(&names, &[shapes_fn], &methods)
 }
@@ -37,6 +40,7 @@ pub(super) struct ClientNames<'a> {
     pub(super) client: &'a syn::Ident,
     pub(super) trait_ident: &'a syn::Ident,
     pub(super) wire_name: &'a str,
+    pub(super) params: &'a Params,
 }
 
 /// The client struct, its `Clone` and `Debug`, its constructor and per-call options, and
@@ -52,29 +56,36 @@ pub(super) fn client_type(
         client,
         trait_ident,
         wire_name,
+        params,
     } = names;
+    let bare = params.bare();
+    let phantom = params.phantom(codegen);
+    let impl_params = params.impl_params(None);
+    let where_clause = params.where_clause(&[]);
     let struct_doc = format!(
         "Client of the [`{trait_ident}`] service (`{wire_name}` on the wire): one async method per trait method, each sending a call over a shared `Channel`."
     );
     quote! {
         #[doc = #struct_doc]
-        #vis struct #client {
+        #vis struct #client #bare {
             channel: #codegen::Channel,
             options: #codegen::CallOptions,
+            types: #phantom,
         }
 
         #[automatically_derived]
-        impl #codegen::Clone for #client {
+        impl #bare #codegen::Clone for #client #bare {
             fn clone(&self) -> Self {
                 #client {
                     channel: #codegen::Clone::clone(&self.channel),
                     options: #codegen::Clone::clone(&self.options),
+                    types: #codegen::PhantomData,
                 }
             }
         }
 
         #[automatically_derived]
-        impl #codegen::Debug for #client {
+        impl #bare #codegen::Debug for #client #bare {
             fn fmt(&self, f: &mut #codegen::Formatter<'_>) -> #codegen::FmtResult {
                 f.debug_struct(#codegen::stringify!(#client))
                     .field("channel", &self.channel)
@@ -83,7 +94,7 @@ pub(super) fn client_type(
             }
         }
 
-        impl #client {
+        impl #impl_params #client #bare #where_clause {
             #(#items)*
 
             /// A client that sends its calls over `channel` (which other clients may share).
@@ -91,6 +102,7 @@ pub(super) fn client_type(
                 #client {
                     channel,
                     options: <#codegen::CallOptions as #codegen::Default>::default(),
+                    types: #codegen::PhantomData,
                 }
             }
 
@@ -99,6 +111,7 @@ pub(super) fn client_type(
                 #client {
                     channel: #codegen::Clone::clone(&self.channel),
                     options: #codegen::CallOptions::with_timeout(#codegen::Clone::clone(&self.options), timeout),
+                    types: #codegen::PhantomData,
                 }
             }
 
@@ -107,6 +120,7 @@ pub(super) fn client_type(
                 #client {
                     channel: #codegen::Clone::clone(&self.channel),
                     options: #codegen::CallOptions::with_deadline(#codegen::Clone::clone(&self.options), deadline),
+                    types: #codegen::PhantomData,
                 }
             }
 
@@ -124,6 +138,7 @@ pub(super) fn client_type(
                         key,
                         value,
                     ),
+                    types: #codegen::PhantomData,
                 }
             }
 
@@ -154,7 +169,29 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         quote!(#(#docs)*)
     };
     let params = method.params.iter().map(|(ident, ty)| quote!(#ident: #ty));
-    let marker = marker(model, method);
+    let marker = marker_type(model, method);
+    let type_params = Params::of(&model.item.generics);
+    let bare = type_params.bare();
+    let use_list = type_params.use_list();
+    // A non-generic method's spec is a constant; a generic one's is made once per
+    // instantiation (a constant cannot name the impl's type parameters).
+    let spec = if model.item.generics.params.is_empty() {
+        quote! {
+            const __RPC_SPEC: #codegen::MethodSpec =
+                #codegen::MethodSpec::new(#service_name, #method_name)
+                    #idempotent
+                    .with_shapes(#client::__rpc_shapes);
+            let __rpc_spec = &__RPC_SPEC;
+        }
+    } else {
+        quote! {
+            let __rpc_spec = #codegen::cached::<#marker, _>(|| {
+                #codegen::MethodSpec::new(#service_name, #method_name)
+                    #idempotent
+                    .with_shapes(<#client #bare>::__rpc_shapes)
+            });
+        }
+    };
     let wire_args = method.args.iter().map(|arg| {
         let ident = &arg.ident;
         if arg.is_bytes {
@@ -171,15 +208,15 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
                 None => quote!(#codegen::Option::None),
             };
             quote! {
-                #codegen::call_streaming::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args, #input)
+                #codegen::call_streaming::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args, #input)
             }
         }
         (Some((ident, _)), None) => quote! {
-            #codegen::call_with_input::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args, #ident)
+            #codegen::call_with_input::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args, #ident)
         },
         (None, None) if method.output_is_bytes => quote! {
             {
-                let __rpc_call = #codegen::call_unary::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args);
+                let __rpc_call = #codegen::call_unary::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args);
                 async move {
                     match __rpc_call.await {
                         #codegen::Result::Ok(bytes) => #codegen::Result::Ok(bytes.0),
@@ -189,7 +226,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             }
         },
         (None, None) => quote! {
-            #codegen::call_unary::<#marker>(__rpc_channel, &__RPC_SPEC, __rpc_options, #args)
+            #codegen::call_unary::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args)
         },
     };
     quote! {
@@ -200,11 +237,8 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         ) -> impl #codegen::Future<Output = #codegen::Result<#output, #codegen::RpcError>>
                + #codegen::Send
                + 'static
-               + use<> {
-            const __RPC_SPEC: #codegen::MethodSpec =
-                #codegen::MethodSpec::new(#service_name, #method_name)
-                    #idempotent
-                    .with_shapes(#client::__rpc_shapes);
+               + #use_list {
+            #spec
             let __rpc_channel = #codegen::Clone::clone(&self.channel);
             let __rpc_options = #codegen::Clone::clone(&self.options);
             #call

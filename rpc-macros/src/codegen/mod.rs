@@ -7,6 +7,7 @@
 //! user's can collide with one.
 
 mod client;
+pub(crate) mod generics;
 mod server;
 mod service_trait;
 pub(crate) mod stub;
@@ -29,6 +30,13 @@ pub(crate) fn generate(model: &ServiceModel) -> TokenStream {
     }
 }
 
+/// The marker type of one method with the trait's type parameters: `__Rpc_Store_put<K, V>`.
+fn marker_type(model: &ServiceModel, method: &MethodModel) -> TokenStream {
+    let marker = marker(model, method);
+    let bare = generics::Params::of(&model.item.generics).bare();
+    quote!(#marker #bare)
+}
+
 /// The marker type that names one method's types (see [`method_types`]).
 fn marker(model: &ServiceModel, method: &MethodModel) -> syn::Ident {
     quote::format_ident!(
@@ -44,6 +52,11 @@ fn marker(model: &ServiceModel, method: &MethodModel) -> syn::Ident {
 /// stream items at their own types.
 fn method_types(model: &ServiceModel) -> TokenStream {
     let codegen = codegen_path(model);
+    let params = generics::Params::of(&model.item.generics);
+    let bare = params.bare();
+    let phantom = params.phantom(&codegen);
+    let impl_params = params.impl_params(None);
+    let where_clause = params.where_clause(&[]);
     let items = model.methods.iter().map(|method| {
         let marker = marker(model, method);
         let wire_types = method.args.iter().map(|arg| {
@@ -76,10 +89,10 @@ fn method_types(model: &ServiceModel) -> TokenStream {
         quote! {
             #[doc(hidden)]
             #[allow(non_camel_case_types, dead_code)]
-            struct #marker;
+            struct #marker #bare (#phantom);
 
             #[automatically_derived]
-            impl #codegen::MethodTypes for #marker {
+            impl #impl_params #codegen::MethodTypes for #marker #bare #where_clause {
                 type Args = #args;
                 type Output = #output;
                 type InputItem = #input_item;
@@ -101,7 +114,7 @@ fn codegen_path(model: &ServiceModel) -> TokenStream {
 fn shapes_body(model: &ServiceModel) -> TokenStream {
     let codegen = codegen_path(model);
     let entries = model.methods.iter().map(|method| {
-        let marker = marker(model, method);
+        let marker = marker_type(model, method);
         let arg_names = method
             .args
             .iter()
@@ -123,8 +136,16 @@ fn shapes_body(model: &ServiceModel) -> TokenStream {
             )
         }
     });
-    quote! {
-        static __RPC_SHAPES: #codegen::OnceLock<#codegen::ServiceShapes> = #codegen::OnceLock::new();
-        __RPC_SHAPES.get_or_init(|| #codegen::ServiceShapes::new([#(#entries),*]))
+    if model.item.generics.params.is_empty() {
+        quote! {
+            static __RPC_SHAPES: #codegen::OnceLock<#codegen::ServiceShapes> = #codegen::OnceLock::new();
+            __RPC_SHAPES.get_or_init(|| #codegen::ServiceShapes::new([#(#entries),*]))
+        }
+    } else {
+        // A static in a generic function is shared by every instantiation: the shapes of
+        // each are kept by the instantiation's type.
+        quote! {
+            #codegen::cached::<Self, _>(|| #codegen::ServiceShapes::new([#(#entries),*]))
+        }
     }
 }

@@ -3,7 +3,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{codegen_path, marker};
+use super::generics::Params;
+use super::{codegen_path, marker_type};
 use crate::model::{MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -25,14 +26,20 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         .iter()
         .map(|method| dispatch_arm(model, method));
     let client = &model.client_ident;
-    let server_type = server_type(&codegen, vis, server, &struct_doc);
+    let params = Params::of(&model.item.generics);
+    let bare = params.bare();
+    let server_args = params.bare_after(&quote!(__RpcImpl));
+    let impl_params = params.impl_params(Some(&quote!(__RpcImpl)));
+    let where_clause = params.where_clause(&[
+        quote!(__RpcImpl: #trait_ident #bare + #codegen::Send + #codegen::Sync + 'static),
+    ]);
+    let server_type = server_type(&codegen, vis, server, &struct_doc, &params);
     quote! {
         #server_type
 
         #[automatically_derived]
-        impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
-        where
-            __RpcImpl: #trait_ident + #codegen::Send + #codegen::Sync + 'static,
+        impl #impl_params #codegen::Dispatch for #server #server_args
+        #where_clause
         {
             fn service_name(&self) -> &'static str {
                 #service_name
@@ -46,7 +53,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
             }
 
             fn shapes(&self) -> #codegen::Option<&'static #codegen::ServiceShapes> {
-                #codegen::Option::Some(#client::__rpc_shapes())
+                #codegen::Option::Some(<#client #bare>::__rpc_shapes())
             }
 
             fn dispatch(
@@ -64,29 +71,35 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
 }
 
 /// The server struct with its constructors, `Clone` and `Debug` (shared with the stubs
-/// emitted beside errors).
+/// emitted beside errors). Its first parameter is the implementation; the trait's type
+/// parameters follow.
 pub(super) fn server_type(
     codegen: &TokenStream,
     vis: &syn::Visibility,
     server: &syn::Ident,
     doc: &str,
+    params: &Params,
 ) -> TokenStream {
+    let declared = params.bare_after(&quote!(T));
+    let args = params.bare_after(&quote!(__RpcImpl));
+    let phantom = params.phantom(codegen);
     quote! {
         #[doc = #doc]
-        #vis struct #server<T> {
+        #vis struct #server #declared {
             service: #codegen::Arc<T>,
+            types: #phantom,
         }
 
-        impl<__RpcImpl> #server<__RpcImpl> {
+        impl #args #server #args {
             /// Serves `service`: an implementation, or an `Arc` of one shared with other code
             /// (the trait is implemented for `Arc<T>` of any implementation `T`).
             #vis fn new(service: __RpcImpl) -> Self {
-                #server { service: #codegen::Arc::new(service) }
+                #server { service: #codegen::Arc::new(service), types: #codegen::PhantomData }
             }
 
             /// Serves an implementation that is shared with other code.
             #vis fn from_arc(service: #codegen::Arc<__RpcImpl>) -> Self {
-                #server { service }
+                #server { service, types: #codegen::PhantomData }
             }
 
             /// The wrapped implementation.
@@ -96,14 +109,17 @@ pub(super) fn server_type(
         }
 
         #[automatically_derived]
-        impl<__RpcImpl> #codegen::Clone for #server<__RpcImpl> {
+        impl #args #codegen::Clone for #server #args {
             fn clone(&self) -> Self {
-                #server { service: #codegen::Clone::clone(&self.service) }
+                #server {
+                    service: #codegen::Clone::clone(&self.service),
+                    types: #codegen::PhantomData,
+                }
             }
         }
 
         #[automatically_derived]
-        impl<__RpcImpl> #codegen::Debug for #server<__RpcImpl> {
+        impl #args #codegen::Debug for #server #args {
             fn fmt(&self, f: &mut #codegen::Formatter<'_>) -> #codegen::FmtResult {
                 f.debug_struct(#codegen::stringify!(#server)).finish_non_exhaustive()
             }
@@ -114,8 +130,9 @@ pub(super) fn server_type(
 fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let codegen = codegen_path(model);
     let trait_ident = &model.trait_ident;
+    let trait_args = Params::of(&model.item.generics).bare();
     let ident = &method.ident;
-    let marker = marker(model, method);
+    let marker = marker_type(model, method);
     let method_id = proc_macro2::Literal::u32_suffixed(method.wire_id);
     let arg_idents: Vec<_> = method.args.iter().map(|arg| &arg.ident).collect();
     let unwrap_bytes = method.args.iter().filter(|arg| arg.is_bytes).map(|arg| {
@@ -146,7 +163,7 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             let __rpc_context = __rpc_request.context;
             let __rpc_service = #codegen::Clone::clone(&self.service);
             #codegen::Result::Ok(#codegen::Box::pin(async move {
-                let __rpc_reply = <__RpcImpl as #trait_ident>::#ident(&*__rpc_service, #context_arg #(#call_args),*).await;
+                let __rpc_reply = <__RpcImpl as #trait_ident #trait_args>::#ident(&*__rpc_service, #context_arg #(#call_args),*).await;
                 #encode
             }))
         }

@@ -10,6 +10,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::codegen_path;
+use super::generics::Params;
 use crate::model::ServiceModel;
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
@@ -19,10 +20,14 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         vis,
         trait_token,
         ident,
+        generics,
         colon_token,
         supertraits,
         ..
     } = &model.item;
+    let where_clause = &generics.where_clause;
+    let params = Params::of(generics);
+    let trait_args = params.bare();
     let signatures: Vec<syn::Signature> = model
         .methods
         .iter()
@@ -50,16 +55,17 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
             let params = method.params.iter().map(|(ident, _)| ident);
             quote! {
                 #sig {
-                    <__RpcImpl as #ident>::#name(&**self, #context #(#params),*)
+                    <__RpcImpl as #ident #trait_args>::#name(&**self, #context #(#params),*)
                 }
             }
         });
+        let impl_params = params.impl_params(Some(&quote!(__RpcImpl)));
+        let where_clause = params.where_clause(&[quote!(__RpcImpl: #ident #trait_args)]);
         quote! {
             /// An implementation shared behind an `Arc` serves as well as the implementation.
             #[automatically_derived]
-            impl<__RpcImpl> #ident for #codegen::Arc<__RpcImpl>
-            where
-                __RpcImpl: #ident,
+            impl #impl_params #ident #trait_args for #codegen::Arc<__RpcImpl>
+            #where_clause
             {
                 #(#forwards)*
             }
@@ -67,7 +73,7 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     });
     quote! {
         #(#attrs)*
-        #vis #trait_token #ident #colon_token #supertraits {
+        #vis #trait_token #ident #generics #colon_token #supertraits #where_clause {
             #(#methods)*
         }
 

@@ -7,6 +7,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::client::{client_type, ClientNames};
+use super::generics::Params;
 use super::server::server_type;
 use crate::names::suffixed;
 use crate::parse::{ArgKind, Service};
@@ -19,6 +20,7 @@ pub(crate) fn generate(service: &Service<'_>, krate: &syn::Path) -> TokenStream 
     let trait_ident = &item.ident;
     let client = suffixed(trait_ident, "Client");
     let server = suffixed(trait_ident, "Server");
+    let use_list = Params::of(&item.generics).use_list();
     // Each name once, and none of the client's own: those are errors reported already.
     let mut seen = std::collections::HashSet::new();
     let methods: Vec<TokenStream> = service
@@ -65,19 +67,21 @@ pub(crate) fn generate(service: &Service<'_>, krate: &syn::Path) -> TokenStream 
                 ) -> impl #codegen::Future<Output = #codegen::Result<#output, #codegen::RpcError>>
                        + #codegen::Send
                        + 'static
-                       + use<> {
+                       + #use_list {
                     let _ = (#(#names,)*);
                     async { #codegen::stubbed() }
                 }
             }
         })
         .collect();
+    let params = Params::of(&item.generics);
     let names = ClientNames {
         codegen: &codegen,
         vis,
         client: &client,
         trait_ident,
         wire_name: &trait_ident.to_string(),
+        params: &params,
     };
     let client_type = client_type(&names, &[], &methods);
     let server_type = server_type(
@@ -85,15 +89,19 @@ pub(crate) fn generate(service: &Service<'_>, krate: &syn::Path) -> TokenStream 
         vis,
         &server,
         "Serves the service (a stub: see the errors of `#[service]`).",
+        &params,
     );
+    let server_args = params.bare_after(&quote!(__RpcImpl));
+    let impl_params = params.impl_params(Some(&quote!(__RpcImpl)));
+    let where_clause =
+        params.where_clause(&[quote!(__RpcImpl: #codegen::Send + #codegen::Sync + 'static)]);
     quote! {
         #client_type
 
         #server_type
 
-        impl<__RpcImpl> #codegen::Dispatch for #server<__RpcImpl>
-        where
-            __RpcImpl: #codegen::Send + #codegen::Sync + 'static,
+        impl #impl_params #codegen::Dispatch for #server #server_args
+        #where_clause
         {
             fn service_name(&self) -> &'static str {
                 #codegen::stringify!(#trait_ident)

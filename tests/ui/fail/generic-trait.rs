@@ -1,6 +1,6 @@
-// A service is one concrete protocol; generic traits are refused.
+// Type parameters are fine; lifetime and const parameters are not.
 #[rpc_core::service]
-pub trait Service<T> {
+pub trait Service<'a, const N: usize> {
     async fn add(&self, a: i64) -> i64;
 }
 
