@@ -72,6 +72,16 @@ impl postcard::ser_flavors::Flavor for CountingFlavor {
 /// `RpcError::Codec` when the bytes are not a valid encoding of `T`, break those limits, or
 /// bytes are left over.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
+    decode_borrowed(bytes)
+}
+
+/// Decodes exactly one value from `bytes`, which it may borrow from (`&str` and `&[u8]`
+/// are slices of `bytes`, not copies), within the limits [`decode`] describes.
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, RpcError> {
     let budget = guard::Budget::for_payload(bytes.len());
     let mut deserializer = postcard::Deserializer::from_bytes(bytes);
     let value = T::deserialize(guard::Guard {

@@ -73,6 +73,11 @@ pub use core::stringify;
 #[doc(hidden)]
 pub use core::marker::PhantomData;
 #[doc(hidden)]
+pub use core::ops::Deref;
+
+use bytes::Bytes;
+use serde::Serialize;
+#[doc(hidden)]
 pub use std::boxed::Box;
 #[doc(hidden)]
 pub use std::string::String;
@@ -80,6 +85,8 @@ pub use std::string::String;
 pub use std::sync::{Arc, OnceLock};
 #[doc(hidden)]
 pub use std::time::{Duration, Instant};
+#[doc(hidden)]
+pub use std::vec::Vec;
 
 /// A unary call of `M`: what a generated client method returns.
 ///
@@ -167,6 +174,66 @@ pub fn method_entry<M: MethodTypes>(
     doc: &'static str,
 ) -> MethodEntry {
     MethodEntry::describe::<M>(method, args, fallback, idempotent, kind, doc)
+}
+
+/// A unary call of `M` whose arguments are encoded already (a method that takes borrowed
+/// arguments encodes them before its future starts, so that the future owns nothing
+/// borrowed).
+///
+/// # Errors
+///
+/// The encoding's error, or any [`RpcError`] the call ends with.
+pub async fn call_encoded<M: MethodTypes>(
+    channel: Channel,
+    spec: &'static MethodSpec,
+    options: CallOptions,
+    args: Result<Bytes, RpcError>,
+) -> Result<M::Output, RpcError> {
+    let call = crate::route::ClientCall::new(*spec, options, args?);
+    let payload = channel.call_encoded(call).await?;
+    spec.decode_result(&payload)
+}
+
+/// Encodes a call's argument tuple (of references, for borrowed arguments).
+///
+/// # Errors
+///
+/// `RpcError::Codec` when a value cannot be serialized.
+pub fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Bytes, RpcError> {
+    let mut encoded = bytes::BytesMut::new();
+    crate::codec::encode_into(&mut encoded, args)?;
+    Ok(encoded.freeze())
+}
+
+/// Decodes a request's arguments borrowing from its payload (see
+/// [`codec::decode_borrowed`](crate::codec::decode_borrowed)), naming the method when they
+/// do not decode.
+///
+/// # Errors
+///
+/// `RpcError::Codec` naming `service.method`.
+pub fn decode_borrowed_args<'de, T: serde::Deserialize<'de>>(
+    service: &str,
+    method: &str,
+    payload: &'de [u8],
+) -> Result<T, RpcError> {
+    crate::codec::decode_borrowed(payload).map_err(|error| match error {
+        RpcError::Codec { message } => RpcError::codec(format!(
+            "the arguments of `{service}.{method}` did not decode: {message}"
+        )),
+        other => other,
+    })
+}
+
+/// The reply refusing a call whose arguments (decoded inside its handler's future, as
+/// borrowed arguments are) did not decode: answered `BAD_REQUEST`, as they would have been
+/// before the handler started.
+pub fn bad_arguments(error: &RpcError) -> Reply {
+    let text = match error {
+        RpcError::Codec { message } => message.to_string(),
+        other => other.to_string(),
+    };
+    Reply::refused(crate::status::Status::BadRequest, text)
 }
 
 /// A value kept for the life of the process per type `Key` (an instantiation of a generic

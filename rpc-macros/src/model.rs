@@ -54,9 +54,23 @@ pub(crate) struct MethodModel {
 
 pub(crate) struct ArgModel {
     pub(crate) ident: Ident,
+    /// The type as it travels: the owned form of a borrowed argument.
     pub(crate) ty: Type,
-    /// Whether the argument is a `Vec<u8>` sent as one block.
+    /// Whether it travels as one block of bytes (`Vec<u8>`, `&[u8]`).
     pub(crate) is_bytes: bool,
+    /// How the handler receives it.
+    pub(crate) borrow: Borrow,
+}
+
+/// How a handler receives an argument.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Borrow {
+    /// By value.
+    Owned,
+    /// `&str` or `&[u8]`: a slice of the received frame.
+    Slice,
+    /// `&T` (`&[T]`): a reference to the value decoded for the call.
+    Ref,
 }
 
 impl ServiceModel {
@@ -85,11 +99,9 @@ impl ServiceModel {
                             .unwrap_or_else(|| arg.ty.clone());
                         input_stream = Some((ident, item));
                     }
-                    ArgKind::ContextMisused | ArgKind::Value => wire_args.push(ArgModel {
-                        ident,
-                        ty: arg.ty.clone(),
-                        is_bytes: is_byte_vec(arg.ty),
-                    }),
+                    ArgKind::ContextMisused | ArgKind::Value => {
+                        wire_args.push(arg_model(ident, arg.ty, &args.krate));
+                    }
                 }
             }
             let output = method
@@ -142,6 +154,43 @@ impl ServiceModel {
             methods,
             item,
         })
+    }
+}
+
+/// An argument as it travels and as the handler receives it.
+fn arg_model(ident: Ident, ty: &Type, krate: &syn::Path) -> ArgModel {
+    let Type::Reference(reference) = ty else {
+        return ArgModel {
+            ident,
+            ty: ty.clone(),
+            is_bytes: is_byte_vec(ty),
+            borrow: Borrow::Owned,
+        };
+    };
+    let elem = &*reference.elem;
+    match elem {
+        Type::Path(path) if path.path.is_ident("str") => ArgModel {
+            ident,
+            ty: syn::parse_quote!(#krate::codegen::String),
+            is_bytes: false,
+            borrow: Borrow::Slice,
+        },
+        Type::Slice(slice) => {
+            let item = &slice.elem;
+            let bytes = matches!(&**item, Type::Path(path) if path.path.is_ident("u8"));
+            ArgModel {
+                ident,
+                ty: syn::parse_quote!(#krate::codegen::Vec<#item>),
+                is_bytes: bytes,
+                borrow: if bytes { Borrow::Slice } else { Borrow::Ref },
+            }
+        }
+        other => ArgModel {
+            ident,
+            ty: other.clone(),
+            is_bytes: is_byte_vec(other),
+            borrow: Borrow::Ref,
+        },
     }
 }
 

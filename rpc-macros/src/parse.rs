@@ -64,6 +64,16 @@ impl<'a> Service<'a> {
     }
 }
 
+impl Method<'_> {
+    /// Whether the method takes or returns a stream.
+    pub(crate) fn has_stream(&self) -> bool {
+        self.args.iter().any(|arg| arg.kind == ArgKind::Stream)
+            || self
+                .output
+                .is_some_and(|output| streaming_item(output).is_some())
+    }
+}
+
 impl<'a> Method<'a> {
     fn from_syn(original: &'a TraitItemFn) -> Method<'a> {
         let mut receiver = None;

@@ -57,9 +57,8 @@ pub(crate) fn validate(service: &Service<'_>) -> syn::Result<()> {
             syn::GenericParam::Type(_) => {}
             syn::GenericParam::Lifetime(lifetime) => errors.push(
                 lifetime,
-                "`#[service]` traits cannot have lifetime parameters: arguments are decoded on \
-                 the server, so a borrowed argument lives only as long as its call; write `&T` \
-                 in the method",
+                "`#[service]` traits cannot have lifetime parameters: a borrowed argument lives \
+                 as long as its call; write `&T` in the method, without a lifetime",
             ),
             syn::GenericParam::Const(constant) => errors.push(
                 constant,
@@ -199,7 +198,7 @@ fn validate_method(method: &Method<'_>, errors: &mut Errors) {
                 arg.ty,
                 "take the context by shared reference: `cx: &Context`",
             ),
-            ArgKind::Value => check_owned(arg.ty, "argument", errors),
+            ArgKind::Value => check_argument(arg.ty, method, errors),
             ArgKind::ContextRef | ArgKind::Stream => {}
         }
     }
@@ -235,6 +234,41 @@ fn validate_idempotent(method: &Method<'_>, errors: &mut Errors) {
         errors.push(
             first,
             "`#[idempotent]` is for unary methods: a streaming call is never retried; remove it",
+        );
+    }
+}
+
+/// An argument is an owned type, or a shared borrow (`&str`, `&[u8]`, `&T`) of one with an
+/// elided lifetime, which the handler receives from the received frame; a streaming method
+/// takes owned arguments.
+fn check_argument(ty: &Type, method: &Method<'_>, errors: &mut Errors) {
+    let Type::Reference(reference) = ty else {
+        return check_owned(ty, "argument", errors);
+    };
+    if reference.mutability.is_some() {
+        errors.push(
+            ty,
+            format_args!(
+                "a `#[service]` argument can be borrowed shared, not `&mut`: the handler cannot \
+                 change the caller's value; write `&{}`",
+                reference.elem.to_token_stream()
+            ),
+        );
+    } else if let Some(lifetime) = &reference.lifetime {
+        errors.push(
+            lifetime,
+            "a borrowed `#[service]` argument lives as long as its call; leave its lifetime out \
+             (write `&T`)",
+        );
+    } else if matches!(*reference.elem, Type::Reference(_) | Type::ImplTrait(_)) {
+        check_owned(&reference.elem, "argument", errors);
+    } else if method.has_stream() {
+        errors.push(
+            ty,
+            format_args!(
+                "a `#[service]` method with a stream takes owned arguments; write `{}`",
+                owned_form(&reference.elem)
+            ),
         );
     }
 }

@@ -8,6 +8,7 @@
 
 mod auth;
 mod balance;
+mod borrowed;
 mod calls;
 mod compat;
 mod deadlines;

@@ -5,7 +5,7 @@ use quote::quote;
 
 use super::generics::Params;
 use super::{codegen_path, marker_type, shapes_body};
-use crate::model::{MethodModel, ServiceModel};
+use crate::model::{Borrow, MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     let codegen = codegen_path(model);
@@ -201,6 +201,30 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         }
     });
     let args = quote!((#(#wire_args,)*));
+    // Borrowed arguments are encoded before the future starts, so that it owns nothing
+    // borrowed: a tuple of references encodes as the tuple of owned values would.
+    let borrows = method.args.iter().any(|arg| arg.borrow != Borrow::Owned);
+    let encoded_args = method.args.iter().map(|arg| {
+        let ident = &arg.ident;
+        match (arg.borrow, arg.is_bytes) {
+            (Borrow::Owned, true) => quote!(#codegen::ByteSlice(&#ident)),
+            (Borrow::Owned, false) => quote!(&#ident),
+            (_, true) => quote!(#codegen::ByteSlice(#ident)),
+            (_, false) => quote!(#ident),
+        }
+    });
+    let unary = if borrows {
+        quote! {
+            #codegen::call_encoded::<#marker>(
+                __rpc_channel,
+                __rpc_spec,
+                __rpc_options,
+                #codegen::encode_args(&(#(#encoded_args,)*)),
+            )
+        }
+    } else {
+        quote!(#codegen::call_unary::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args))
+    };
     let call = match (&method.input_stream, &method.output_stream) {
         (input, Some(_)) => {
             let input = match input {
@@ -216,7 +240,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
         },
         (None, None) if method.output_is_bytes => quote! {
             {
-                let __rpc_call = #codegen::call_unary::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args);
+                let __rpc_call = #unary;
                 async move {
                     match __rpc_call.await {
                         #codegen::Result::Ok(bytes) => #codegen::Result::Ok(bytes.0),
@@ -225,9 +249,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
                 }
             }
         },
-        (None, None) => quote! {
-            #codegen::call_unary::<#marker>(__rpc_channel, __rpc_spec, __rpc_options, #args)
-        },
+        (None, None) => unary,
     };
     quote! {
         #docs

@@ -5,7 +5,7 @@ use quote::quote;
 
 use super::generics::Params;
 use super::{codegen_path, marker_type};
-use crate::model::{MethodModel, ServiceModel};
+use crate::model::{Borrow, MethodModel, ServiceModel};
 
 pub(super) fn generate(model: &ServiceModel) -> TokenStream {
     let codegen = codegen_path(model);
@@ -155,6 +155,55 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     } else {
         quote!(#codegen::reply::<#marker>(__rpc_reply))
     };
+    let service_name = &model.wire_name;
+    let method_name = &method.wire_name;
+    if method.args.iter().any(|arg| arg.borrow != Borrow::Owned) {
+        // Borrowed arguments are decoded inside the handler's future, which owns the
+        // payload they borrow from: `&str` and `&[u8]` are slices of the received frame.
+        let decode_types = method
+            .args
+            .iter()
+            .map(|arg| match (arg.borrow, arg.is_bytes) {
+                (Borrow::Slice, true) => quote!(&[u8]),
+                (Borrow::Slice, false) => quote!(&str),
+                (_, true) => quote!(#codegen::ByteBuf),
+                (_, false) => {
+                    let ty = &arg.ty;
+                    quote!(#ty)
+                }
+            });
+        let unwrap_owned_bytes = method
+            .args
+            .iter()
+            .filter(|arg| arg.is_bytes && arg.borrow != Borrow::Slice)
+            .map(|arg| {
+                let ident = &arg.ident;
+                quote!(let #ident = #ident.0;)
+            });
+        let pass = method.params.iter().map(|(ident, _)| {
+            match method.args.iter().find(|arg| &arg.ident == ident) {
+                Some(arg) if arg.borrow == Borrow::Ref => quote!(&#ident),
+                _ => quote!(#ident),
+            }
+        });
+        return quote! {
+            #method_id => {
+                let __rpc_context = __rpc_request.context;
+                let __rpc_payload = __rpc_request.payload;
+                let __rpc_service = #codegen::Clone::clone(&self.service);
+                #codegen::Result::Ok(#codegen::Box::pin(async move {
+                    let (#(#arg_idents,)*): (#(#decode_types,)*) =
+                        match #codegen::decode_borrowed_args(#service_name, #method_name, &__rpc_payload) {
+                            #codegen::Result::Ok(args) => args,
+                            #codegen::Result::Err(error) => return #codegen::bad_arguments(&error),
+                        };
+                    #(#unwrap_owned_bytes)*
+                    let __rpc_reply = <__RpcImpl as #trait_ident #trait_args>::#ident(&*__rpc_service, #context_arg #(#pass),*).await;
+                    #encode
+                }))
+            }
+        };
+    }
     quote! {
         #method_id => {
             let (#(#arg_idents,)*) = #codegen::decode_args::<#marker>(&__rpc_request)?;

@@ -52,10 +52,10 @@ pub(crate) fn generate(service: &Service<'_>, krate: &syn::Path) -> TokenStream 
                     (name, arg.ty)
                 })
                 .collect();
-            // An `impl Trait` result (a mistake reported already) stands as `()`.
+            // An `impl Trait` or borrowed result (a mistake reported already) stands as `()`.
             let unit: syn::Type = syn::parse_quote!(());
             let output = match method.output {
-                Some(syn::Type::ImplTrait(_)) | None => &unit,
+                Some(syn::Type::ImplTrait(_) | syn::Type::Reference(_)) | None => &unit,
                 Some(output) => output,
             };
             let names = params.iter().map(|(name, _)| name);
