@@ -64,6 +64,8 @@ pub(super) fn generate(model: &ServiceModel) -> TokenStream {
         quote! {
             /// An implementation shared behind an `Arc` serves as well as the implementation.
             #[automatically_derived]
+            // Forwarders repeat the user's signatures; lints about them belong to the trait.
+            #[allow(clippy::all)]
             impl #impl_params #ident #trait_args for #codegen::Arc<__RpcImpl>
             #where_clause
             {
