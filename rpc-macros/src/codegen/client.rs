@@ -94,6 +94,8 @@ pub(super) fn client_type(
             }
         }
 
+        // The methods repeat the trait's signatures; lints about them belong to the trait.
+        #[allow(clippy::all)]
         impl #impl_params #client #bare #where_clause {
             #(#items)*
 
