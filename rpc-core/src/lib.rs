@@ -193,12 +193,42 @@ pub use serde;
 ///
 /// # Arguments and results
 ///
-/// Methods are `async fn` taking `&self`. Arguments and results are owned serde types
+/// Methods are `async fn` taking `&self`. Arguments and results are serde types
 /// (`Serialize + DeserializeOwned + Send + 'static`) that a non-self-describing format can
 /// carry: no `#[serde(untagged)]`, `flatten` or `serde_json::Value`. `Vec<u8>` arguments and
 /// results travel as one block of bytes. An optional `cx: &Context` comes first and is not
 /// sent. At most one argument may be a [`Streaming<T>`], and the result may be one; the
 /// call's deadline covers the whole stream.
+///
+/// Arguments of unary methods may be borrowed: `&str`, `&[u8]`, `&[T]` and `&T`. The client
+/// method takes the same references (callers pass `&key` and keep their value); the
+/// handler receives `&str` and `&[u8]` as slices of the received frame (no copy) and `&T`
+/// from a value decoded for the call. Results are owned.
+///
+/// # Generic services
+///
+/// A generic trait is a service; its client and server carry the type parameters
+/// (`StoreClient<K, V>`, `StoreServer<T, K, V>`), with the trait's bounds (which must make
+/// the types serde types, `Send + Sync + 'static`):
+///
+/// ```
+/// use std::hash::Hash;
+/// use serde::{de::DeserializeOwned, Serialize};
+///
+/// #[rpc_core::service]
+/// pub trait Store<K, V>
+/// where
+///     K: Serialize + DeserializeOwned + Eq + Hash + Send + Sync + 'static,
+///     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+/// {
+///     async fn put(&self, key: K, value: V) -> Option<V>;
+/// }
+/// # fn client(channel: rpc_core::Channel) { let _: StoreClient<String, u64> = StoreClient::new(channel); }
+/// ```
+///
+/// Each instantiation has its own shapes: a client of `Store<String, u64>` calling a server
+/// of `Store<u32, u32>` gets `RpcError::Incompatible`, never a wrong decode. Two
+/// instantiations share the service's name, so one server serves one of them.
 ///
 /// # Attributes
 ///
@@ -214,9 +244,10 @@ pub use serde;
 /// # What is refused
 ///
 /// Each at its span, all reported together: methods that are not `async fn`, a missing
-/// `&self` (or `self` by value, `&mut self`), generic methods, generic traits, patterns as
-/// arguments, borrowed arguments and results (`&str`: write `String`; `&[T]`: write
-/// `Vec<T>`), `impl Trait` results (write the future's output type), default bodies,
+/// `&self` (or `self` by value, `&mut self`), generic methods, lifetime or const parameters
+/// on the trait, patterns as arguments, `&mut` arguments or borrowed ones with a lifetime,
+/// borrowed arguments of streaming methods, borrowed results (`&str`: write `String`),
+/// `impl Trait` results (write the future's output type), default bodies,
 /// associated types and constants, two methods of one name, a method named like the
 /// client's own (`new`, `with_timeout`, ...), `cx` by value or not first, two stream
 /// arguments, and a misspelled `#[idempotent]`. After an error the client and server types
