@@ -80,13 +80,14 @@ pub(super) fn server_type(
     doc: &str,
     params: &Params,
 ) -> TokenStream {
-    let declared = params.bare_after(&quote!(T));
+    // The implementation's parameter is named like nothing a user writes (a trait may have
+    // a parameter `T` of its own).
     let args = params.bare_after(&quote!(__RpcImpl));
     let phantom = params.phantom(codegen);
     quote! {
         #[doc = #doc]
-        #vis struct #server #declared {
-            service: #codegen::Arc<T>,
+        #vis struct #server #args {
+            service: #codegen::Arc<__RpcImpl>,
             types: #phantom,
         }
 
