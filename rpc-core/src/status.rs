@@ -123,6 +123,19 @@ pub(crate) fn from_error(error: &RpcError) -> (Status, String) {
     }
 }
 
+/// The status and text that end a stream whose producer failed with `error`: as
+/// [`from_error`], except that an error with no status of its own is `Internal` with a
+/// short safe text (its own words stay in the log).
+pub(crate) fn for_stream_end(error: &RpcError) -> (Status, String) {
+    match from_error(error) {
+        (Status::Internal, _) => {
+            tracing::info!(%error, "a stream producer failed");
+            (Status::Internal, "the stream failed".to_owned())
+        }
+        other => other,
+    }
+}
+
 /// The status and text a call refused by a server-side hook (an interceptor, middleware) is
 /// answered with. Refusals a caller can act on travel as themselves; any other error is
 /// answered `Internal` without its text, which stays in the server's log.

@@ -135,7 +135,7 @@ mod frame;
 pub use crate::status::Status;
 pub use decoder::FrameDecoder;
 pub use encode::*;
-pub use frame::{decode_metadata, Frame};
+pub use frame::{decode_metadata, Frame, MAX_METADATA_ENTRIES};
 
 #[cfg(test)]
 mod tests;

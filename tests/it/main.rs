@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod generics;
 mod health;
 mod hostile;
+mod hostile_again;
 mod hostile_client;
 mod http;
 mod middleware;

@@ -39,6 +39,28 @@ struct Dispatched {
     handler: HandlerFuture,
 }
 
+/// Closes a call's request stream unless disarmed: every early exit between opening the
+/// inbox and handing it to the handler releases it (and tells the client to stop sending).
+struct InboxGuard<'a> {
+    conn: &'a ConnState,
+    call_id: u32,
+    armed: bool,
+}
+
+impl InboxGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for InboxGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.close_inbox(self.call_id);
+        }
+    }
+}
+
 /// How a handler ended.
 pub(super) enum HandlerOutcome {
     Replied(Reply),
@@ -88,7 +110,14 @@ impl ConnState {
             .metadata(observe::TRACEPARENT)
             .and_then(TraceContext::parse);
         let middleware_context = self.routes.middleware.as_ref().map(|_| context.clone());
+        // The request stream's inbox is the call's from here: closed on every early exit
+        // (the guard), and left to the handler once it runs.
         let stream = head.request_stream.then(|| self.open_inbox(call_id));
+        let inbox_guard = InboxGuard {
+            conn: self,
+            call_id,
+            armed: stream.is_some(),
+        };
         let request = IncomingRequest {
             context,
             payload,
@@ -113,7 +142,10 @@ impl ConnState {
                 return None;
             }
             Ok(Err(error)) => {
-                self.respond_error(call_id, Status::BadRequest, error.to_string().as_bytes());
+                // A hand-written dispatcher's own error: its text stays in the log.
+                tracing::info!(peer = %self.peer, service = names.0, call_id, %error, "a dispatcher refused a call");
+                let (status, text) = crate::status::for_refusal(&error);
+                self.respond_error(call_id, status, text.as_bytes());
                 return None;
             }
             Err(panic) => {
@@ -122,6 +154,7 @@ impl ConnState {
                 return None;
             }
         };
+        inbox_guard.disarm();
         let method_name = names.1.unwrap_or("?");
         let observer = CallObserver::server(
             names.0,

@@ -33,9 +33,16 @@ pub(super) struct Driver {
     pub(super) writer_task: JoinHandle<Result<(), RpcError>>,
     draining: bool,
     highest_call_id: u32,
-    /// Frames received so far; the idle timer compares it between its firings rather than
-    /// reading the clock for every frame.
+    /// Frames received so far: the keepalive timer compares it between its firings (any
+    /// frame shows the client is alive).
     frames_received: u64,
+    /// Requests received so far: the idle timer compares it between its firings rather
+    /// than reading the clock for every frame. Only calls keep a connection from being idle:
+    /// frames that ask for nothing (pongs, stray stream frames) do not.
+    requests_received: u64,
+    /// The opaque of the keepalive ping the client has not answered yet; a PONG that
+    /// answers no ping is a useless frame, charged like one.
+    ping_opaque: Option<u64>,
 }
 
 impl Driver {
@@ -46,6 +53,8 @@ impl Driver {
             draining: false,
             highest_call_id: 0,
             frames_received: 0,
+            requests_received: 0,
+            ping_opaque: None,
         }
     }
 
@@ -69,7 +78,7 @@ impl Driver {
                 .into(),
         );
         tokio::pin!(idle_timer);
-        let mut frames_at_last_idle_check = 0;
+        let mut requests_at_last_idle_check = 0;
         let ping_timer = tokio::time::sleep_until(
             config
                 .keepalive_interval
@@ -124,17 +133,17 @@ impl Driver {
                     return Ending::Clean;
                 }
                 () = self.conn.drained.notified(), if self.draining => {}
-                // The idle timer fires once per idle period; a period with no frame and no
+                // The idle timer fires once per idle period; a period with no request and no
                 // call running ends the connection (so idleness is noticed after one to two
                 // periods, without reading the clock for every frame).
                 () = &mut idle_timer, if config.idle_timeout.is_some() && !self.draining => {
                     let Some(idle_timeout) = config.idle_timeout else { continue };
-                    let quiet = self.frames_received == frames_at_last_idle_check;
+                    let quiet = self.requests_received == requests_at_last_idle_check;
                     if quiet && self.conn.running_handlers() == 0 {
                         tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
                         self.start_draining("the connection was idle");
                     } else {
-                        frames_at_last_idle_check = self.frames_received;
+                        requests_at_last_idle_check = self.requests_received;
                         idle_timer.as_mut().reset((Instant::now() + idle_timeout).into());
                     }
                 }
@@ -152,6 +161,7 @@ impl Driver {
                         }
                         _ if self.conn.running_handlers() > 0 => {
                             let opaque = self.frames_received;
+                            self.ping_opaque = Some(opaque);
                             self.conn
                                 .outbox
                                 .push_now(|buf| wire::encode_ping(buf, opaque, false));
@@ -216,6 +226,7 @@ impl Driver {
                 payload,
             } => {
                 self.highest_call_id = self.highest_call_id.max(head.call_id);
+                self.requests_received += 1;
                 if self.draining {
                     self.conn.respond_error(
                         head.call_id,
@@ -238,7 +249,20 @@ impl Driver {
                 }
                 Ok(())
             }
-            Frame::GoAway { .. } | Frame::Pong { .. } => Ok(()),
+            Frame::Pong { opaque } => {
+                if self.ping_opaque == Some(opaque) {
+                    self.ping_opaque = None;
+                } else {
+                    self.conn.charge_error();
+                }
+                Ok(())
+            }
+            // A client has nothing to announce with GOAWAY (it closes instead): a useless
+            // frame, charged like one.
+            Frame::GoAway { .. } => {
+                self.conn.charge_error();
+                Ok(())
+            }
             Frame::Ping { opaque } => {
                 // Answering is cheap, but each ping is charged so a ping flood cannot make
                 // the server queue answers without bound.

@@ -38,7 +38,7 @@ pub(crate) async fn send_stream<T: Serialize>(
             let item = match next {
                 Ok(Some(Ok(item))) => item,
                 Ok(None) => return Some((Status::Ok, String::new())),
-                Ok(Some(Err(error))) => return Some(status::from_error(&error)),
+                Ok(Some(Err(error))) => return Some(status::for_stream_end(&error)),
                 Err(panic) => {
                     tracing::error!(panic = panic_message(&*panic), "a stream producer panicked");
                     return Some((Status::HandlerPanicked, String::new()));

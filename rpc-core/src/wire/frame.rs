@@ -224,11 +224,16 @@ impl Frame {
     }
 }
 
+/// The most metadata entries a request may carry, whatever their size: tiny entries cost
+/// their bookkeeping, not their bytes.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+
 /// Decodes a request's metadata section into key/value pairs.
 ///
 /// # Errors
 ///
-/// `RpcError::ResourceExhausted` when the section is over `max_len` bytes, and
+/// `RpcError::ResourceExhausted` when the section is over `max_len` bytes or has more than
+/// [`MAX_METADATA_ENTRIES`] entries, and
 /// `RpcError::Protocol` when it is malformed or not UTF-8.
 pub fn decode_metadata(
     mut section: Bytes,
@@ -239,6 +244,11 @@ pub fn decode_metadata(
     }
     let mut pairs = Vec::new();
     while section.has_remaining() {
+        if pairs.len() == MAX_METADATA_ENTRIES {
+            return Err(RpcError::ResourceExhausted {
+                message: format!("metadata of more than {MAX_METADATA_ENTRIES} entries").into(),
+            });
+        }
         let key = take_string(&mut section)?;
         let value = take_string(&mut section)?;
         pairs.push((key, value));

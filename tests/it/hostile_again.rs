@@ -1,0 +1,187 @@
+//! The second hardening pass (issue "Hardening, second pass"): what leaked between the
+//! frame-level defences. Each test fails with its defence removed.
+
+use std::time::Duration;
+
+use rpc_core::codegen::{Dispatch, HandlerFuture, IncomingRequest};
+use rpc_core::wire::{self, Frame, FrameDecoder, PREFACE, RequestHead, Status};
+use rpc_core::{RpcError, Server, ServerConfig};
+use rpc_tests::*;
+use tokio::io::AsyncWriteExt;
+
+fn frames_in(bytes: &[u8]) -> Vec<Frame> {
+    let mut decoder = FrameDecoder::after_preface(1 << 24);
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+        frames.push(Frame::parse(frame).unwrap());
+    }
+    frames
+}
+
+fn config(change: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    change(&mut config);
+    config
+}
+
+fn went_away_for(frames: &[Frame], why: &str) -> bool {
+    frames
+        .iter()
+        .any(|frame| matches!(frame, Frame::GoAway { reason, .. } if reason == why))
+}
+
+/// A request flagged as carrying a stream opens an inbox before dispatch; when dispatch
+/// fails (here: an unknown method), the inbox is closed, so items sent for that call are
+/// frames for nothing, charged to the error budget, instead of parking in a leaked inbox.
+#[tokio::test]
+async fn a_stream_opened_for_a_call_that_fails_to_dispatch_is_closed() {
+    let (server, _) = test_server_with(config(|config| config.error_budget = 20));
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let mut raw = server.raw().await;
+    let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
+    let head = RequestHead {
+        call_id: 1,
+        service_id: wire::wire_id("Calculator"),
+        method_id: wire::wire_id("nope"),
+        deadline_micros: None,
+        request_stream: true,
+    };
+    wire::encode_request(&mut bytes, &head, &[], 1 << 20, |_| Ok(())).unwrap();
+    for _ in 0..50 {
+        wire::encode_stream_piece(&mut bytes, 1, &encoded(&7_u32), true);
+    }
+    let _ = raw.write_all(&bytes).await;
+    let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+    let frames = frames_in(&answer[PREFACE.len()..]);
+    assert!(
+        frames
+            .iter()
+            .any(|frame| matches!(frame, Frame::StopStream { call_id: 1 })),
+        "the client is told to stop sending: {frames:?}"
+    );
+    assert!(went_away_for(&frames, "too many errors"), "{frames:?}");
+}
+
+/// PONGs that answer no ping and GOAWAYs from a client ask for nothing: a flood of them
+/// costs the connection like any other useless frame.
+#[tokio::test]
+async fn unsolicited_pongs_and_goaways_are_charged() {
+    for flood_of in ["pong", "goaway"] {
+        let (server, _) = test_server_with(config(|config| config.error_budget = 20));
+        let server = TestServer::start(server, Transport::Tcp).await;
+        let mut raw = server.raw().await;
+        let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
+        for opaque in 0..100 {
+            match flood_of {
+                "pong" => wire::encode_ping(&mut bytes, opaque, true),
+                _ => wire::encode_go_away(&mut bytes, 0, "bye"),
+            }
+        }
+        let _ = raw.write_all(&bytes).await;
+        let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        let frames = frames_in(&answer[PREFACE.len()..]);
+        assert!(
+            went_away_for(&frames, "too many errors"),
+            "{flood_of}: {frames:?}"
+        );
+    }
+}
+
+/// Only calls keep a connection from being idle: a client that keeps sending frames that
+/// ask for nothing is closed after the idle timeout, while it is still sending them.
+#[tokio::test]
+async fn frames_that_ask_for_nothing_do_not_keep_a_connection_from_idling() {
+    let (server, _) = test_server_with(config(|config| {
+        config.idle_timeout = Some(Duration::from_millis(100));
+    }));
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let raw = server.raw().await;
+    let (mut reader, mut writer) = tokio::io::split(raw);
+    writer.write_all(&PREFACE).await.unwrap();
+    let started = std::time::Instant::now();
+    // Chatter for up to 3 s, one pong every 25 ms, until the server closes.
+    let chatter = tokio::spawn(async move {
+        for opaque in 0..120 {
+            let mut pong = bytes::BytesMut::new();
+            wire::encode_ping(&mut pong, opaque, true);
+            if writer.write_all(&pong).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    let answer = read_until_closed(&mut reader, Duration::from_secs(5)).await;
+    let closed_after = started.elapsed();
+    chatter.abort();
+    let frames = frames_in(&answer[PREFACE.len()..]);
+    assert!(
+        went_away_for(&frames, "the connection was idle"),
+        "{frames:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(2),
+        "closed after {closed_after:?}, not while the chatter went on"
+    );
+}
+
+/// Metadata has an entry cap as well as a byte cap: many tiny entries fail that call only.
+#[tokio::test]
+async fn metadata_of_many_tiny_entries_fails_that_call_only() {
+    let server = TestServer::start(test_server().0, Transport::Tcp).await;
+    let mut raw = server.raw().await;
+    raw.write_all(&PREFACE).await.unwrap();
+    let metadata: Vec<(String, String)> =
+        (0..200).map(|_| ("a".to_owned(), String::new())).collect();
+    let mut bytes = request_bytes(
+        1,
+        "Calculator",
+        "add",
+        None,
+        &metadata,
+        &encoded(&(1_i64, 2_i64)),
+    );
+    bytes.extend(request_frame(2, "Calculator", "add", &(2_i64, 2_i64)));
+    raw.write_all(&bytes).await.unwrap();
+    let answers = read_responses(&mut raw, &[1, 2], Duration::from_secs(2)).await;
+    assert_eq!(answers[&1].0, Status::ResourceExhausted);
+    assert_eq!(rpc_core::codec::decode::<i64>(&answers[&2].1).unwrap(), 4);
+}
+
+/// A hand-written dispatcher whose refusal carries its own words.
+struct Leaky;
+
+impl Dispatch for Leaky {
+    fn service_name(&self) -> &'static str {
+        "Leaky"
+    }
+
+    fn method_name(&self, _method_id: u32) -> Option<&'static str> {
+        Some("any")
+    }
+
+    fn dispatch(
+        &self,
+        _method_id: u32,
+        _request: IncomingRequest,
+    ) -> Result<HandlerFuture, RpcError> {
+        Err(RpcError::Internal {
+            message: "database password is hunter2".into(),
+        })
+    }
+}
+
+/// Error text from a hand-written dispatcher is not sent as it is: a short safe text goes
+/// instead, the details to the log.
+#[tokio::test]
+async fn a_dispatchers_own_error_text_stays_in_the_log() {
+    let server = TestServer::start(Server::new().add_service(Leaky), Transport::Loopback).await;
+    let channel = server.connect().await;
+    let spec = rpc_core::codegen::MethodSpec::new("Leaky", "any");
+    let error = channel
+        .call::<_, ()>(&spec, &rpc_core::CallOptions::default(), &())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RpcError::Internal { .. }), "{error}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
