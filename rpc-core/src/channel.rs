@@ -50,6 +50,11 @@ pub trait Route: fmt::Debug + Send + Sync + 'static {
         options: &'a CallOptions,
     ) -> BoxFuture<'a, Result<Channel, RpcError>>;
 
+    /// Whether the route takes new calls. Default: always.
+    fn is_taking_calls(&self) -> bool {
+        true
+    }
+
     /// Whether the route has ended for good. Default: never (a route that dials again).
     fn is_closed(&self) -> bool {
         false
@@ -162,11 +167,11 @@ impl Channel {
     }
 
     /// Whether the server still takes new calls over this channel: `false` once it said it
-    /// is going away (GOAWAY) or the connection ended. Routed channels always do.
+    /// is going away (GOAWAY) or the connection ended; a routed channel asks its route.
     pub fn is_taking_calls(&self) -> bool {
         match &self.via {
             Via::Connection(handle) => !handle.connection.stopped_taking_calls(),
-            Via::Route(_) => true,
+            Via::Route(route) => route.is_taking_calls(),
         }
     }
 

@@ -239,15 +239,22 @@ impl Balancer {
         }
     }
 
-    /// One of the ready connections, other than `avoid`'s where there is a choice.
+    /// One of the ready connections that still take calls, other than `avoid`'s where
+    /// there is a choice. A connection that has just closed (or heard GOAWAY) stays in the
+    /// ready list until its endpoint task sees it; asking it spares the calls made meanwhile.
     fn choose(&self, avoid: Option<&str>) -> Option<Ready> {
         let ready = self.snapshot();
+        let taking: Vec<&Ready> = ready
+            .iter()
+            .filter(|ready| ready.channel.is_taking_calls())
+            .collect();
         let candidates: Vec<&Ready> = match avoid {
-            Some(avoid) if ready.len() > 1 => ready
+            Some(avoid) if taking.len() > 1 => taking
                 .iter()
+                .copied()
                 .filter(|ready| &*ready.endpoint != avoid)
                 .collect(),
-            _ => ready.iter().collect(),
+            _ => taking,
         };
         power_of_two_choices(&candidates, |ready| ready.channel.calls_in_flight())
             .map(|ready| (*ready).clone())
@@ -366,9 +373,9 @@ mod tests {
         }
     }
 
-    /// A stand-in connection with a fixed load.
+    /// A stand-in connection with a fixed load, taking calls or not.
     #[derive(Debug)]
-    struct Loaded(usize);
+    struct Loaded(usize, bool);
 
     impl Route for Loaded {
         fn peer(&self) -> &Peer {
@@ -382,6 +389,10 @@ mod tests {
 
         fn calls_in_flight(&self) -> usize {
             self.0
+        }
+
+        fn is_taking_calls(&self) -> bool {
+            self.1
         }
 
         fn unary(&self, _call: ClientCall) -> BoxFuture<'_, Result<Bytes, RpcError>> {
@@ -399,21 +410,32 @@ mod tests {
     }
 
     fn balancer_over(loads: &[(&str, usize)]) -> Balancer {
+        let loads: Vec<(&str, usize, bool)> = loads
+            .iter()
+            .map(|(name, load)| (*name, *load, true))
+            .collect();
+        balancer_of(&loads)
+    }
+
+    fn balancer_of(loads: &[(&str, usize, bool)]) -> Balancer {
         let connector = |_endpoint: String| async { Err(RpcError::protocol("no dialling")) };
         let balancer = Balancer::new(
             Peer::Loopback,
             Arc::new(connector),
             BalanceConfig::default(),
         );
-        let names = loads.iter().map(|(name, _)| (*name).to_owned()).collect();
+        let names = loads
+            .iter()
+            .map(|(name, _, _)| (*name).to_owned())
+            .collect();
         // A task handle that is never polled: tests drive readiness by hand.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         balancer.reconcile(names, |_| runtime.spawn(async {}).abort_handle());
-        for (name, load) in loads {
+        for (name, load, taking) in loads {
             let endpoint: Arc<str> = Arc::from(*name);
-            let channel = Channel::from_route(Loaded(*load));
+            let channel = Channel::from_route(Loaded(*load, *taking));
             balancer.set_ready(&endpoint.clone(), Some(Ready { endpoint, channel }));
         }
         balancer
@@ -442,6 +464,20 @@ mod tests {
         }
         let lone = balancer_over(&[("a", 0)]);
         assert_eq!(&*lone.choose(Some("a")).unwrap().endpoint, "a");
+    }
+
+    #[test]
+    fn a_connection_that_stopped_taking_calls_is_never_picked() {
+        // Idle (so it looks least busy) but closed: calls go to the busy live one.
+        let balancer = balancer_of(&[("closed", 0, false), ("live", 9, true)]);
+        for _ in 0..50 {
+            assert_eq!(&*balancer.choose(None).unwrap().endpoint, "live");
+        }
+        let only_closed = balancer_of(&[("closed", 0, false)]);
+        assert!(
+            only_closed.choose(None).is_none(),
+            "nothing takes calls: wait for one"
+        );
     }
 
     #[test]

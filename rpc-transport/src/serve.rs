@@ -253,11 +253,27 @@ async fn refuse(mut writer: impl AsyncWrite + Unpin, reason: &str) {
     .await;
 }
 
-/// What identifies one peer for `max_connections_per_peer`.
+/// What identifies one peer for `max_connections_per_peer`: an IPv4 address, an IPv6 /64
+/// (one host commonly holds a whole /64, so counting single addresses would let it open as
+/// many connections as it likes), or a Unix user id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum PeerKey {
     Ip(IpAddr),
     Uid(u32),
+}
+
+/// `ip`, with an IPv6 address cut to its /64 (an IPv4-mapped one read as IPv4).
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1_u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 impl PeerKey {
@@ -265,7 +281,9 @@ impl PeerKey {
     /// credentials are unknown, are not counted).
     fn of(peer: &Peer) -> Option<PeerKey> {
         match peer {
-            Peer::Tcp(address) | Peer::Tls { address, .. } => Some(PeerKey::Ip(address.ip())),
+            Peer::Tcp(address) | Peer::Tls { address, .. } => {
+                Some(PeerKey::Ip(network_of(address.ip())))
+            }
             Peer::Unix {
                 credentials: Some(credentials),
                 ..
@@ -353,6 +371,27 @@ fn classify_accept_error(error: &io::Error) -> AcceptError {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    fn key(address: &str) -> Option<PeerKey> {
+        PeerKey::of(&Peer::Tcp(address.parse::<SocketAddr>().unwrap()))
+    }
+
+    #[test]
+    fn an_ipv6_peer_is_counted_by_its_slash_64() {
+        assert_eq!(
+            key("[2001:db8:1:2::1]:5000"),
+            key("[2001:db8:1:2:ffff::9]:6000")
+        );
+        assert_ne!(key("[2001:db8:1:2::1]:5000"), key("[2001:db8:1:3::1]:5000"));
+        assert_eq!(
+            key("[::ffff:10.0.0.1]:1"),
+            key("10.0.0.1:2"),
+            "mapped IPv4 is IPv4"
+        );
+        assert_ne!(key("10.0.0.1:1"), key("10.0.0.2:1"));
+    }
+
     use super::*;
 
     #[test]
