@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 pub use report::Report;
 use systems::{Conn, Endpoint, Net, Stack, System};
 
+pub mod http;
+
 /// How much to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -160,7 +162,7 @@ fn plain_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn runtime(cpu: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(cpu: usize, name: &str) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(name)
@@ -261,7 +263,7 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
 
 /// Runs `work` on the runtime's (pinned) worker thread rather than on the calling thread,
 /// which `block_on` would use, so that client work runs where the placement says.
-fn on_worker<T: Send + 'static>(
+pub(crate) fn on_worker<T: Send + 'static>(
     runtime: &tokio::runtime::Runtime,
     work: impl std::future::Future<Output = std::io::Result<T>> + Send + 'static,
 ) -> std::io::Result<T> {
@@ -356,7 +358,7 @@ async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, Duration, D
     (output, wall, cpu)
 }
 
-fn percentile(sorted: &[Duration], percent: usize) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], percent: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -46,6 +46,14 @@ fn main() -> std::io::Result<()> {
     );
     let report = rpc_bench::run(&options)?;
     println!("{report}");
+    if options.system_filter.is_none() && options.scenario_filter.is_none() {
+        let http = rpc_bench::http::run(&options)?;
+        println!("{http}");
+        if http.rpc_http.failures + http.axum.failures > 0 {
+            eprintln!("HTTP requests returned a wrong result or failed");
+            std::process::exit(1);
+        }
+    }
     if report.failures() > 0 {
         eprintln!(
             "{} calls returned a wrong result or failed",

@@ -17,4 +17,6 @@ fn every_scenario_runs_for_every_system() {
         rpc_bench::os::allocations() > 0,
         "the counting allocator is registered"
     );
+    let http = rpc_bench::http::run(&rpc_bench::Options::quick()).expect("the HTTP part runs");
+    assert_eq!(http.rpc_http.failures + http.axum.failures, 0, "{http}");
 }
