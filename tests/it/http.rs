@@ -443,3 +443,26 @@ async fn the_service_nests_in_axum_under_a_prefix_behind_cors() {
     );
     serving.abort();
 }
+
+/// A client that disconnects cancels its call: the handler's future is dropped.
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_its_call() {
+    use tokio::io::AsyncWriteExt;
+    let (server, stats) = test_server();
+    let http = HttpServer::start(server).await;
+    let mut stream = tokio::net::TcpStream::connect(http.address).await.unwrap();
+    let request = format!(
+        "POST /Probe/hang HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+        http.address
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    eventually("the handler started", || {
+        stats.hang_started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    drop(stream);
+    eventually("the handler was dropped", || {
+        stats.hang_dropped.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+}
