@@ -255,9 +255,9 @@ impl Channel {
         Ok(stream.holding(channel))
     }
 
-    /// Calls a method whose result is a stream, with its arguments encoded already; the
-    /// stream's items stay encoded (front doors that transcode them, like HTTP/JSON, use
-    /// it). The method takes no request stream.
+    /// Calls a method whose result is a stream, with its arguments (and the request
+    /// stream's items, if it takes one) encoded already; the result's items stay encoded.
+    /// Front doors that transcode calls, like HTTP/JSON, use it.
     ///
     /// # Errors
     ///
@@ -265,10 +265,26 @@ impl Channel {
     pub async fn call_streaming_encoded(
         &self,
         call: ClientCall,
+        input: Option<Streaming<crate::codec::Encoded>>,
     ) -> Result<Streaming<Bytes>, RpcError> {
         let (connection, channel) = self.connection_for_stream(call.options()).await?;
-        let stream = connection.call_streaming_encoded(&call).await?;
+        let stream = connection.call_streaming_encoded(&call, input).await?;
         Ok(stream.holding(channel))
+    }
+
+    /// Calls a method that takes a request stream and returns one result, with its
+    /// arguments and the stream's items encoded already; the result stays encoded.
+    ///
+    /// # Errors
+    ///
+    /// Any [`RpcError`], as for [`Channel::call`].
+    pub async fn call_with_input_encoded(
+        &self,
+        call: ClientCall,
+        input: Streaming<crate::codec::Encoded>,
+    ) -> Result<Bytes, RpcError> {
+        let (connection, _open) = self.connection_for_stream(call.options()).await?;
+        connection.call_with_input_encoded(&call, input).await
     }
 
     /// Calls a method that takes a request stream and returns a single result: `input` is

@@ -126,6 +126,11 @@ impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
     }
 }
 
+/// One value encoded already (by this codec), to send as it is: a front door that
+/// transcodes a stream's items (HTTP/JSON) sends them this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(pub bytes::Bytes);
+
 /// A byte buffer that serializes as one block (`serialize_bytes`) instead of element by
 /// element. Generated code wraps `Vec<u8>` arguments and results in it, so users get fast
 /// byte transfers without annotating anything. In human-readable formats (JSON, for the

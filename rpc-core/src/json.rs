@@ -21,6 +21,7 @@ pub struct JsonCodec {
     args: fn(&[u8], &[&str]) -> Result<Bytes, RpcError>,
     output: fn(&[u8]) -> Result<Vec<u8>, RpcError>,
     item: fn(&[u8]) -> Result<Vec<u8>, RpcError>,
+    input_item: fn(&[u8]) -> Result<Bytes, RpcError>,
 }
 
 impl JsonCodec {
@@ -30,6 +31,7 @@ impl JsonCodec {
             args: args_to_postcard::<M::Args>,
             output: postcard_to_json::<M::Output>,
             item: postcard_to_json::<M::OutputItem>,
+            input_item: json_to_postcard::<M::InputItem>,
         }
     }
 
@@ -52,6 +54,15 @@ impl JsonCodec {
         (self.output)(encoded)
     }
 
+    /// One item of the method's request stream, encoded, from its JSON.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Codec` naming the problem when the JSON is not an item.
+    pub fn input_item(&self, json: &[u8]) -> Result<Bytes, RpcError> {
+        (self.input_item)(json)
+    }
+
     /// One item of the method's response stream as JSON, from its encoding.
     ///
     /// # Errors
@@ -69,6 +80,14 @@ fn args_to_postcard<A: Serialize + DeserializeOwned>(
     let args: A = args_from_json(body, names)?;
     let mut encoded = BytesMut::new();
     codec::encode_into(&mut encoded, &args)?;
+    Ok(encoded.freeze())
+}
+
+fn json_to_postcard<T: Serialize + DeserializeOwned>(json: &[u8]) -> Result<Bytes, RpcError> {
+    let value: T = serde_json::from_slice(json)
+        .map_err(|error| RpcError::codec(format!("a stream item does not decode: {error}")))?;
+    let mut encoded = BytesMut::new();
+    codec::encode_into(&mut encoded, &value)?;
     Ok(encoded.freeze())
 }
 

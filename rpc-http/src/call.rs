@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use rpc_core::codec::Encoded;
 use rpc_core::codegen::{CallKind, MethodEntry, MethodSpec};
 use rpc_core::json::JsonCodec;
 use rpc_core::route::ClientCall;
@@ -106,15 +107,7 @@ async fn route<B: RequestBody>(
     let streams_result = match entry.kind() {
         CallKind::Unary => false,
         CallKind::ServerStreaming => true,
-        _ => {
-            return Err(HttpError::new(
-                "unimplemented",
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                "`{service}.{method}` takes a request stream, which HTTP/JSON does not carry yet"
-            ),
-            ))
-        }
+        _ => return stream_in(server, channel, service, entry, codec, request).await,
     };
     let (parts, body) = request.into_parts();
     let max_body = server.config().max_frame_size;
@@ -136,19 +129,10 @@ async fn route<B: RequestBody>(
     if streams_result {
         let events = accepts_events(&parts.headers);
         let stream = channel
-            .call_streaming_encoded(call)
+            .call_streaming_encoded(call, None)
             .await
             .map_err(|error| HttpError::from(&error))?;
-        let content_type = if events {
-            "text/event-stream"
-        } else {
-            "application/x-ndjson"
-        };
-        let mut response = Response::new(streamed(chunks(stream, codec, events)));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        return Ok(response);
+        return Ok(stream_response(stream, codec, events));
     }
     let result = channel
         .call_encoded(call)
@@ -158,6 +142,132 @@ async fn route<B: RequestBody>(
         .output(&result)
         .map_err(|error| HttpError::from(&error))?;
     Ok(json_response(Bytes::from(body)))
+}
+
+/// A call with a request stream: an NDJSON body whose first line is the arguments object
+/// and whose following lines are the stream's items, sent to the handler as they arrive.
+async fn stream_in<B: RequestBody>(
+    server: &Server,
+    channel: Channel,
+    service: &'static str,
+    entry: &MethodEntry,
+    codec: JsonCodec,
+    request: Request<B>,
+) -> Result<Response<HttpBody>, HttpError> {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    let is_ndjson = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().starts_with("application/x-ndjson"));
+    if !is_ndjson {
+        return Err(HttpError::new(
+            "unsupported_media_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `Content-Type: application/x-ndjson`: the arguments object on the first line, then one item a line",
+        ));
+    }
+    let options = call_options(&parts.headers)?;
+    let mut lines = Box::pin(lines(body, server.config().max_frame_size));
+    let first = match lines.next().await {
+        Some(Ok(line)) => line,
+        Some(Err(error)) => return Err(error),
+        None => Bytes::new(),
+    };
+    let args = codec
+        .args(&first, entry.arg_names())
+        .map_err(|error| HttpError::from(&error))?;
+    // An item that does not decode ends the request stream there (the handler sees its
+    // end); the failure is logged.
+    let items = lines.scan((), move |(), line| {
+        let item = line.ok().and_then(|line| match codec.input_item(&line) {
+            Ok(item) => Some(Encoded(item)),
+            Err(error) => {
+                tracing::info!(%error, "ended a request stream at an item that does not decode");
+                None
+            }
+        });
+        std::future::ready(item)
+    });
+    let input = Streaming::new(items);
+    let call = ClientCall::new(spec(service, entry), options, args);
+    if entry.kind() == CallKind::Bidirectional {
+        let events = accepts_events(&parts.headers);
+        let stream = channel
+            .call_streaming_encoded(call, Some(input))
+            .await
+            .map_err(|error| HttpError::from(&error))?;
+        return Ok(stream_response(stream, codec, events));
+    }
+    let result = channel
+        .call_with_input_encoded(call, input)
+        .await
+        .map_err(|error| HttpError::from(&error))?;
+    let body = codec
+        .output(&result)
+        .map_err(|error| HttpError::from(&error))?;
+    Ok(json_response(Bytes::from(body)))
+}
+
+/// The non-empty lines of `body`, each at most `max` bytes.
+fn lines<B: RequestBody>(
+    body: B,
+    max: usize,
+) -> impl Stream<Item = Result<Bytes, HttpError>> + Send {
+    let frames = http_body_util::BodyStream::new(body);
+    futures_util::stream::unfold(
+        (Box::pin(frames), BytesMut::new(), false),
+        move |(mut frames, mut pending, mut ended)| async move {
+            loop {
+                if let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line = pending.split_to(end + 1).freeze().slice(..end);
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    return Some((Ok(line), (frames, pending, ended)));
+                }
+                if pending.len() > max {
+                    return Some((Err(too_large(max)), (frames, BytesMut::new(), true)));
+                }
+                if ended {
+                    if pending.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    let line = std::mem::take(&mut pending).freeze();
+                    return Some((Ok(line), (frames, pending, ended)));
+                }
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(mut data) = frame.into_data() {
+                            while data.has_remaining() {
+                                let chunk = data.chunk();
+                                pending.extend_from_slice(chunk);
+                                let len = chunk.len();
+                                data.advance(len);
+                            }
+                        }
+                    }
+                    Some(Err(_)) | None => ended = true,
+                }
+            }
+        },
+    )
+}
+
+fn stream_response(stream: Streaming<Bytes>, codec: JsonCodec, events: bool) -> Response<HttpBody> {
+    let content_type = if events {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    let mut response = Response::new(streamed(chunks(stream, codec, events)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// The spec of `entry`'s method on `service`, for a call made here (no compatibility

@@ -15,6 +15,10 @@
 //!   line, sent as produced), or Server-Sent Events when the request accepts
 //!   `text/event-stream`; an error ends the stream with an `{"error": ..}` line (an `error`
 //!   event).
+//! - A method taking `Streaming<T>` reads an `application/x-ndjson` body: the arguments
+//!   object on the first line, then one item a line, each handed to the handler as it
+//!   arrives (bidirectional calls stream both ways at once over HTTP/2, or HTTP/1.1 chunked
+//!   where the client can do it).
 //! - Errors are a Connect code with its HTTP status and `{"code": "...", "message": "..."}`:
 //!   `invalid_argument` 400 for arguments that do not decode (naming the argument and the
 //!   problem), `unauthenticated` 401, `permission_denied` 403, `resource_exhausted` 429,

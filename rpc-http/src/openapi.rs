@@ -60,18 +60,20 @@ pub fn openapi(server: &Server) -> Value {
     })
 }
 
-/// The POST operation of one method, or `None` for a method HTTP does not carry (one that
-/// takes a request stream).
+/// The POST operation of one method (`None` is reserved for methods HTTP cannot carry).
 fn operation(
     service: &str,
     method: &MethodEntry,
     schemas: &mut Map<String, Value>,
 ) -> Option<Value> {
-    let streams = match method.kind() {
-        CallKind::Unary => false,
-        CallKind::ServerStreaming => true,
-        _ => return None,
-    };
+    let streams = matches!(
+        method.kind(),
+        CallKind::ServerStreaming | CallKind::Bidirectional
+    );
+    let streams_in = matches!(
+        method.kind(),
+        CallKind::ClientStreaming | CallKind::Bidirectional
+    );
     let described = method.shape().map(|shape| shape.schemas());
     let mut properties = Map::new();
     let mut required = Vec::new();
@@ -85,16 +87,20 @@ fn operation(
         }
         properties.insert((*name).to_owned(), schema);
     }
-    let (result, item) = match &described {
+    let (result, item, input_item) = match &described {
         Some(described) => {
             for (name, schema) in &described.components {
                 schemas
                     .entry(name.clone())
                     .or_insert_with(|| schema.clone());
             }
-            (described.result.clone(), described.output_item.clone())
+            (
+                described.result.clone(),
+                described.output_item.clone(),
+                described.input_item.clone(),
+            )
         }
-        None => (json!({}), json!({})),
+        None => (json!({}), json!({}), json!({})),
     };
     let success = if streams {
         json!({
@@ -120,19 +126,12 @@ fn operation(
             "description": "The call's timeout in milliseconds; past it the call ends with `deadline_exceeded`.",
             "schema": { "type": "integer", "minimum": 0 },
         }],
-        "requestBody": {
-            "required": false,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": properties,
-                        "required": required,
-                        "additionalProperties": false,
-                    },
-                },
-            },
-        },
+        "requestBody": request_body(streams_in, &json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false,
+        }), &input_item),
         "responses": {
             "200": success,
             "default": {
@@ -147,6 +146,27 @@ fn operation(
         operation["description"] = Value::String(method.doc().to_owned());
     }
     Some(operation)
+}
+
+/// The request body: the arguments object, or for a method that takes a stream, NDJSON
+/// whose first line is the arguments object and whose following lines are the items.
+fn request_body(streams_in: bool, arguments: &Value, item: &Value) -> Value {
+    if streams_in {
+        json!({
+            "required": true,
+            "description": "The arguments object on the first line, then one stream item a line.",
+            "content": {
+                "application/x-ndjson": {
+                    "schema": { "oneOf": [arguments, item] },
+                },
+            },
+        })
+    } else {
+        json!({
+            "required": false,
+            "content": { "application/json": { "schema": arguments } },
+        })
+    }
 }
 
 /// The GET form of an operation: the same, with the arguments in the `message` query

@@ -466,3 +466,91 @@ async fn a_client_that_disconnects_cancels_its_call() {
     })
     .await;
 }
+
+mod tally {
+    use futures_util::StreamExt;
+    use rpc_core::Streaming;
+
+    #[rpc_core::service]
+    pub(crate) trait Tally {
+        /// Adds up what is streamed in, starting from `start`.
+        async fn sum(&self, start: i64, numbers: Streaming<i64>) -> i64;
+        /// Echoes each word in upper case, prefixed.
+        async fn shout(&self, prefix: String, words: Streaming<String>) -> Streaming<String>;
+    }
+
+    pub(crate) struct Impl;
+
+    impl Tally for Impl {
+        async fn sum(&self, start: i64, mut numbers: Streaming<i64>) -> i64 {
+            let mut total = start;
+            while let Some(Ok(number)) = numbers.next().await {
+                total += number;
+            }
+            total
+        }
+
+        async fn shout(&self, prefix: String, words: Streaming<String>) -> Streaming<String> {
+            Streaming::new(words.filter_map(move |word| {
+                let prefix = prefix.clone();
+                async move {
+                    word.ok()
+                        .map(|word| format!("{prefix}{}", word.to_uppercase()))
+                }
+            }))
+        }
+    }
+}
+
+fn ndjson(address: SocketAddr, path: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{address}{path}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// A request stream is an NDJSON body: the arguments object, then one item a line.
+#[tokio::test]
+async fn request_streams_are_ndjson_bodies_both_ways() {
+    let server = Server::new().add_service(tally::TallyServer::new(tally::Impl));
+    let http = HttpServer::start(server).await;
+    for http2 in [false, true] {
+        let answer = send(
+            http.address,
+            ndjson(http.address, "/Tally/sum", "{\"start\": 10}\n1\n2\n\n3\n"),
+            http2,
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (StatusCode::OK, json!(16)),
+            "http2: {http2}"
+        );
+    }
+    let answer = send(
+        http.address,
+        ndjson(
+            http.address,
+            "/Tally/shout",
+            "{\"prefix\": \"> \"}\n\"hi\"\n\"there\"",
+        ),
+        true,
+    )
+    .await;
+    assert_eq!(answer.content_type, "application/x-ndjson");
+    assert_eq!(&answer.body[..], b"\"> HI\"\n\"> THERE\"\n");
+    // A request stream must say so.
+    assert_error(
+        &call(http.address, "/Tally/sum", r#"{"start": 1}"#).await,
+        415,
+        "unsupported_media_type",
+    );
+    // A bad arguments line is a 400 naming the argument.
+    let answer = send(
+        http.address,
+        ndjson(http.address, "/Tally/sum", "{\"start\": \"x\"}\n1\n"),
+        false,
+    )
+    .await;
+    assert_error(&answer, 400, "invalid_argument");
+}

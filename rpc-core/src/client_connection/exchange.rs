@@ -22,7 +22,7 @@ use crate::observe::{self, CallObserver};
 use crate::outbox::{InFlight, Lane};
 use crate::recover::lock;
 use crate::status::Status;
-use crate::stream::{send_stream, Credit, Inbox, Streaming};
+use crate::stream::{send_stream, Credit, Inbox, StreamItem, Streaming};
 use crate::wire::{self, RequestHead};
 
 /// A request's arguments: a value to encode, or bytes encoded already.
@@ -138,22 +138,41 @@ impl ClientConnection {
         }
     }
 
-    /// A call whose arguments are encoded already and whose result is a stream of items
-    /// left encoded (it takes no request stream).
+    /// A call whose arguments (and request stream's items, if it sends one) are encoded
+    /// already and whose result is a stream of items left encoded.
     pub(crate) async fn call_streaming_encoded(
         self: &Arc<Self>,
         call: &ClientCall,
+        input: Option<Streaming<codec::Encoded>>,
     ) -> Result<Streaming<Bytes>, RpcError> {
         let (method, options) = (call.method(), call.options());
         let deadline = options.deadline_for_call(self.config.default_timeout);
-        let no_input: Option<Streaming<()>> = None;
         let args = Encoded(call.args());
         let (status, payload, inbox) = self
-            .exchange_with_deadline(method, options, deadline, &args, no_input, true)
+            .exchange_with_deadline(method, options, deadline, &args, input, true)
             .await?;
         match (status, inbox) {
             (Status::Ok, Some(inbox)) => Ok(Streaming::remote_encoded(inbox, deadline)),
             (status, _) => Err(call_error(method, status, &payload)),
+        }
+    }
+
+    /// A call whose arguments and request stream's items are encoded already and whose
+    /// single result is left encoded.
+    pub(crate) async fn call_with_input_encoded(
+        self: &Arc<Self>,
+        call: &ClientCall,
+        input: Streaming<codec::Encoded>,
+    ) -> Result<Bytes, RpcError> {
+        let (method, options) = (call.method(), call.options());
+        let deadline = options.deadline_for_call(self.config.default_timeout);
+        let args = Encoded(call.args());
+        let (status, payload, _) = self
+            .exchange_with_deadline(method, options, deadline, &args, Some(input), false)
+            .await?;
+        match status {
+            Status::Ok => Ok(payload),
+            status => Err(call_error(method, status, &payload)),
         }
     }
 
@@ -188,7 +207,7 @@ impl ClientConnection {
     ) -> Result<(Status, Bytes, Option<Arc<Inbox>>), RpcError>
     where
         E: EncodeArgs + ?Sized,
-        I: Serialize + Send + 'static,
+        I: StreamItem,
     {
         let (observer, traceparent) = self.observe(method);
         let metadata = self.call_metadata(method, options, traceparent);
@@ -305,7 +324,7 @@ impl ClientConnection {
     ) -> Result<(Status, Bytes, Option<Arc<Inbox>>), RpcError>
     where
         E: EncodeArgs + ?Sized,
-        I: Serialize + Send + 'static,
+        I: StreamItem,
     {
         let call_id = lock(&self.calls).register()?;
         let mut guard = CallGuard {

@@ -15,10 +15,40 @@ use crate::recover::{panic_message, CatchUnwind};
 use crate::status::{self, Status};
 use crate::wire;
 
+/// An item a stream can send: a serde value, or one encoded already (a front door that
+/// transcodes items, like HTTP/JSON, sends them as it made them).
+pub(crate) trait StreamItem: Send + 'static {
+    /// The length of the item's encoding.
+    fn encoded_len(&self) -> Result<usize, RpcError>;
+    /// Appends the item's encoding to `buf`.
+    fn encode_into(&self, buf: &mut bytes::BytesMut) -> Result<(), RpcError>;
+}
+
+impl<T: Serialize + Send + 'static> StreamItem for T {
+    fn encoded_len(&self) -> Result<usize, RpcError> {
+        codec::encoded_len(self)
+    }
+
+    fn encode_into(&self, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
+        codec::encode_into(buf, self)
+    }
+}
+
+impl StreamItem for codec::Encoded {
+    fn encoded_len(&self) -> Result<usize, RpcError> {
+        Ok(self.0.len())
+    }
+
+    fn encode_into(&self, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
+        buf.extend_from_slice(&self.0);
+        Ok(())
+    }
+}
+
 /// Sends `stream` as the stream of `call_id`: items as credit allows, then the end. Stops
 /// quietly when the receiver stops the stream; reports a producer that panics or fails, or a
 /// deadline that passes, as an erroneous end.
-pub(crate) async fn send_stream<T: Serialize>(
+pub(crate) async fn send_stream<T: StreamItem>(
     mut stream: Streaming<T>,
     call_id: u32,
     outbox: Arc<Outbox>,
@@ -78,13 +108,13 @@ const PIECE: usize = 64 * 1024;
 
 /// Queues one item: encoded straight into the outgoing buffer when it is small, or encoded
 /// once and sent in pieces when it is large.
-async fn send_item<T: Serialize>(
+async fn send_item<T: StreamItem>(
     outbox: &Outbox,
     call_id: u32,
     item: T,
     max_frame: usize,
 ) -> Result<(), RpcError> {
-    let len = codec::encoded_len(&item)?;
+    let len = item.encoded_len()?;
     if len > max_frame {
         return Err(RpcError::FrameTooLarge {
             len: len as u64,
@@ -94,14 +124,12 @@ async fn send_item<T: Serialize>(
     if len <= PIECE {
         return outbox
             .push(Lane::Bulk, move |buf| {
-                wire::encode_stream_item(buf, call_id, max_frame, |buf| {
-                    codec::encode_into(buf, &item)
-                })
+                wire::encode_stream_item(buf, call_id, max_frame, |buf| item.encode_into(buf))
             })
             .await;
     }
     let mut encoded = bytes::BytesMut::with_capacity(len);
-    codec::encode_into(&mut encoded, &item)?;
+    item.encode_into(&mut encoded)?;
     let mut encoded = encoded.freeze();
     while !encoded.is_empty() {
         let piece = encoded.split_to(encoded.len().min(PIECE));
