@@ -171,10 +171,17 @@ impl RpcError {
 }
 
 /// I/O errors that mean the peer or the path to it went away become `ConnectionClosed`
-/// (with the OS's words as the reason); every other I/O error stays `Io`.
+/// (with the OS's words as the reason); every other I/O error stays `Io`, except one that
+/// carries an `RpcError` (`io::Error::other(rpc_error)`), which becomes that error: the way
+/// a transport names what a failed read or write means, such as a TLS server's alert
+/// refusing the client's certificate (`Unauthenticated`).
 impl From<std::io::Error> for RpcError {
     fn from(source: std::io::Error) -> Self {
         use std::io::ErrorKind;
+        let source = match source.downcast::<RpcError>() {
+            Ok(carried) => return carried,
+            Err(source) => source,
+        };
         match source.kind() {
             ErrorKind::ConnectionReset
             | ErrorKind::ConnectionAborted

@@ -30,11 +30,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -185,6 +187,9 @@ impl Listener for TlsListener {
 /// `RpcError::Io` when the connection cannot be established, `RpcError::Unauthenticated`
 /// when the handshake fails (an untrusted certificate, say), and
 /// `RpcError::DeadlineExceeded` when it takes longer than the channel's `preface_timeout`.
+/// A mutual-TLS server that refuses the client's certificate is `Unauthenticated` too:
+/// from `connect` under TLS 1.2, and from the first call under TLS 1.3, where the client's
+/// side of the handshake ends before the server has judged its certificate.
 pub async fn connect(
     address: impl ToSocketAddrs,
     server_name: &str,
@@ -218,7 +223,61 @@ pub async fn connect_with(
         .map_err(|error| handshake_error(&error))?;
     let peer = tls_peer(address, stream.get_ref().1.peer_certificates());
     let (reader, writer) = tokio::io::split(stream);
+    let reader = RefusalReader { inner: reader };
     Ok(framed::channel(reader, writer, peer, channel_config))
+}
+
+/// The client's reading half. Under TLS 1.3 the client finishes its side of the handshake
+/// before the server has judged the client's certificate, so a server's refusal (an alert
+/// such as `CertificateRequired` or `UnknownCA`) arrives with the first read after
+/// `connect`; this names it `RpcError::Unauthenticated`, as a refusal within the handshake
+/// is, instead of an I/O error.
+struct RefusalReader<R> {
+    inner: R,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for RefusalReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(refusal(error))),
+            other => other,
+        }
+    }
+}
+
+/// `error` as an `Unauthenticated` refusal when it is a server's alert refusing the
+/// client's certificate or access; as it is otherwise.
+fn refusal(error: io::Error) -> io::Error {
+    use rustls::AlertDescription as Alert;
+    let alert = match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => *alert,
+        _ => return error,
+    };
+    let refused = matches!(
+        alert,
+        Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::AccessDenied
+    );
+    if !refused {
+        return error;
+    }
+    io::Error::other(RpcError::Unauthenticated {
+        message: format!("the server refused this client's certificate (TLS alert {alert:?})")
+            .into(),
+    })
 }
 
 /// The peer at `address`, with the certificate chain it presented (verified by the
