@@ -259,12 +259,15 @@ impl<'a> CallInfo<'a> {
         }
     }
 
-    /// The service's name (the trait's name).
+    /// The service's name (the trait's name); empty when this server has no such service.
+    /// Interceptors judge a call before it is refused as unknown, so that a caller they
+    /// refuse cannot tell which services and methods exist.
     pub fn service(&self) -> &str {
         self.service
     }
 
-    /// The method's name.
+    /// The method's name; empty when the service has no such method (or, written by hand,
+    /// does not name its methods).
     pub fn method(&self) -> &str {
         self.method
     }

@@ -115,6 +115,9 @@ impl Server {
     /// or `RpcError::PermissionDenied` for authentication and authorisation). Interceptors run
     /// in the order they were added; the first refusal answers the call. Refusals count
     /// against the connection's error budget, so guessing credentials costs a connection.
+    /// They run before the server answers that a service or method does not exist or has
+    /// other types (the names they see are then empty), and before arguments are decoded,
+    /// so a caller they refuse learns nothing about the API and costs no decoding.
     ///
     /// ```
     /// use rpc_core::{CallInfo, RpcError, Server};

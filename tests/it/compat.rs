@@ -493,3 +493,68 @@ async fn arguments_that_do_not_decode_name_their_method_once() {
     );
     assert_eq!(text.matches("codec error").count(), 1, "{text}");
 }
+
+/// Interceptors judge a call before the server says whether its service or method exists
+/// or whether its types match: a caller they refuse learns nothing about the API.
+#[tokio::test]
+async fn a_refused_caller_cannot_tell_unknown_or_incompatible_methods_from_known_ones() {
+    use rpc_core::codegen::MethodSpec;
+    use rpc_core::{CallInfo, CallOptions};
+    let server = inventory_server().with_interceptor(|call: &CallInfo<'_>| {
+        match call.context().metadata("authorization") {
+            Some("Bearer ok") => Ok(()),
+            _ => Err(RpcError::Unauthenticated {
+                message: "a bearer token is required".into(),
+            }),
+        }
+    });
+    for transport in Transport::ALL {
+        let server = TestServer::start(server.clone(), transport).await;
+        for token in [None, Some("Bearer ok")] {
+            let channel = server.connect().await;
+            let mut options = CallOptions::default();
+            let mut older = older::InventoryClient::new(channel.clone());
+            let mut newer = newer::InventoryClient::new(channel.clone());
+            if let Some(token) = token {
+                options = options.with_metadata("authorization", token);
+                older = older.with_metadata("authorization", token);
+                newer = newer.with_metadata("authorization", token);
+            }
+            let incompatible = older.count("apples".to_owned()).await.unwrap_err();
+            let unknown_method = newer.restock("pears".to_owned(), 3).await.unwrap_err();
+            let unknown_service = channel
+                .call::<_, u64>(
+                    &MethodSpec::new("Warehouse", "count"),
+                    &options,
+                    &("figs".to_owned(),),
+                )
+                .await
+                .unwrap_err();
+            let errors = [incompatible, unknown_method, unknown_service];
+            if token.is_none() {
+                for error in &errors {
+                    assert!(
+                        matches!(error, RpcError::Unauthenticated { .. }),
+                        "{transport:?}: {error}"
+                    );
+                }
+            } else {
+                assert!(
+                    matches!(errors[0], RpcError::Incompatible { .. }),
+                    "{transport:?}: {}",
+                    errors[0]
+                );
+                assert!(
+                    matches!(errors[1], RpcError::UnknownMethod { .. }),
+                    "{transport:?}: {}",
+                    errors[1]
+                );
+                assert!(
+                    matches!(errors[2], RpcError::UnknownService { .. }),
+                    "{transport:?}: {}",
+                    errors[2]
+                );
+            }
+        }
+    }
+}

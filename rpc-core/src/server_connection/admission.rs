@@ -1,7 +1,9 @@
 //! Admission: whether a request may start, decided before any of its arguments are decoded.
-//! A request to a live call id is ignored; one to an unknown service, an incompatible
-//! method, with an expired deadline or metadata over the limit, or refused by an
-//! interceptor is answered with its error at once and never dispatched.
+//! A request to a live call id is ignored; one with an expired deadline or metadata over
+//! the limit, refused by an interceptor, to an unknown service or an incompatible method is
+//! answered with its error at once and never dispatched. Interceptors run before anything
+//! that would tell the caller about the API (an unknown service or method, different
+//! types), so a peer they refuse cannot enumerate it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -44,19 +46,7 @@ impl ConnState {
             self.charge_error();
             return None;
         }
-        let Some(service) = self.routes.service(head.service_id).cloned() else {
-            self.respond_error(call_id, Status::UnknownService, b"");
-            return None;
-        };
-        if self.is_incompatible(head.service_id, head.method_id) {
-            // The client names the first difference from the server's shape of the method.
-            let shape = service
-                .shapes()
-                .and_then(|shapes| shapes.shape(head.method_id))
-                .unwrap_or_default();
-            self.respond_error(call_id, Status::Incompatible, shape);
-            return None;
-        }
+        let service = self.routes.service(head.service_id).cloned();
         let deadline = match head.deadline_micros {
             Some(0) => {
                 self.respond_error(call_id, Status::DeadlineExceeded, b"");
@@ -84,8 +74,24 @@ impl ConnState {
         let context = Context::new(self.peer.clone(), call_id)
             .with_deadline(deadline)
             .with_metadata(metadata);
-        if let Err((status, message)) = self.intercept(&*service, head.method_id, &context) {
+        // Interceptors judge every call before its caller learns anything about the API:
+        // whether the service or the method exists, or whether its types match ours.
+        if let Err((status, message)) = self.intercept(service.as_deref(), head.method_id, &context)
+        {
             self.respond_error(call_id, status, message.as_bytes());
+            return None;
+        }
+        let Some(service) = service else {
+            self.respond_error(call_id, Status::UnknownService, b"");
+            return None;
+        };
+        if self.is_incompatible(head.service_id, head.method_id) {
+            // The client names the first difference from the server's shape of the method.
+            let shape = service
+                .shapes()
+                .and_then(|shapes| shapes.shape(head.method_id))
+                .unwrap_or_default();
+            self.respond_error(call_id, Status::Incompatible, shape);
             return None;
         }
         Some(Admitted {
@@ -95,11 +101,12 @@ impl ConnState {
         })
     }
 
-    /// Runs the server's interceptors on a call about to start; the status and text to
-    /// answer with when one refuses it.
+    /// Runs the server's interceptors on a call about to start (to a service or method
+    /// this server may not have: the names they see are then empty); the status and text
+    /// to answer with when one refuses it.
     fn intercept(
         &self,
-        service: &dyn Dispatch,
+        service: Option<&dyn Dispatch>,
         method_id: u32,
         context: &Context,
     ) -> Result<(), (Status, String)> {
@@ -107,12 +114,11 @@ impl ConnState {
         if interceptors.is_empty() {
             return Ok(());
         }
-        // Interceptors see the canonical names only: a method the service does not have is
-        // refused as unknown before any of them runs.
-        let Some(method) = service.method_name(method_id) else {
-            return Err((Status::UnknownMethod, String::new()));
-        };
-        let call = CallInfo::new(service.service_name(), method, context);
+        let service_name = service.map_or("", |service| service.service_name());
+        let method_name = service
+            .and_then(|service| service.method_name(method_id))
+            .unwrap_or("");
+        let call = CallInfo::new(service_name, method_name, context);
         for interceptor in interceptors {
             let verdict =
                 std::panic::catch_unwind(AssertUnwindSafe(|| interceptor.intercept(&call)));
