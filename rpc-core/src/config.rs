@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// `rpc_core::observe`). Default `false`: no clock reads or metric lookups on the hot
     /// path.
     pub metrics: bool,
+    /// The furthest deadline a request may set: one further away (up to 2^64 µs fits in
+    /// a request) is shortened to this, so the handler's `Context::deadline` and the call's
+    /// end are the server's limit, not the client's wish. Default 24 hours; `None` takes
+    /// every deadline as sent (one too far to represent is no deadline).
+    pub max_deadline: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +106,7 @@ impl Default for ServerConfig {
             max_connections_per_peer: 256,
             health_drain_delay: Duration::from_millis(500),
             metrics: false,
+            max_deadline: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }

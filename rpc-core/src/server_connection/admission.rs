@@ -52,8 +52,15 @@ impl ConnState {
                 self.respond_error(call_id, Status::DeadlineExceeded, b"");
                 return None;
             }
-            // A deadline too far away to represent is no deadline.
-            Some(micros) => Instant::now().checked_add(Duration::from_micros(micros)),
+            Some(micros) => {
+                let asked = Duration::from_micros(micros);
+                let allowed = self
+                    .config()
+                    .max_deadline
+                    .map_or(asked, |max| asked.min(max));
+                // A deadline too far away to represent is no deadline.
+                Instant::now().checked_add(allowed)
+            }
             None => None,
         };
         let metadata = if metadata.is_empty() {
