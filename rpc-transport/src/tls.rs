@@ -8,7 +8,8 @@
 //! Handshakes run in tasks of their own, each under a timeout, never in the accept loop:
 //! a client that opens a socket and never sends its ClientHello (or trickles it) costs one
 //! task until the timeout, and a failed handshake is logged and skipped without slowing
-//! the listener down for anyone else.
+//! the listener down for anyone else. Past `max_handshakes` at once, each new connection
+//! sheds the oldest handshake instead of waiting for one to end.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,6 +29,7 @@
 //! # }
 //! ```
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,7 +40,7 @@ use std::time::Duration;
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -52,8 +54,8 @@ use crate::tcp::prepare_socket;
 /// [`TlsListener::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many handshakes may run at once before the listener stops accepting until one
-/// finishes, unless set with [`TlsListener::max_handshakes`].
+/// How many handshakes may run at once before each new one sheds the oldest, unless set
+/// with [`TlsListener::max_handshakes`].
 pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
 
 /// A server-side TLS stream.
@@ -68,6 +70,8 @@ pub struct TlsListener {
     handshake_timeout: Duration,
     max_handshakes: usize,
     handshakes: JoinSet<Option<Accepted<ReadHalf<ServerStream>, WriteHalf<ServerStream>>>>,
+    /// The handshakes still running and not shed, oldest first.
+    running: VecDeque<AbortHandle>,
 }
 
 impl std::fmt::Debug for TlsListener {
@@ -101,6 +105,7 @@ impl TlsListener {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             handshakes: JoinSet::new(),
+            running: VecDeque::new(),
         }
     }
 
@@ -110,8 +115,11 @@ impl TlsListener {
         self
     }
 
-    /// Sets how many handshakes may run at once (default 256); past it, the listener
-    /// stops accepting until one finishes.
+    /// Sets how many handshakes may run at once (default 256); past it, each new
+    /// connection sheds the oldest handshake still running (its socket is closed), so
+    /// sockets that never finish their handshake, from one address or many, cannot stop
+    /// the listener from taking new clients (a real handshake takes milliseconds, so it is
+    /// rarely the oldest).
     pub fn max_handshakes(mut self, max: usize) -> TlsListener {
         self.max_handshakes = max.max(1);
         self
@@ -126,12 +134,19 @@ impl TlsListener {
         self.tcp.local_addr()
     }
 
-    /// Starts the handshake of a freshly accepted socket in a task of its own.
+    /// Starts the handshake of a freshly accepted socket in a task of its own, shedding the
+    /// oldest one running when there are `max_handshakes` already.
     fn start_handshake(&mut self, stream: TcpStream, address: SocketAddr) {
+        if self.running.len() >= self.max_handshakes {
+            if let Some(oldest) = self.running.pop_front() {
+                tracing::debug!(%address, "too many TLS handshakes at once: shed the oldest");
+                oldest.abort();
+            }
+        }
         prepare_socket(&stream);
         let handshake = self.acceptor.accept(stream);
         let limit = self.handshake_timeout;
-        self.handshakes.spawn(async move {
+        let handle = self.handshakes.spawn(async move {
             let stream = match tokio::time::timeout(limit, handshake).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -151,6 +166,14 @@ impl TlsListener {
                 peer,
             })
         });
+        self.running.push_back(handle);
+    }
+
+    /// Forgets a handshake that ended (or was shed).
+    fn finished(&mut self, id: tokio::task::Id) {
+        if let Some(index) = self.running.iter().position(|handle| handle.id() == id) {
+            self.running.remove(index);
+        }
     }
 }
 
@@ -161,17 +184,24 @@ impl Listener for TlsListener {
     /// Cancel safe: a socket accepted or a handshake finished stays in the listener.
     async fn accept(&mut self) -> io::Result<Accepted<Self::Reader, Self::Writer>> {
         loop {
-            let room = self.handshakes.len() < self.max_handshakes;
+            // Shed handshakes end at their next poll; until they are reaped, they count.
+            let room = self.handshakes.len() < self.max_handshakes.saturating_mul(2);
             tokio::select! {
                 accepted = self.tcp.accept(), if room => {
                     let (stream, address) = accepted?;
                     self.start_handshake(stream, address);
                 }
-                Some(finished) = self.handshakes.join_next() => {
+                Some(finished) = self.handshakes.join_next_with_id() => {
                     // A handshake task only ends without a connection when it failed (and
-                    // said so) or, never in practice, panicked.
-                    if let Ok(Some(accepted)) = finished {
-                        return Ok(accepted);
+                    // said so), was shed, or, never in practice, panicked.
+                    match finished {
+                        Ok((id, accepted)) => {
+                            self.finished(id);
+                            if let Some(accepted) = accepted {
+                                return Ok(accepted);
+                            }
+                        }
+                        Err(error) => self.finished(error.id()),
                     }
                 }
             }

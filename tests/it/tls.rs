@@ -235,6 +235,39 @@ async fn stalled_handshakes_neither_block_the_listener_nor_outlive_their_timeout
     }
 }
 
+/// More stalled sockets than `max_handshakes`, under a handshake timeout far longer than
+/// the test: each new connection sheds the oldest stalled handshake instead of waiting for
+/// one to end, so a well-behaved client is served at once and the shed sockets are closed.
+#[tokio::test]
+async fn stalled_handshakes_past_the_cap_are_shed_oldest_first() {
+    let pki = TestPki::new("test ca");
+    let listener = bind(pki.server_config(false))
+        .await
+        .handshake_timeout(Duration::from_secs(60))
+        .max_handshakes(4);
+    let address = serve_tls(listener).await;
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let served = async {
+        let channel = tls::connect(address, "localhost", pki.client_config(None)).await?;
+        WhoAmIClient::new(channel).certificate().await
+    };
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("served while more sockets than the cap stall")
+        .unwrap();
+    // The oldest were shed to make room: their sockets are closed long before the timeout.
+    for mut stalled in silent.into_iter().take(8) {
+        let mut byte = [0_u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut byte))
+            .await
+            .expect("a shed handshake's socket is closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+}
+
 /// Catalogue row 35: handshakes that fail (garbage instead of a ClientHello, plaintext
 /// RPC on a TLS port) are logged and dropped without slowing the listener for others.
 #[tokio::test]
