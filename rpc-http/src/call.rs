@@ -73,30 +73,33 @@ async fn route<B: RequestBody>(
         return Ok(json_response(Bytes::from(document)));
     }
     let Some((service, method)) = path.rsplit_once('/') else {
-        return Err(HttpError::new(
+        let error = HttpError::new(
             "not_found",
             StatusCode::NOT_FOUND,
             "calls are `POST /{Service}/{method}`",
-        ));
+        );
+        return Err(unknown(&channel, request.headers(), error).await);
     };
     let services = server.described_services();
     let Some((service, shapes)) = services.iter().find(|(name, _)| *name == service) else {
-        return Err(HttpError::new(
+        let error = HttpError::new(
             "unimplemented",
             StatusCode::NOT_IMPLEMENTED,
             format!("no service `{service}`"),
-        ));
+        );
+        return Err(unknown(&channel, request.headers(), error).await);
     };
-    let entry = shapes
+    let Some(entry) = shapes
         .method(rpc_core::wire::wire_id(method))
         .filter(|entry| entry.method() == method)
-        .ok_or_else(|| {
-            HttpError::new(
-                "unimplemented",
-                StatusCode::NOT_IMPLEMENTED,
-                format!("no method `{service}.{method}`"),
-            )
-        })?;
+    else {
+        let error = HttpError::new(
+            "unimplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            format!("no method `{service}.{method}`"),
+        );
+        return Err(unknown(&channel, request.headers(), error).await);
+    };
     let Some(codec) = entry.json().copied() else {
         return Err(HttpError::new(
             "unimplemented",
@@ -272,6 +275,23 @@ fn stream_response(stream: Streaming<Bytes>, codec: JsonCodec, events: bool) -> 
 
 /// The spec of `entry`'s method on `service`, for a call made here (no compatibility
 /// declaration: the server and this door were built together).
+/// `error` (no such path, service or method) once the server's interceptors have let the
+/// caller through, or their refusal: a call to a service no server has, carrying the
+/// request's headers, is judged by them as any call is, so a caller they refuse cannot tell
+/// which paths exist (the same rule as the server's own, for calls over its protocol).
+async fn unknown(channel: &Channel, headers: &HeaderMap, error: HttpError) -> HttpError {
+    /// A method of a service named by no one (wire names are never empty).
+    const NOWHERE: MethodSpec = MethodSpec::new("", "");
+    let Ok(options) = call_options(headers) else {
+        return error;
+    };
+    let call = ClientCall::new(NOWHERE, options, Bytes::new());
+    match channel.call_encoded(call).await {
+        Err(RpcError::UnknownService { .. }) | Ok(_) => error,
+        Err(refusal) => HttpError::from(&refusal),
+    }
+}
+
 fn spec(service: &'static str, entry: &MethodEntry) -> MethodSpec {
     let spec = MethodSpec::new(service, entry.method());
     if entry.is_idempotent() {

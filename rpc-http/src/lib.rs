@@ -22,7 +22,9 @@
 //! - Errors are a Connect code with its HTTP status and `{"code": "...", "message": "..."}`:
 //!   `invalid_argument` 400 for arguments that do not decode (naming the argument and the
 //!   problem), `unauthenticated` 401, `permission_denied` 403, `resource_exhausted` 429,
-//!   `unimplemented` 501 for an unknown service or method, `unavailable` 503,
+//!   `unimplemented` 501 for an unknown service or method (only once the server's
+//!   interceptors have let the caller through, so a caller they refuse cannot tell which
+//!   paths exist), `unavailable` 503,
 //!   `deadline_exceeded` 504, `internal` 500 (a panic's text stays in the log); 405 for the
 //!   wrong method, 415 for the wrong content type, 413 for a body over the frame limit
 //!   (refused from its `Content-Length` before it is read).

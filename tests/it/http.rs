@@ -289,6 +289,25 @@ async fn headers_are_metadata_and_reach_interceptors() {
         send(http.address, request, false).await.json(),
         json!("acme")
     );
+    // A caller the interceptor refuses cannot tell which paths exist; one it lets through
+    // learns that these do not.
+    for (path, known) in [
+        ("/Nope/add", (501, "unimplemented")),
+        ("/Calculator/nope", (501, "unimplemented")),
+        ("/nothing", (404, "not_found")),
+    ] {
+        assert_error(
+            &call(http.address, path, "{}").await,
+            401,
+            "unauthenticated",
+        );
+        let request = Request::post(format!("http://{}{path}", http.address))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer let-me-in")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        assert_error(&send(http.address, request, false).await, known.0, known.1);
+    }
 }
 
 #[tokio::test]

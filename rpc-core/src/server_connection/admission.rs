@@ -83,10 +83,13 @@ impl ConnState {
             .with_metadata(metadata);
         // Interceptors judge every call before its caller learns anything about the API:
         // whether the service or the method exists, or whether its types match ours.
-        if let Err((status, message)) = self.intercept(service.as_deref(), head.method_id, &context)
-        {
-            self.respond_error(call_id, status, message.as_bytes());
-            return None;
+        if !self.routes.interceptors.is_empty() {
+            if let Err((status, message)) =
+                self.intercept(service.as_deref(), head.method_id, &context)
+            {
+                self.respond_error(call_id, status, message.as_bytes());
+                return None;
+            }
         }
         let Some(service) = service else {
             self.respond_error(call_id, Status::UnknownService, b"");
@@ -108,7 +111,7 @@ impl ConnState {
         })
     }
 
-    /// Runs the server's interceptors on a call about to start (to a service or method
+    /// Runs the server's interceptors (there are some) on a call about to start (to a service or method
     /// this server may not have: the names they see are then empty); the status and text
     /// to answer with when one refuses it.
     fn intercept(
@@ -118,9 +121,6 @@ impl ConnState {
         context: &Context,
     ) -> Result<(), (Status, String)> {
         let interceptors = &self.routes.interceptors;
-        if interceptors.is_empty() {
-            return Ok(());
-        }
         let service_name = service.map_or("", |service| service.service_name());
         let method_name = service
             .and_then(|service| service.method_name(method_id))
