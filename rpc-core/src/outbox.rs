@@ -371,20 +371,13 @@ pub(crate) async fn run_writer<W: FrameWrite>(
     loop {
         match outbox.next_batch(&mut batch, &slot).await {
             NextBatch::Write(mut writer) => {
-                let written = tokio::time::timeout(write_timeout, writer.write_all(&batch)).await;
+                let written = write_making_progress(&mut writer, &batch, write_timeout).await;
                 batch.clear();
-                let error = match written {
-                    Ok(Ok(())) => {
-                        slot.park(writer);
-                        continue;
-                    }
-                    Ok(Err(error)) => RpcError::from(error),
-                    Err(_elapsed) => RpcError::connection_closed(format!(
-                        "the peer read nothing for {write_timeout:?} (write stalled)"
-                    )),
-                };
-                outbox.fail(error.clone());
-                return Err(error);
+                if let Err(error) = written {
+                    outbox.fail(error.clone());
+                    return Err(error);
+                }
+                slot.park(writer);
             }
             NextBatch::Finished => {
                 let Some(mut writer) = slot.take() else {
@@ -399,6 +392,29 @@ pub(crate) async fn run_writer<W: FrameWrite>(
             NextBatch::Failed(error) => return Err(error),
         }
     }
+}
+
+/// Writes all of `batch`, failing only when the transport takes none of it for
+/// `write_timeout`: a slow reader that keeps reading is not a stalled one.
+async fn write_making_progress<W: FrameWrite>(
+    writer: &mut W,
+    batch: &[u8],
+    write_timeout: Duration,
+) -> Result<(), RpcError> {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        match tokio::time::timeout(write_timeout, writer.write_some(rest)).await {
+            Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Ok(Ok(written)) => rest = rest.get(written..).unwrap_or_default(),
+            Ok(Err(error)) => return Err(RpcError::from(error)),
+            Err(_elapsed) => {
+                return Err(RpcError::connection_closed(format!(
+                    "the peer read nothing for {write_timeout:?} (write stalled)"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -58,6 +58,18 @@ pub trait FrameWrite: Send + 'static {
     /// Flushes and closes the write direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Writes a first part of `bytes` (at least one byte when the transport takes any) and
+    /// returns its length, flushing once that is all of them. The connection's write timeout
+    /// is measured per call, so a transport that implements it lets a slow reader that
+    /// keeps reading take a large batch however long it takes as a whole. The default
+    /// writes them all with [`write_all`](FrameWrite::write_all).
+    fn write_some(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<usize>> + Send {
+        async move {
+            self.write_all(bytes).await?;
+            Ok(bytes.len())
+        }
+    }
+
     /// Writes as much of `bytes` as the transport takes right now, without waiting; an
     /// `io::ErrorKind::WouldBlock` error when it takes nothing. A lone call uses it to send
     /// its frame without a hop to the writer task. The default never writes (every frame

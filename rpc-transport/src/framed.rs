@@ -145,6 +145,14 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for FramedWriter<W> {
         self.io.shutdown().await
     }
 
+    async fn write_some(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.io.write(bytes).await?;
+        if written == bytes.len() {
+            self.io.flush().await?;
+        }
+        Ok(written)
+    }
+
     fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         // A poll with a waker that does nothing: if the stream is not ready, it says so and
         // the writer task, polling with its own waker, takes over.

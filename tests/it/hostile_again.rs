@@ -185,3 +185,40 @@ async fn a_dispatchers_own_error_text_stays_in_the_log() {
     assert!(matches!(error, RpcError::Internal { .. }), "{error}");
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
+
+/// The write timeout means "no progress": a client reading a 48 MiB response slowly but
+/// steadily (64 KiB every 5 ms, several seconds in all) is served in full by a server whose
+/// write timeout is 1 s, because every write makes progress well within it (timing the
+/// whole batch instead closed the connection after a fraction of it).
+#[tokio::test]
+async fn a_slow_reader_that_keeps_reading_is_not_a_stalled_one() {
+    use tokio::io::AsyncReadExt;
+    const LEN: usize = 48 << 20;
+    let (server, _) = test_server_with(config(|config| {
+        config.write_timeout = Duration::from_secs(1);
+        config.max_frame_size = 64 << 20;
+    }));
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let mut raw = server.raw().await;
+    raw.write_all(&PREFACE).await.unwrap();
+    raw.write_all(&request_frame(1, "Probe", "fill", &(LEN as u64,)))
+        .await
+        .unwrap();
+    let mut received = 0;
+    let mut chunk = vec![0_u8; 64 << 10];
+    while received < LEN {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let read = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut chunk))
+            .await
+            .expect("the server keeps sending")
+            .unwrap();
+        if read == 0 {
+            break;
+        }
+        received += read;
+    }
+    assert!(
+        received >= LEN,
+        "the connection closed after {received} of {LEN} bytes"
+    );
+}
