@@ -542,3 +542,16 @@ impl Drop for Replica {
         self.stop_with_kill();
     }
 }
+
+/// The frames in `bytes` (what the server sent after its preface), up to the first that
+/// does not decode.
+pub fn frames_in(bytes: &[u8]) -> Vec<rpc_core::wire::Frame> {
+    use rpc_core::wire::{Frame, FrameDecoder};
+    let mut decoder = FrameDecoder::after_preface(1 << 24);
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+        frames.push(Frame::parse(frame).unwrap());
+    }
+    frames
+}

@@ -137,14 +137,7 @@ async fn route<B: RequestBody>(
             .map_err(|error| HttpError::from(&error))?;
         return Ok(stream_response(stream, codec, events));
     }
-    let result = channel
-        .call_encoded(call)
-        .await
-        .map_err(|error| HttpError::from(&error))?;
-    let body = codec
-        .output(&result)
-        .map_err(|error| HttpError::from(&error))?;
-    Ok(json_response(Bytes::from(body)))
+    output_response(channel.call_encoded(call).await, codec)
 }
 
 /// A call with a request stream: an NDJSON body whose first line is the arguments object
@@ -205,10 +198,15 @@ async fn stream_in<B: RequestBody>(
             .map_err(|error| HttpError::from(&error))?;
         return Ok(stream_response(stream, codec, events));
     }
-    let result = channel
-        .call_with_input_encoded(call, input)
-        .await
-        .map_err(|error| HttpError::from(&error))?;
+    output_response(channel.call_with_input_encoded(call, input).await, codec)
+}
+
+/// The JSON response to a call's result (its postcard bytes, or its error).
+fn output_response(
+    result: Result<Bytes, RpcError>,
+    codec: JsonCodec,
+) -> Result<Response<HttpBody>, HttpError> {
+    let result = result.map_err(|error| HttpError::from(&error))?;
     let body = codec
         .output(&result)
         .map_err(|error| HttpError::from(&error))?;

@@ -8,20 +8,9 @@
 use std::time::Duration;
 
 use rpc_core::ServerConfig;
-use rpc_core::wire::{self, Frame, FrameDecoder, PREFACE};
+use rpc_core::wire::{self, Frame, PREFACE};
 use rpc_tests::*;
 use tokio::io::AsyncWriteExt;
-
-/// The frames in `bytes` (what the server sent after its preface).
-fn frames_in(bytes: &[u8]) -> Vec<Frame> {
-    let mut decoder = FrameDecoder::after_preface(1 << 24);
-    let mut buf = bytes::BytesMut::from(bytes);
-    let mut frames = Vec::new();
-    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-        frames.push(Frame::parse(frame).unwrap());
-    }
-    frames
-}
 
 fn server_with_error_budget(budget: u32) -> rpc_core::Server {
     let mut config = ServerConfig::default();

@@ -4,20 +4,10 @@
 use std::time::Duration;
 
 use rpc_core::codegen::{Dispatch, HandlerFuture, IncomingRequest};
-use rpc_core::wire::{self, Frame, FrameDecoder, PREFACE, RequestHead, Status};
+use rpc_core::wire::{self, Frame, PREFACE, RequestHead, Status};
 use rpc_core::{RpcError, Server, ServerConfig};
 use rpc_tests::*;
 use tokio::io::AsyncWriteExt;
-
-fn frames_in(bytes: &[u8]) -> Vec<Frame> {
-    let mut decoder = FrameDecoder::after_preface(1 << 24);
-    let mut buf = bytes::BytesMut::from(bytes);
-    let mut frames = Vec::new();
-    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-        frames.push(Frame::parse(frame).unwrap());
-    }
-    frames
-}
 
 fn config(change: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
     let mut config = ServerConfig::default();
