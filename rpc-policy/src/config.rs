@@ -49,6 +49,11 @@ pub struct BalanceConfig {
     /// Watch each server's health service and send no calls to one that reports
     /// `NotServing` (a server shutting down does so first). Default `true`.
     pub watch_health: bool,
+    /// How long a new connection's server has to answer the health watch with its first
+    /// status (or to say it has no health service). A server that says nothing in time gets
+    /// no calls: its connection is dropped and dialled again with backoff, so a server that
+    /// accepts connections but never answers cannot hold an endpoint for ever. Default 10 s.
+    pub health_timeout: Duration,
 }
 
 impl Default for BalanceConfig {
@@ -64,6 +69,7 @@ impl Default for BalanceConfig {
             retry_budget_ratio: 0.2,
             retry_budget_min_per_second: 10,
             watch_health: true,
+            health_timeout: Duration::from_secs(10),
         }
     }
 }

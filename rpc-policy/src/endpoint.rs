@@ -54,7 +54,8 @@ async fn run_endpoint(balancer: Weak<Balancer>, endpoint: Arc<str>) {
         }
         match connector.connect(&endpoint).await {
             Ok(channel) => {
-                offer_connection(&balancer, &endpoint, channel, config.watch_health).await;
+                let health_timeout = config.watch_health.then_some(config.health_timeout);
+                offer_connection(&balancer, &endpoint, channel, health_timeout).await;
                 backoff = Some(config.reconnect_backoff);
             }
             Err(error) => {
@@ -71,12 +72,13 @@ async fn run_endpoint(balancer: Weak<Balancer>, endpoint: Arc<str>) {
 }
 
 /// Offers `channel` to calls while it takes them and its server reports serving; returns
-/// once the server sent GOAWAY or the connection ended.
+/// once the server sent GOAWAY or the connection ended, or when, watching health (with
+/// `health_timeout`), the server gave no first answer in time.
 async fn offer_connection(
     balancer: &Weak<Balancer>,
     endpoint: &Arc<str>,
     channel: Channel,
-    watch_health: bool,
+    health_timeout: Option<Duration>,
 ) {
     let ready = Ready {
         endpoint: endpoint.clone(),
@@ -89,14 +91,40 @@ async fn offer_connection(
         }
         None => false,
     };
-    let mut health = if watch_health {
-        HealthClient::new(channel.clone())
-            .watch(String::new())
-            .await
-            .ok()
-    } else {
-        None
-    };
+    let mut health = None;
+    let mut first_status = None;
+    if let Some(limit) = health_timeout {
+        let first_answer = async {
+            let mut stream = HealthClient::new(channel.clone())
+                .watch(String::new())
+                .await
+                .ok()?;
+            let status = stream.next().await;
+            Some((stream, status))
+        };
+        match tokio::time::timeout(limit, first_answer).await {
+            Ok(Some((stream, status))) => {
+                health = Some(stream);
+                first_status = status;
+            }
+            // No health service (or a watch that failed): served without one.
+            Ok(None) => {}
+            Err(_elapsed) => {
+                tracing::debug!(%endpoint, ?limit, "the server did not answer the health watch; dialling again");
+                return;
+            }
+        }
+    }
+    match first_status {
+        Some(Ok(status)) => {
+            if !set_ready(status == ServingStatus::Serving) {
+                return;
+            }
+        }
+        // The watch ended or failed at once: served as a server without health.
+        Some(Err(_)) => health = None,
+        None => {}
+    }
     if health.is_none() && !set_ready(true) {
         return;
     }

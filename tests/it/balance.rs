@@ -416,3 +416,39 @@ async fn replicas_that_appear_and_disappear_in_resolution_are_followed() {
     assert!(answers.iter().all(|id| *id == 2), "{answers:?}");
     drop((first, second));
 }
+
+/// A server that accepts connections and sends its preface but never answers anything (not
+/// even the health watch) cannot hold an endpoint: after `health_timeout` the connection is
+/// dropped and dialled again, and calls made meanwhile fail within their deadline instead
+/// of going to it.
+#[tokio::test]
+async fn a_server_that_never_answers_the_health_watch_is_dialled_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = socket.write_all(&rpc_core::wire::PREFACE).await;
+                let mut sink = [0_u8; 1024];
+                while matches!(socket.read(&mut sink).await, Ok(read) if read > 0) {}
+            });
+        }
+    });
+    let mut config = quick_config();
+    config.health_timeout = Duration::from_millis(100);
+    let client = ReplicatedClient::new(rpc_transport::tcp::balanced([address.to_string()], config));
+    let error = client
+        .with_timeout(Duration::from_millis(500))
+        .get()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RpcError::DeadlineExceeded {}), "{error}");
+    eventually("the silent server was dialled again", || {
+        accepted.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+}
