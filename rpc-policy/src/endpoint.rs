@@ -116,14 +116,10 @@ async fn offer_connection(
         }
     }
     match first_status {
-        Some(Ok(status)) => {
-            if !set_ready(status == ServingStatus::Serving) {
-                return;
-            }
-        }
-        // The watch ended or failed at once: served as a server without health.
+        Some(Ok(status)) if !set_ready(status == ServingStatus::Serving) => return,
+        // The watch failed at once: served as a server without health.
         Some(Err(_)) => health = None,
-        None => {}
+        Some(Ok(_)) | None => {}
     }
     if health.is_none() && !set_ready(true) {
         return;
