@@ -163,19 +163,6 @@ pub fn reply_stream<M: MethodTypes>(stream: Streaming<M::OutputItem>) -> Reply {
     Reply::stream(stream)
 }
 
-/// The entry of `M`'s method in its service's [`ServiceShapes`] (see
-/// [`MethodEntry::describe`]).
-pub fn method_entry<M: MethodTypes>(
-    method: &'static str,
-    args: &'static [&'static str],
-    fallback: u32,
-    idempotent: bool,
-    kind: CallKind,
-    doc: &'static str,
-) -> MethodEntry {
-    MethodEntry::describe::<M>(method, args, fallback, idempotent, kind, doc)
-}
-
 /// A unary call of `M` whose arguments are encoded already (a method that takes borrowed
 /// arguments encodes them before its future starts, so that the future owns nothing
 /// borrowed).

@@ -126,7 +126,7 @@ fn shapes_body(model: &ServiceModel) -> TokenStream {
         let returns_stream = method.output_stream.is_some();
         let doc = crate::names::doc_text(&method.docs);
         quote! {
-            #codegen::method_entry::<#marker>(
+            #codegen::MethodEntry::describe::<#marker>(
                 #name,
                 &[#(#arg_names),*],
                 #fallback,
