@@ -72,34 +72,11 @@ async fn route<B: RequestBody>(
         let document = crate::openapi::openapi(server).to_string();
         return Ok(json_response(Bytes::from(document)));
     }
-    let Some((service, method)) = path.rsplit_once('/') else {
-        let error = HttpError::new(
-            "not_found",
-            StatusCode::NOT_FOUND,
-            "calls are `POST /{Service}/{method}`",
-        );
-        return Err(unknown(&channel, request.headers(), error).await);
+    let (service, entry) = match resolve(server, path) {
+        Ok(found) => found,
+        Err(error) => return Err(unknown(&channel, request.headers(), error).await),
     };
-    let services = server.described_services();
-    let Some((service, shapes)) = services.iter().find(|(name, _)| *name == service) else {
-        let error = HttpError::new(
-            "unimplemented",
-            StatusCode::NOT_IMPLEMENTED,
-            format!("no service `{service}`"),
-        );
-        return Err(unknown(&channel, request.headers(), error).await);
-    };
-    let Some(entry) = shapes
-        .method(rpc_core::wire::wire_id(method))
-        .filter(|entry| entry.method() == method)
-    else {
-        let error = HttpError::new(
-            "unimplemented",
-            StatusCode::NOT_IMPLEMENTED,
-            format!("no method `{service}.{method}`"),
-        );
-        return Err(unknown(&channel, request.headers(), error).await);
-    };
+    let method = entry.method();
     let Some(codec) = entry.json().copied() else {
         return Err(HttpError::new(
             "unimplemented",
@@ -273,6 +250,36 @@ fn stream_response(stream: Streaming<Bytes>, codec: JsonCodec, events: bool) -> 
 
 /// The spec of `entry`'s method on `service`, for a call made here (no compatibility
 /// declaration: the server and this door were built together).
+/// The service and method a path names, or why it names none.
+fn resolve(server: &Server, path: &str) -> Result<(&'static str, &'static MethodEntry), HttpError> {
+    let Some((service, method)) = path.rsplit_once('/') else {
+        return Err(HttpError::new(
+            "not_found",
+            StatusCode::NOT_FOUND,
+            "calls are `POST /{Service}/{method}`",
+        ));
+    };
+    let services = server.described_services();
+    let Some(&(service, shapes)) = services.iter().find(|(name, _)| *name == service) else {
+        return Err(HttpError::new(
+            "unimplemented",
+            StatusCode::NOT_IMPLEMENTED,
+            format!("no service `{service}`"),
+        ));
+    };
+    let entry = shapes
+        .method(rpc_core::wire::wire_id(method))
+        .filter(|entry| entry.method() == method)
+        .ok_or_else(|| {
+            HttpError::new(
+                "unimplemented",
+                StatusCode::NOT_IMPLEMENTED,
+                format!("no method `{service}.{method}`"),
+            )
+        })?;
+    Ok((service, entry))
+}
+
 /// `error` (no such path, service or method) once the server's interceptors have let the
 /// caller through, or their refusal: a call to a service no server has, carrying the
 /// request's headers, is judged by them as any call is, so a caller they refuse cannot tell

@@ -111,9 +111,9 @@ impl ConnState {
         })
     }
 
-    /// Runs the server's interceptors (there are some) on a call about to start (to a service or method
-    /// this server may not have: the names they see are then empty); the status and text
-    /// to answer with when one refuses it.
+    /// Runs the server's interceptors (the caller checked there are some) on a call about to
+    /// start, perhaps to a service or method this server does not have (the names they see
+    /// are then empty); the status and text to answer with when one refuses it.
     fn intercept(
         &self,
         service: Option<&dyn Dispatch>,
