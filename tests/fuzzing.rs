@@ -141,11 +141,47 @@ pub struct Envelope {
     pub tree: Tree,
     /// A float (compared bitwise).
     pub weight: f64,
+    /// A hash map (its claimed length is a capacity hint).
+    pub index: std::collections::HashMap<u16, String>,
+    /// Boxed values, present or not.
+    pub boxes: Vec<Option<Box<[u16; 8]>>>,
+}
+
+impl Envelope {
+    /// Whether two envelopes are the same, floats compared bitwise (a NaN is itself).
+    fn same(&self, other: &Envelope) -> bool {
+        self.weight.to_bits() == other.weight.to_bits()
+            && Envelope {
+                weight: 0.0,
+                ..self.clone()
+            } == Envelope {
+                weight: 0.0,
+                ..other.clone()
+            }
+    }
+}
+
+/// Values far larger in memory than on the wire, which only the decoder's memory limit
+/// stops: decoded (never round-tripped: the encoder cannot see their memory) to check that
+/// what they make the decoder allocate stays within the payload's budget.
+#[derive(Debug, Deserialize)]
+pub struct Heavy {
+    /// Boxes of mostly-empty 512-byte slots: one wire byte, over 512 bytes of heap each.
+    #[allow(clippy::vec_box)] // the box is the point: what it holds is charged too
+    pub boxed: Vec<Box<Option<[[u64; 32]; 2]>>>,
+    /// A map of mostly-empty slots, whose claimed length is a capacity hint.
+    pub map: std::collections::HashMap<u64, Option<[[u8; 32]; 8]>>,
+    /// Zero-sized elements in nested sequences.
+    pub units: Vec<Vec<()>>,
+    /// Recursion through boxes.
+    pub tree: Tree,
 }
 
 /// Decodes `data` as a frame body, then its metadata section and its payload as an
-/// [`Envelope`] with every decoding limit on; whatever decodes must re-encode and decode to
-/// the same value.
+/// [`Envelope`] and a [`Heavy`] with every decoding limit on. Whatever decodes as an
+/// envelope and the encoder writes must decode to the same value: the encoder may refuse
+/// a value the peer's limits would refuse (a non-canonical input can pay for more elements
+/// than its canonical form), but never write one the decoder refuses.
 pub fn envelope(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     if let Ok(Frame::Request { metadata, .. }) = Frame::parse(body) {
@@ -154,14 +190,21 @@ pub fn envelope(data: &[u8]) {
     for payload in [data, data.get(1..).unwrap_or_default()] {
         if let Ok(value) = rpc_core::codec::decode::<Envelope>(payload) {
             let mut buf = BytesMut::new();
-            rpc_core::codec::encode_into(&mut buf, &value).unwrap();
-            let again: Envelope = rpc_core::codec::decode(&buf).unwrap();
-            assert_eq!(
-                format!("{value:?}"),
-                format!("{again:?}"),
-                "round trip changed it"
-            );
+            match rpc_core::codec::encode_into(&mut buf, &value) {
+                Ok(()) => {
+                    let again: Envelope = match rpc_core::codec::decode(&buf) {
+                        Ok(again) => again,
+                        Err(error) => panic!("the decoder refuses what the encoder wrote: {error}"),
+                    };
+                    assert!(value.same(&again), "round trip changed it");
+                }
+                Err(error) => assert!(
+                    error.to_string().contains("the peer would refuse it"),
+                    "the encoder failed: {error}"
+                ),
+            }
         }
+        let _ = rpc_core::codec::decode::<Heavy>(payload);
     }
 }
 
@@ -460,6 +503,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             Tree::Maybe(Some(Box::new(Tree::Leaf(5)))),
         )]),
         weight: 0.5,
+        index: [(3, "three".to_owned())].into_iter().collect(),
+        boxes: vec![None, Some(Box::new([1, 2, 3, 4, 5, 6, 7, 8]))],
     };
 
     let mut client_speech = BytesMut::from(&wire::PREFACE[..]);
@@ -511,11 +556,70 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             client_speech[wire::PREFACE.len() + 4..].to_vec(),
         ),
         ("envelope", envelope_seed.to_vec()),
+        ("envelope", heavy_seed()),
+        ("envelope", padded_envelope_seed()),
+        // A `Heavy` whose map claims 2^20 entries in five bytes: postcard passes the claim to
+        // serde as a capacity hint, which would reserve a megabyte before the first entry.
+        ("envelope", vec![0, 0x80, 0x80, 0x40, 7]),
         ("server_connection", with_seed(0, &client_speech)),
         ("server_connection", with_seed(7, &client_speech)),
         ("client_connection", with_seed(0, &server_speech)),
         ("client_connection", with_seed(7, &server_speech)),
     ]
+}
+
+/// A non-canonical [`Envelope`] encoding that pays for more elements than the canonical
+/// form of its value can: the shape of the `envelope` target's first finding, an envelope
+/// that decoded, re-encoded smaller, and was then refused by the decoder ("more elements
+/// than the payload can hold"). 50,000 units and 1,000 tree entries whose varints are
+/// padded to their longest form (postcard accepts them), 16 KB; canonically 3 KB, which
+/// cannot pay for 50,000 elements, so the encoder must refuse to write it.
+fn padded_envelope_seed() -> Vec<u8> {
+    fn varint(out: &mut BytesMut, mut value: u64) {
+        while value >= 0x80 {
+            out.extend_from_slice(&[(value as u8) | 0x80]);
+            value >>= 7;
+        }
+        out.extend_from_slice(&[value as u8]);
+    }
+    let mut out = BytesMut::new();
+    let head = (7_u64, -3_i32, true, 'x', "name", vec![1_u8], None::<u32>);
+    rpc_core::codec::encode_into(&mut out, &head).unwrap();
+    varint(&mut out, 50_000); // units
+    varint(&mut out, 0); // labels
+    varint(&mut out, 1); // tree: Tree::Node
+    varint(&mut out, 1_000);
+    for _ in 0..1_000 {
+        out.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x00]); // "" (length 0, padded)
+        varint(&mut out, 0); // Tree::Leaf
+        out.extend_from_slice(&[0x80; 9]); // 0_i64, padded to ten bytes
+        out.extend_from_slice(&[0x00]);
+    }
+    out.extend_from_slice(&0.25_f64.to_le_bytes()); // weight
+    varint(&mut out, 0); // index
+    varint(&mut out, 0); // boxes
+    out.to_vec()
+}
+
+/// A [`Heavy`] value near the decoder's limits.
+fn heavy_seed() -> Vec<u8> {
+    #[derive(Serialize)]
+    struct HeavyOut {
+        #[allow(clippy::vec_box)]
+        boxed: Vec<Box<Option<[[u64; 32]; 2]>>>,
+        map: Vec<(u64, Option<[[u8; 32]; 8]>)>,
+        units: Vec<Vec<()>>,
+        tree: Tree,
+    }
+    let heavy = HeavyOut {
+        boxed: vec![Box::new(None); 50],
+        map: (0..50).map(|key| (key, None)).collect(),
+        units: vec![vec![(); 1000]; 3],
+        tree: Tree::Maybe(Some(Box::new(Tree::Leaf(1)))),
+    };
+    let mut out = BytesMut::new();
+    rpc_core::codec::encode_into(&mut out, &heavy).unwrap();
+    out.to_vec()
 }
 
 /// Appends a stream item frame carrying `value`.
@@ -560,3 +664,25 @@ pub const TARGETS: [&str; 4] = [
     "server_connection",
     "client_connection",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_padded_envelope_decodes_and_its_canonical_form_is_refused_by_the_encoder() {
+        let padded = padded_envelope_seed();
+        let value: Envelope = rpc_core::codec::decode(&padded).unwrap();
+        assert_eq!(value.units.len(), 50_000);
+        let error = rpc_core::codec::encode_into(&mut BytesMut::new(), &value).unwrap_err();
+        assert!(error.to_string().contains("more elements"), "{error}");
+        envelope(&padded);
+    }
+
+    #[test]
+    fn the_heavy_seed_decodes() {
+        if let Err(error) = rpc_core::codec::decode::<Heavy>(&heavy_seed()) {
+            panic!("{error}");
+        }
+    }
+}

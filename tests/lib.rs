@@ -5,6 +5,7 @@
 // `allow-unwrap-in-tests` does not cover this crate (rust-clippy#16122).
 #![allow(clippy::unwrap_used)]
 
+pub mod alloc;
 pub mod fuzzing;
 
 use std::path::PathBuf;

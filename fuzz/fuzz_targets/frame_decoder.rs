@@ -5,5 +5,5 @@
 static ALLOC: rpc_fuzz::PeakAlloc = rpc_fuzz::PeakAlloc;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    rpc_fuzz::within_budget(data, 64 * 1024 + 8 * data.len(), rpc_tests::fuzzing::frame_decoder);
+    rpc_fuzz::within_budget(data, rpc_fuzz::frame_budget(data), rpc_tests::fuzzing::frame_decoder);
 });

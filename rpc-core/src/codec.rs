@@ -2,9 +2,12 @@
 //!
 //! Values are encoded straight into the outgoing frame buffer (no intermediate `Vec`), and
 //! decoded from a zero-copy slice of the received frame. Decoding rejects trailing bytes, so
-//! a payload means exactly one value.
+//! a payload means exactly one value. Both directions hold values to the same limits
+//! ([`budget`]), so what one peer sends, the other accepts.
 
+mod budget;
 mod guard;
+mod meter;
 
 use std::fmt;
 
@@ -16,13 +19,34 @@ use crate::error::RpcError;
 
 /// Appends the postcard encoding of `value` to `buf`.
 ///
+/// The value is held to the nesting and element limits [`decode`] applies, counted as it
+/// is written, so a value the peer would refuse for them is refused here instead. (Memory
+/// the encoder cannot see: a value over 32 times larger in memory than on the wire is
+/// refused by the peer.)
+///
 /// # Errors
 ///
 /// `RpcError::Codec` when the value's `Serialize` impl fails (for example a type postcard
-/// cannot carry). `buf` may then hold a partial encoding; callers abandon the frame.
+/// cannot carry), or the value breaks a limit the peer's decoder would hold it to. `buf` may
+/// then hold a partial encoding; callers abandon the frame.
 pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T) -> Result<(), RpcError> {
-    postcard::serialize_with_flavor(value, BytesMutFlavor { buf })
-        .map_err(|error| RpcError::codec(format!("cannot encode value: {error}")))
+    let start = buf.len();
+    let budget = budget::Budget::for_encoding();
+    let metered = meter::Metered {
+        value,
+        budget: &budget,
+    };
+    postcard::serialize_with_flavor(&metered, BytesMutFlavor { buf }).map_err(
+        |error| match budget.violation() {
+            Some(limit) => RpcError::codec(format!("cannot encode value: {limit}")),
+            None => RpcError::codec(format!("cannot encode value: {error}")),
+        },
+    )?;
+    budget.check_encoded(buf.len() - start).map_err(|limit| {
+        RpcError::codec(format!(
+            "cannot encode value: the peer would refuse it: {limit}"
+        ))
+    })
 }
 
 /// The length of `value`'s encoding, without encoding it anywhere (a `Vec<u8>` or string is
@@ -61,11 +85,12 @@ impl postcard::ser_flavors::Flavor for CountingFlavor {
 /// Decodes exactly one value from `bytes`.
 ///
 /// Decoding is bounded by the input: values may nest at most 128 levels deep (every
-/// sequence, map, enum, option and newtype is a level), and the payload
-/// may not claim more elements than its bytes could hold (zero-sized elements included), and
-/// its elements may take at most 32 bytes of memory (their `size_of`) per payload byte, plus
-/// 64 KiB, so a hostile payload can neither overflow the stack, spin the CPU, nor make a few
-/// bytes decode into gigabytes.
+/// sequence, map, tuple, struct, enum, option and newtype is a level), the payload may
+/// yield at most 8 elements per byte plus 4096 (zero-sized elements included), and its values
+/// may take at most 32 bytes of memory per payload byte, plus 64 KiB (counted as memory:
+/// what a `Box` holds and what a sequence or map stores, not only the slots), so a hostile
+/// payload can neither overflow the stack, spin the CPU, nor make a few bytes decode into
+/// gigabytes. [`encode_into`] holds what it writes to the same nesting and element limits.
 ///
 /// # Errors
 ///
@@ -82,11 +107,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
 ///
 /// As [`decode`].
 pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, RpcError> {
-    let budget = guard::Budget::for_payload(bytes.len());
+    let budget = budget::Budget::for_payload(bytes.len());
     let mut deserializer = postcard::Deserializer::from_bytes(bytes);
     let value = T::deserialize(guard::Guard {
         inner: &mut deserializer,
         budget: &budget,
+        covered: 0,
     })
     .map_err(|error| match budget.violation() {
         Some(limit) => RpcError::codec(format!("cannot decode value: {limit}")),
@@ -270,7 +296,7 @@ mod tests {
 
     #[test]
     fn zero_sized_elements_cannot_spin_the_decoder() {
-        // A Vec<()> claiming 2^63 elements, in 10 bytes.
+        // A Vec<()> claiming 2^63 elements, in 9 bytes.
         let hostile = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
         let started = std::time::Instant::now();
         let error = decode::<Vec<()>>(&hostile).unwrap_err();
@@ -282,24 +308,105 @@ mod tests {
         assert_eq!(decode::<Vec<()>>(&fine).unwrap().len(), 1000);
     }
 
+    /// 4 KiB in memory (serde implements arrays up to 32 elements).
+    type Big = [[u64; 32]; 16];
+
+    /// The bytes postcard writes for `value`, with no limit applied (what a hostile peer
+    /// could send).
+    fn unchecked<T: Serialize>(value: &T) -> Vec<u8> {
+        postcard::to_allocvec(value).unwrap()
+    }
+
     #[test]
-    fn elements_much_larger_in_memory_than_on_the_wire_are_capped() {
-        /// 4 KiB in memory (serde implements arrays up to 32 elements).
-        type Big = [[u64; 32]; 16];
+    fn values_much_larger_in_memory_than_on_the_wire_are_refused() {
         // Each `None` is one byte on the wire and over 4096 in memory: 4,000 of them would take
         // 16 MB from 4 KB.
-        let mut hostile = BytesMut::new();
-        encode_into(&mut hostile, &vec![None::<Big>; 4_000]).unwrap();
+        let hostile = unchecked(&vec![None::<Big>; 4_000]);
         let error = decode::<Vec<Option<Big>>>(&hostile).unwrap_err();
         assert!(error.to_string().contains("32 times its size"), "{error}");
-        // Ordinary element types are nowhere near the cap.
-        let mut fine = BytesMut::new();
+        // Ordinary types are nowhere near the limit.
         let strings = vec![String::new(); 10_000];
-        encode_into(&mut fine, &strings).unwrap();
-        assert_eq!(decode::<Vec<String>>(&fine).unwrap(), strings);
-        let mut fine = BytesMut::new();
-        encode_into(&mut fine, &vec![7_u64; 10_000]).unwrap();
-        assert_eq!(decode::<Vec<u64>>(&fine).unwrap().len(), 10_000);
+        assert_eq!(
+            decode::<Vec<String>>(&unchecked(&strings)).unwrap(),
+            strings
+        );
+        let numbers = vec![7_u64; 10_000];
+        assert_eq!(decode::<Vec<u64>>(&unchecked(&numbers)).unwrap(), numbers);
+    }
+
+    #[test]
+    fn what_a_box_holds_is_counted() {
+        // A boxed `None` is one byte on the wire, eight in its `Vec` slot and 4104 on the heap.
+        let hostile = unchecked(&vec![Box::new(None::<Big>); 4_000]);
+        let error = decode::<Vec<Box<Option<Big>>>>(&hostile).unwrap_err();
+        assert!(error.to_string().contains("32 times its size"), "{error}");
+        // The same one level down, in an option.
+        let hostile = unchecked(&vec![Some(Box::new(None::<Big>)); 4_000]);
+        let error = decode::<Vec<Option<Box<Option<Big>>>>>(&hostile).unwrap_err();
+        assert!(error.to_string().contains("32 times its size"), "{error}");
+    }
+
+    #[test]
+    fn fields_are_counted_once_with_the_value_that_holds_them() {
+        /// 20 optional strings: 480 bytes in memory, 20 on the wire when all are empty.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        struct Record {
+            fields: ([Option<String>; 10], [Option<String>; 10]),
+        }
+        let records = vec![Record::default(); 5_000];
+        let mut buf = BytesMut::new();
+        encode_into(&mut buf, &records).unwrap();
+        assert_eq!(decode::<Vec<Record>>(&buf).unwrap(), records);
+    }
+
+    #[test]
+    fn what_the_encoder_writes_the_decoder_accepts() {
+        fn check<T>(value: &T) -> bool
+        where
+            T: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
+        {
+            let mut buf = BytesMut::new();
+            match encode_into(&mut buf, value) {
+                Ok(()) => {
+                    let back: T = decode(&buf).unwrap_or_else(|error| {
+                        panic!("the encoder wrote what the decoder refuses: {error}")
+                    });
+                    assert_eq!(&back, value);
+                    true
+                }
+                Err(error) => {
+                    assert!(
+                        error.to_string().contains("the peer would refuse it"),
+                        "{error}"
+                    );
+                    false
+                }
+            }
+        }
+        // Around each limit, every length the encoder takes decodes, and it refuses the rest.
+        let units: Vec<bool> = (4_000..4_200).map(|n| check(&vec![(); n])).collect();
+        assert!(units.contains(&true) && units.contains(&false));
+        let nested: Vec<bool> = (0..200).map(|n| check(&vec![vec![(); 40]; n])).collect();
+        assert!(nested.contains(&true) && nested.contains(&false));
+        // Too deep for the peer is too deep to send.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Node(Option<Box<Node>>);
+        let mut deep = Node(None);
+        for _ in 0..200 {
+            deep = Node(Some(Box::new(deep)));
+        }
+        let error = encode_into(&mut BytesMut::new(), &deep).unwrap_err();
+        assert!(error.to_string().contains("nest deeper"), "{error}");
+    }
+
+    #[test]
+    fn a_claimed_length_reserves_no_more_than_the_payload_has_bytes() {
+        let budget = budget::Budget::for_payload(10);
+        assert_eq!(budget.clamp_hint(Some(1 << 20)), Some(10));
+        assert_eq!(budget.clamp_hint(Some(3)), Some(3));
+        // A map claiming a million entries in a few bytes fails, having reserved nothing big.
+        let hostile = [0x80, 0x80, 0x40, 1, 1];
+        assert!(decode::<std::collections::HashMap<u8, u8>>(&hostile).is_err());
     }
 
     #[test]

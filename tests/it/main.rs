@@ -13,7 +13,6 @@ mod calls;
 mod compat;
 mod deadlines;
 mod faults;
-mod fuzz_corpus;
 mod generics;
 mod health;
 mod hostile;

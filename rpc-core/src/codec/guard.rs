@@ -1,123 +1,54 @@
-//! Limits that postcard does not enforce on what a peer sends: how deep values nest, how
-//! many elements a payload may claim, and how much memory its elements may take.
+//! The decoder's side of the [`Budget`]: a serde `Deserializer` wrapper that holds a
+//! payload to its limits as it reads it.
 //!
-//! `Guard` wraps any serde `Deserializer` and passes every call through, counting on the way:
-//! nesting deeper than `MAX_DEPTH` is refused (a recursive type could otherwise overflow
-//! the stack, an abort nothing can catch), and so are more elements than the payload could
-//! hold (a `Vec<()>` claiming 2^63 elements costs no bytes per element, so postcard would spin
-//! on it for ever), and so are elements whose in-memory slots add up to more than
-//! `SLOT_BYTES_PER_BYTE` times the payload (a `Vec<Option<[u8; 4096]>>` of `None`s costs one
-//! byte on the wire and 4097 in memory per element, so a 16 MiB frame would otherwise
-//! decode into 64 GiB, and a failed allocation aborts the process).
+//! `Guard` wraps any serde `Deserializer` and passes every call through, counting on the
+//! way: each value is charged its `size_of` minus what its parent's slot already paid
+//! (`covered`), each compound value's accessor counts the elements it yields and lends its
+//! own slot to the values that live inline in it, and every level of nesting is entered in
+//! the budget. The first limit broken ends the decoding with its reason.
 
-use std::cell::Cell;
 use std::fmt;
+use std::mem::size_of;
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-/// How deep values may nest.
-pub(crate) const MAX_DEPTH: usize = 128;
-
-/// Bytes of element slots (`size_of` of each element of a sequence or map) a payload may
-/// decode into per byte it carries, plus `SLOT_BYTES_ALLOWANCE`. Typical types stay far
-/// below it (a `Vec<u64>` takes at most 8 per byte, a `Vec<String>` 24); what goes past is
-/// an element type far larger in memory than on the wire, sent by the thousand.
-pub(crate) const SLOT_BYTES_PER_BYTE: usize = 32;
-
-/// Slot bytes every payload may use whatever its size.
-const SLOT_BYTES_ALLOWANCE: usize = 64 * 1024;
-
-/// What one decoding may still spend.
-pub(crate) struct Budget {
-    depth: Cell<usize>,
-    elements: Cell<usize>,
-    slot_bytes: Cell<usize>,
-    /// Which limit a refused payload broke (formats' own errors may drop the text).
-    violation: Cell<Option<&'static str>>,
-}
-
-impl Budget {
-    /// A budget for a payload of `len` bytes: elements are charged against it, with room
-    /// for a fair number of zero-sized ones.
-    pub(crate) fn for_payload(len: usize) -> Self {
-        Budget {
-            depth: Cell::new(0),
-            elements: Cell::new(len.saturating_mul(8).saturating_add(4096)),
-            slot_bytes: Cell::new(
-                len.saturating_mul(SLOT_BYTES_PER_BYTE)
-                    .saturating_add(SLOT_BYTES_ALLOWANCE),
-            ),
-            violation: Cell::new(None),
-        }
-    }
-
-    /// The limit the payload broke, if it broke one.
-    pub(crate) fn violation(&self) -> Option<&'static str> {
-        self.violation.get()
-    }
-
-    fn refuse<E: de::Error>(&self, reason: &'static str) -> E {
-        self.violation.set(Some(reason));
-        E::custom(reason)
-    }
-
-    fn enter<E: de::Error>(&self) -> Result<DepthGuard<'_>, E> {
-        let depth = self.depth.get() + 1;
-        if depth > MAX_DEPTH {
-            return Err(self.refuse("values nest deeper than 128 levels"));
-        }
-        self.depth.set(depth);
-        Ok(DepthGuard { budget: self })
-    }
-
-    /// Charges one element of type `V`: one against the element count, and its size
-    /// against the slot bytes.
-    fn charge_element<V, E: de::Error>(&self) -> Result<(), E> {
-        match self.elements.get().checked_sub(1) {
-            Some(left) => self.elements.set(left),
-            None => return Err(self.refuse("more elements than the payload can hold")),
-        }
-        self.charge_slot::<V, E>()
-    }
-
-    /// Charges the in-memory size of a `V` against the slot bytes.
-    fn charge_slot<V, E: de::Error>(&self) -> Result<(), E> {
-        match self.slot_bytes.get().checked_sub(std::mem::size_of::<V>()) {
-            Some(left) => {
-                self.slot_bytes.set(left);
-                Ok(())
-            }
-            None => {
-                Err(self
-                    .refuse("the payload's elements would take over 32 times its size in memory"))
-            }
-        }
-    }
-}
-
-struct DepthGuard<'a> {
-    budget: &'a Budget,
-}
-
-impl Drop for DepthGuard<'_> {
-    fn drop(&mut self) {
-        self.budget.depth.set(self.budget.depth.get() - 1);
-    }
-}
+use super::budget::Budget;
 
 /// A deserializer that enforces a [`Budget`].
 pub(crate) struct Guard<'b, D> {
     pub(crate) inner: D,
     pub(crate) budget: &'b Budget,
+    /// Bytes of the value about to be decoded that its parent's slot already paid for.
+    pub(crate) covered: usize,
 }
 
-macro_rules! forward_plain {
-    ($($method:ident),* $(,)?) => {
+impl<'de, 'b, D: Deserializer<'de>> Guard<'b, D> {
+    /// Charges the value `visitor` is about to build, and wraps the visitor; hands back the
+    /// inner deserializer to build it with.
+    fn admit<V: Visitor<'de>>(self, visitor: V) -> Result<(D, GuardVisitor<'b, V>), D::Error> {
+        self.budget
+            .charge_memory(size_of::<V::Value>().saturating_sub(self.covered))
+            .map_err(de::Error::custom)?;
+        let visitor = GuardVisitor {
+            inner: visitor,
+            budget: self.budget,
+        };
+        Ok((self.inner, visitor))
+    }
+}
+
+macro_rules! forward_deserialize {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
         $(
-            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-                self.inner.$method(GuardVisitor { inner: visitor, budget: self.budget })
+            fn $method<V: Visitor<'de>>(
+                self,
+                $($arg: $ty,)*
+                visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                let (inner, visitor) = self.admit(visitor)?;
+                inner.$method($($arg,)* visitor)
             }
         )*
     };
@@ -126,123 +57,39 @@ macro_rules! forward_plain {
 impl<'de, 'b, D: Deserializer<'de>> Deserializer<'de> for Guard<'b, D> {
     type Error = D::Error;
 
-    forward_plain!(
-        deserialize_any,
-        deserialize_bool,
-        deserialize_i8,
-        deserialize_i16,
-        deserialize_i32,
-        deserialize_i64,
-        deserialize_i128,
-        deserialize_u8,
-        deserialize_u16,
-        deserialize_u32,
-        deserialize_u64,
-        deserialize_u128,
-        deserialize_f32,
-        deserialize_f64,
-        deserialize_char,
-        deserialize_str,
-        deserialize_string,
-        deserialize_bytes,
-        deserialize_byte_buf,
-        deserialize_option,
-        deserialize_unit,
-        deserialize_seq,
-        deserialize_map,
-        deserialize_identifier,
-        deserialize_ignored_any,
+    forward_deserialize!(
+        deserialize_any(),
+        deserialize_bool(),
+        deserialize_i8(),
+        deserialize_i16(),
+        deserialize_i32(),
+        deserialize_i64(),
+        deserialize_i128(),
+        deserialize_u8(),
+        deserialize_u16(),
+        deserialize_u32(),
+        deserialize_u64(),
+        deserialize_u128(),
+        deserialize_f32(),
+        deserialize_f64(),
+        deserialize_char(),
+        deserialize_str(),
+        deserialize_string(),
+        deserialize_bytes(),
+        deserialize_byte_buf(),
+        deserialize_option(),
+        deserialize_unit(),
+        deserialize_seq(),
+        deserialize_map(),
+        deserialize_identifier(),
+        deserialize_ignored_any(),
+        deserialize_unit_struct(name: &'static str),
+        deserialize_newtype_struct(name: &'static str),
+        deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize),
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]),
     );
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.deserialize_unit_struct(
-            name,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.deserialize_newtype_struct(
-            name,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.deserialize_tuple(
-            len,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.deserialize_tuple_struct(
-            name,
-            len,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.deserialize_struct(
-            name,
-            fields,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.deserialize_enum(
-            name,
-            variants,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
-    }
 
     fn is_human_readable(&self) -> bool {
         self.inner.is_human_readable()
@@ -250,10 +97,36 @@ impl<'de, 'b, D: Deserializer<'de>> Deserializer<'de> for Guard<'b, D> {
 }
 
 /// Passes values through; wraps the accessors of compound values so that their elements are
-/// counted and their nesting measured.
+/// counted and their nesting measured, lending them the compound value's own slot.
 struct GuardVisitor<'b, V> {
     inner: V,
     budget: &'b Budget,
+}
+
+impl<'b, V> GuardVisitor<'b, V> {
+    /// An accessor over the compound value this visitor builds, holding its slot as credit.
+    fn access<'de, A>(&self, inner: A) -> GuardAccess<'b, A>
+    where
+        V: Visitor<'de>,
+    {
+        GuardAccess {
+            inner,
+            budget: self.budget,
+            credit: size_of::<V::Value>(),
+        }
+    }
+
+    /// A deserializer for the one value inside the value this visitor builds.
+    fn inside<'de, D>(&self, inner: D) -> Guard<'b, D>
+    where
+        V: Visitor<'de>,
+    {
+        Guard {
+            inner,
+            budget: self.budget,
+            covered: size_of::<V::Value>(),
+        }
+    }
 }
 
 macro_rules! forward_visit {
@@ -305,118 +178,125 @@ impl<'de, 'b, V: Visitor<'de>> Visitor<'de> for GuardVisitor<'b, V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        let _depth = self.budget.enter()?;
-        self.inner.visit_some(Guard {
-            inner: deserializer,
-            budget: self.budget,
-        })
+        let _depth = self.budget.enter().map_err(de::Error::custom)?;
+        let inside = self.inside(deserializer);
+        self.inner.visit_some(inside)
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(
         self,
         deserializer: D,
     ) -> Result<Self::Value, D::Error> {
-        let _depth = self.budget.enter()?;
-        self.inner.visit_newtype_struct(Guard {
-            inner: deserializer,
-            budget: self.budget,
-        })
+        let _depth = self.budget.enter().map_err(de::Error::custom)?;
+        let inside = self.inside(deserializer);
+        self.inner.visit_newtype_struct(inside)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let _depth = self.budget.enter()?;
-        self.inner.visit_seq(GuardAccess {
-            inner: seq,
-            budget: self.budget,
-        })
+        let _depth = self.budget.enter().map_err(de::Error::custom)?;
+        let access = self.access(seq);
+        self.inner.visit_seq(access)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let _depth = self.budget.enter()?;
-        self.inner.visit_map(GuardAccess {
-            inner: map,
-            budget: self.budget,
-        })
+        let _depth = self.budget.enter().map_err(de::Error::custom)?;
+        let access = self.access(map);
+        self.inner.visit_map(access)
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
-        let _depth = self.budget.enter()?;
-        self.inner.visit_enum(GuardAccess {
-            inner: data,
-            budget: self.budget,
-        })
+        let _depth = self.budget.enter().map_err(de::Error::custom)?;
+        let access = self.access(data);
+        self.inner.visit_enum(access)
     }
 }
 
-/// The accessor of a sequence, map or enum, counting what it yields.
+/// The accessor of a sequence, map, tuple, struct or enum: counts what it yields, and holds
+/// the compound value's slot (`credit`) for the values that live inline in it (a struct's
+/// fields, a variant's payload). A `Vec`'s or map's elements do not fit in it, so after the
+/// first few bytes they are charged.
 struct GuardAccess<'b, A> {
     inner: A,
     budget: &'b Budget,
+    credit: usize,
 }
 
-/// A seed whose value is decoded through a [`Guard`].
-struct GuardSeed<'b, S> {
+/// A seed whose value is charged against its parent's `credit` and decoded through a
+/// [`Guard`]. Charged only when there is a value: the look that ends a sequence costs an
+/// element, not a slot.
+struct GuardSeed<'b, 'c, S> {
     inner: S,
     budget: &'b Budget,
+    credit: &'c mut usize,
 }
 
-impl<'de, 'b, S: DeserializeSeed<'de>> DeserializeSeed<'de> for GuardSeed<'b, S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for GuardSeed<'_, '_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let size = size_of::<S::Value>();
+        self.budget
+            .charge_value(size, self.credit)
+            .map_err(de::Error::custom)?;
         self.inner.deserialize(Guard {
             inner: deserializer,
             budget: self.budget,
+            covered: size,
         })
     }
 }
 
-impl<'de, 'b, A: SeqAccess<'de>> SeqAccess<'de> for GuardAccess<'b, A> {
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for GuardAccess<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Self::Error> {
-        self.budget.charge_element::<T::Value, _>()?;
-        self.inner.next_element_seed(GuardSeed {
+        self.budget.charge_element().map_err(de::Error::custom)?;
+        let seed = GuardSeed {
             inner: seed,
             budget: self.budget,
-        })
+            credit: &mut self.credit,
+        };
+        self.inner.next_element_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.budget.clamp_hint(self.inner.size_hint())
     }
 }
 
-impl<'de, 'b, A: MapAccess<'de>> MapAccess<'de> for GuardAccess<'b, A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for GuardAccess<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
-        self.budget.charge_element::<K::Value, _>()?;
-        self.inner.next_key_seed(GuardSeed {
+        self.budget.charge_element().map_err(de::Error::custom)?;
+        let seed = GuardSeed {
             inner: seed,
             budget: self.budget,
-        })
+            credit: &mut self.credit,
+        };
+        self.inner.next_key_seed(seed)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<T::Value, Self::Error> {
-        self.budget.charge_slot::<T::Value, _>()?;
-        self.inner.next_value_seed(GuardSeed {
+        let seed = GuardSeed {
             inner: seed,
             budget: self.budget,
-        })
+            credit: &mut self.credit,
+        };
+        self.inner.next_value_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.budget.clamp_hint(self.inner.size_hint())
     }
 }
 
@@ -428,22 +308,29 @@ impl<'de, 'b, A: EnumAccess<'de>> EnumAccess<'de> for GuardAccess<'b, A> {
         self,
         seed: T,
     ) -> Result<(T::Value, Self::Variant), Self::Error> {
-        let budget = self.budget;
-        let (value, variant) = self.inner.variant_seed(GuardSeed {
+        let GuardAccess {
+            inner,
+            budget,
+            credit,
+        } = self;
+        // The variant's name or index is read into a throwaway value on the stack.
+        let mut free = usize::MAX;
+        let seed = GuardSeed {
             inner: seed,
             budget,
-        })?;
-        Ok((
-            value,
-            GuardAccess {
-                inner: variant,
-                budget,
-            },
-        ))
+            credit: &mut free,
+        };
+        let (value, variant) = inner.variant_seed(seed)?;
+        let variant = GuardAccess {
+            inner: variant,
+            budget,
+            credit,
+        };
+        Ok((value, variant))
     }
 }
 
-impl<'de, 'b, A: VariantAccess<'de>> VariantAccess<'de> for GuardAccess<'b, A> {
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for GuardAccess<'_, A> {
     type Error = A::Error;
 
     fn unit_variant(self) -> Result<(), Self::Error> {
@@ -451,13 +338,15 @@ impl<'de, 'b, A: VariantAccess<'de>> VariantAccess<'de> for GuardAccess<'b, A> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(
-        self,
+        mut self,
         seed: T,
     ) -> Result<T::Value, Self::Error> {
-        self.inner.newtype_variant_seed(GuardSeed {
+        let seed = GuardSeed {
             inner: seed,
             budget: self.budget,
-        })
+            credit: &mut self.credit,
+        };
+        self.inner.newtype_variant_seed(seed)
     }
 
     fn tuple_variant<V: Visitor<'de>>(
@@ -465,13 +354,11 @@ impl<'de, 'b, A: VariantAccess<'de>> VariantAccess<'de> for GuardAccess<'b, A> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        self.inner.tuple_variant(
-            len,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
+        let visitor = GuardVisitor {
+            inner: visitor,
+            budget: self.budget,
+        };
+        self.inner.tuple_variant(len, visitor)
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -479,12 +366,10 @@ impl<'de, 'b, A: VariantAccess<'de>> VariantAccess<'de> for GuardAccess<'b, A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        self.inner.struct_variant(
-            fields,
-            GuardVisitor {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
+        let visitor = GuardVisitor {
+            inner: visitor,
+            budget: self.budget,
+        };
+        self.inner.struct_variant(fields, visitor)
     }
 }

@@ -1,10 +1,19 @@
 //! Replays every input in `fuzz/corpus/<target>/` (the regression inputs the fuzzers
-//! found interesting) and the built-in seeds through the fuzz harnesses, so a decoder or
-//! connection bug a fuzzer once found stays found on every `cargo test`.
+//! found interesting) and the built-in seeds through the fuzz harnesses, under the same
+//! allocation bound as the fuzzers, so a decoder or connection bug a fuzzer once found
+//! stays found on every `cargo test`.
+//!
+//! Its own test binary with one test, so that the peak-tracking allocator sees nothing but
+//! the harness it measures.
+
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
-use rpc_tests::fuzzing;
+use rpc_tests::{alloc, fuzzing};
+
+#[global_allocator]
+static ALLOC: alloc::PeakAlloc = alloc::PeakAlloc;
 
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,22 +38,20 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     inputs
 }
 
-/// Runs the harness on one input, naming the input if it fails.
+/// Runs the harness on one input within its allocation budget, naming the input if it
+/// fails.
 fn replay(target: &str, name: &str, input: &[u8]) {
     let harness = fuzzing::harness(target).unwrap();
-    let outcome = std::panic::catch_unwind(|| harness(input));
+    let budget = alloc::budget(target, input);
+    let outcome = std::panic::catch_unwind(|| alloc::within_budget(input, budget, harness));
     assert!(outcome.is_ok(), "{target}: input {name} fails its harness");
 }
 
 #[test]
-fn the_seeds_pass_every_harness() {
+fn the_seeds_and_the_committed_corpus_pass_every_harness() {
     for (target, input) in fuzzing::seeds() {
         replay(target, "(seed)", &input);
     }
-}
-
-#[test]
-fn the_committed_corpus_passes_every_harness() {
     let mut replayed = 0;
     for target in fuzzing::TARGETS {
         for (path, input) in corpus(target) {
@@ -56,7 +63,7 @@ fn the_committed_corpus_passes_every_harness() {
 }
 
 /// Writes the seeds into `fuzz/corpus` (run by hand before a first fuzzing run:
-/// `cargo test -p rpc-tests --test it -- --ignored write_seeds`).
+/// `cargo test -p rpc-tests --test corpus -- --ignored write_seeds`).
 #[test]
 #[ignore = "writes files; run by hand to start a corpus"]
 fn write_seeds() {
