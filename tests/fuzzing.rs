@@ -404,13 +404,13 @@ fn fuzz_server_config() -> ServerConfig {
 pub fn server_connection(data: &[u8]) {
     let io = MockIo::new(data, true);
     run(async {
-        let config = fuzz_server_config();
-        let server = Server::with_config(config.clone()).add_service(FuzzedServer::new(FuzzedImpl));
+        let server =
+            Server::with_config(fuzz_server_config()).add_service(FuzzedServer::new(FuzzedImpl));
         let connection = rpc_transport::framed::server_connection(
             io.clone(),
             io.clone(),
             Peer::Other("fuzz".into()),
-            &config,
+            &server,
         );
         server.serve_connection(connection, Shutdown::new()).await;
     });

@@ -84,6 +84,14 @@ pub struct ServerConfig {
     /// end are the server's limit, not the client's wish. Default 24 hours; `None` takes
     /// every deadline as sent (one too far to represent is no deadline).
     pub max_deadline: Option<Duration>,
+    /// The most bytes all of this server's connections may hold in their read buffers
+    /// together (frames arriving, and room reserved for them), beyond the one small read
+    /// (8 KiB) each may always make. A connection whose next read would take the total past
+    /// it is closed with `ResourceExhausted`, so peers that each start a large frame and send
+    /// it slowly cannot together exhaust memory, while small calls keep flowing. A reader
+    /// reserves ahead only as much as its peer has sent, so idle connections hold little.
+    /// Default 256 MiB.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +115,7 @@ impl Default for ServerConfig {
             health_drain_delay: Duration::from_millis(500),
             metrics: false,
             max_deadline: Some(Duration::from_secs(24 * 60 * 60)),
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::wire::wire_id;
 pub struct Server {
     routes: Arc<Routes>,
     health: HealthReporter,
+    buffers: crate::transport::BufferBudget,
 }
 
 impl fmt::Debug for Server {
@@ -67,7 +68,9 @@ impl Server {
         let health_service: Arc<dyn Dispatch> =
             Arc::new(HealthServer::new(HealthService(health.clone())));
         let builtin = HashMap::from([(wire_id(health_service.service_name()), health_service)]);
+        let buffers = crate::transport::BufferBudget::new(config.max_buffered_bytes);
         Server {
+            buffers,
             routes: Arc::new(Routes {
                 services: HashMap::new(),
                 builtin,
@@ -168,6 +171,13 @@ impl Server {
     /// The server's configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.routes.config
+    }
+
+    /// The cap on bytes this server's connections hold in their read buffers
+    /// ([`ServerConfig::max_buffered_bytes`]), shared by every clone of the server: a
+    /// transport's reader charges what its buffer holds to it.
+    pub fn buffer_budget(&self) -> &crate::transport::BufferBudget {
+        &self.buffers
     }
 
     /// The names of the services this server routes to.

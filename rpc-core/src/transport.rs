@@ -102,3 +102,102 @@ impl<R: FrameRead, W: FrameWrite> Connection<R, W> {
         }
     }
 }
+
+/// One cap on the bytes a server's connections hold in their read buffers, shared by all of
+/// them ([`ServerConfig::max_buffered_bytes`](crate::ServerConfig::max_buffered_bytes)), so
+/// that many peers each starting a large frame and sending it slowly cannot together hold
+/// more memory than the server allows. A transport's reader takes a [`BufferCharge`] from
+/// [`Server::buffer_budget`](crate::Server::buffer_budget) and keeps it equal to what its
+/// buffer holds.
+#[derive(Debug, Clone)]
+pub struct BufferBudget {
+    inner: Arc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
+    max: usize,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl BufferBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        BufferBudget {
+            inner: Arc::new(BudgetInner {
+                max,
+                held: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Bytes held against the budget now, by every charge taken from it.
+    pub fn held(&self) -> usize {
+        self.inner.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The budget's cap.
+    pub fn max(&self) -> usize {
+        self.inner.max
+    }
+
+    /// A charge holding nothing yet, released when dropped.
+    pub fn charge(&self) -> BufferCharge {
+        BufferCharge {
+            budget: self.clone(),
+            held: 0,
+        }
+    }
+}
+
+/// What one reader holds against a [`BufferBudget`]; gives it back when dropped.
+#[derive(Debug)]
+pub struct BufferCharge {
+    budget: BufferBudget,
+    held: usize,
+}
+
+impl BufferCharge {
+    /// Sets what this reader holds to `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::ResourceExhausted` when growing to `bytes` would take the budget past its
+    /// cap; the charge is then unchanged.
+    pub fn set(&mut self, bytes: usize) -> Result<(), RpcError> {
+        use std::sync::atomic::Ordering;
+        let held = &self.budget.inner.held;
+        if bytes == self.held {
+            return Ok(());
+        }
+        if bytes < self.held {
+            held.fetch_sub(self.held - bytes, Ordering::Relaxed);
+            self.held = bytes;
+            return Ok(());
+        }
+        let more = bytes - self.held;
+        let max = self.budget.inner.max;
+        held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+            now.checked_add(more).filter(|after| *after <= max)
+        })
+        .map_err(|_| RpcError::ResourceExhausted {
+            message: format!(
+                "the server's read buffers are full ({max} bytes across its connections)"
+            )
+            .into(),
+        })?;
+        self.held = bytes;
+        Ok(())
+    }
+
+    /// What this reader holds.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
+impl Drop for BufferCharge {
+    fn drop(&mut self) {
+        let _ = self.set(0);
+    }
+}

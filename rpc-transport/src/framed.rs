@@ -2,27 +2,29 @@
 //!
 //! [`FramedReader`] reads in chunks and splits whole frames out of its buffer in place with
 //! `rpc_core::transport::FrameDecoder`. It grows the buffer by what actually arrives (never by what
-//! a length prefix claims), refuses an oversized length from its four bytes, and gives a
-//! started frame `frame_timeout` to complete. [`FramedWriter`] writes the already-framed
-//! batches the connection drivers hand it.
+//! a length prefix claims, and never ahead by more than the peer has sent), refuses an
+//! oversized length from its four bytes, gives a started frame `frame_timeout` to complete,
+//! and on a server charges its buffer to the server's one cap on buffered bytes.
+//! [`FramedWriter`] writes the already-framed batches the connection drivers hand it.
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rpc_core::transport::{Connection, FrameDecoder, FrameRead, FrameWrite};
-use rpc_core::{Channel, ChannelConfig, Peer, RpcError, ServerConfig};
+use rpc_core::transport::{BufferCharge, Connection, FrameDecoder, FrameRead, FrameWrite};
+use rpc_core::{Channel, ChannelConfig, Peer, RpcError, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The least a read asks the buffer to have room for.
 const MIN_READ: usize = 8 * 1024;
 
-/// The most a read reserves ahead of data for a frame still arriving, before the peer has
-/// sent more than this: a length prefix is only a claim, so it buys memory only up to what
-/// the peer has already paid for with bytes actually sent on this connection (a peer that
-/// has sent 10 MiB may have up to 10 MiB reserved for its next frame, which then arrives
-/// without the buffer being grown, and copied, step by step).
-const MAX_READ_AHEAD: usize = 256 * 1024;
+/// What a buffer of `capacity` bytes is charged to the server's cap: what it holds beyond
+/// one small read. Every connection may read small frames whatever the others hold (the
+/// number of connections has its own cap); what a cap on buffered bytes must stop is many
+/// large frames arriving slowly at once.
+fn charged(capacity: usize) -> usize {
+    capacity.saturating_sub(MIN_READ)
+}
 
 /// Reads frames from an `AsyncRead`.
 #[derive(Debug)]
@@ -33,8 +35,14 @@ pub struct FramedReader<R> {
     frame_timeout: Duration,
     /// When the bytes of the frame now at the start of `buf` began to arrive.
     partial_since: Option<Instant>,
-    /// Bytes received on this connection so far: the credit for reserving ahead.
+    /// Bytes received on this connection so far: the credit for reserving ahead. A length
+    /// prefix is only a claim, so it buys room only up to what the peer has already paid
+    /// for with bytes actually sent (a peer that has sent 10 MiB may have up to 10 MiB
+    /// reserved for its next frame, which then arrives without the buffer being grown, and
+    /// copied, step by step; a bare preface and a length prefix buy one small read).
     received: usize,
+    /// What the buffer holds against the server's cap on buffered bytes, if any.
+    charge: Option<BufferCharge>,
 }
 
 impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
@@ -48,11 +56,20 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
             frame_timeout,
             partial_since: None,
             received: 0,
+            charge: None,
         }
     }
 
+    /// Charges this reader's buffer to `charge` (a server's
+    /// [`BufferBudget`](rpc_core::transport::BufferBudget)): a read that would take the
+    /// budget past its cap fails with `ResourceExhausted` instead.
+    pub fn with_charge(mut self, charge: BufferCharge) -> Self {
+        self.charge = Some(charge);
+        self
+    }
+
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
-    async fn fill(&mut self) -> io::Result<usize> {
+    async fn fill(&mut self) -> Result<usize, RpcError> {
         let missing = self.decoder.bytes_missing(&self.buf);
         let spare = self.buf.capacity() - self.buf.len();
         // Read into the room left behind the frames already split off while there is some:
@@ -60,8 +77,18 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
         if spare < missing.max(MIN_READ / 8) {
             let read_ahead = self
                 .received
-                .clamp(MAX_READ_AHEAD, self.decoder.max_frame().max(MAX_READ_AHEAD));
-            self.buf.reserve(missing.clamp(MIN_READ, read_ahead));
+                .clamp(MIN_READ, self.decoder.max_frame().max(MIN_READ));
+            let wanted = missing.clamp(MIN_READ, read_ahead);
+            if let Some(charge) = &mut self.charge {
+                // Charged before the memory is taken; a refusal leaves the buffer as it is.
+                charge.set(charged(self.buf.len() + wanted))?;
+            }
+            self.buf.reserve(wanted);
+        }
+        if let Some(charge) = &mut self.charge {
+            // What the buffer really holds now (reserving may have taken more, or freed the
+            // room of frames already split off).
+            charge.set(charged(self.buf.capacity()))?;
         }
         let read = self.io.read_buf(&mut self.buf).await?;
         self.received = self.received.saturating_add(read);
@@ -203,23 +230,20 @@ where
     Channel::new(connection, config)
 }
 
-/// A server-side connection over two stream halves, framed with the server's limits; pass
-/// it to `Server::serve_connection`.
+/// A server-side connection over two stream halves, framed with the server's limits and
+/// charged to its cap on buffered bytes; pass it to `Server::serve_connection`.
 pub fn server_connection<R, W>(
     reader: R,
     writer: W,
     peer: Peer,
-    config: &ServerConfig,
+    server: &Server,
 ) -> Connection<FramedReader<R>, FramedWriter<W>>
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    framed(
-        reader,
-        writer,
-        peer,
-        config.max_frame_size,
-        config.frame_timeout,
-    )
+    let config = server.config();
+    let reader = FramedReader::new(reader, config.max_frame_size, config.frame_timeout)
+        .with_charge(server.buffer_budget().charge());
+    Connection::new(reader, FramedWriter::new(writer), peer)
 }

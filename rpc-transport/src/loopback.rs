@@ -61,8 +61,7 @@ pub fn connect_with(server: &Server, config: ChannelConfig) -> Channel {
 pub fn connect_as(server: &Server, config: ChannelConfig, peer: Peer) -> Channel {
     let (client_end, server_end) = tokio::io::duplex(PIPE_CAPACITY);
     let (server_reader, server_writer) = tokio::io::split(server_end);
-    let server_connection =
-        framed::server_connection(server_reader, server_writer, peer, server.config());
+    let server_connection = framed::server_connection(server_reader, server_writer, peer, server);
     let server = server.clone();
     tokio::spawn(async move {
         server

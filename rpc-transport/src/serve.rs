@@ -201,7 +201,7 @@ async fn run<L: Listener>(
                     connections.spawn(refuse(writer, "too many connections from this peer"));
                     continue;
                 };
-                let connection = server_connection(reader, writer, peer, server.config());
+                let connection = server_connection(reader, writer, peer, &server);
                 let server = server.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {

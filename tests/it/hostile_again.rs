@@ -212,3 +212,78 @@ async fn a_slow_reader_that_keeps_reading_is_not_a_stalled_one() {
         "the connection closed after {received} of {LEN} bytes"
     );
 }
+
+/// A preface and a length prefix claiming a large frame buy one small read, not room for
+/// the frame: until the peer has sent more, what its connection reserves stays small.
+#[tokio::test]
+async fn a_length_prefix_reserves_only_what_the_peer_has_sent() {
+    let (server, _) = test_server();
+    let budget = server.buffer_budget().clone();
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let mut raws = Vec::new();
+    // Each sends a little more than one small read, so that what is reserved ahead shows.
+    for _ in 0..4 {
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        raw.write_all(&(8_u32 << 20).to_be_bytes()).await.unwrap();
+        raw.write_all(&[0; 10 << 10]).await.unwrap();
+        raws.push(raw);
+    }
+    eventually(
+        "the four connections to have read what they were sent",
+        || budget.held() > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // About what each was sent, twice over at most (the old rule reserved 256 KiB each).
+    assert!(
+        budget.held() <= 4 * 32 * 1024,
+        "{} bytes reserved for 4 × 10 KiB sent",
+        budget.held()
+    );
+}
+
+/// Peers that each start a large frame and send it slowly cannot together hold more than
+/// the server's one cap on buffered bytes: the connection whose read would go past it is
+/// closed with `ResourceExhausted`, and the others (and small calls) carry on.
+#[tokio::test]
+async fn the_server_caps_buffered_bytes_across_its_connections() {
+    let (server, _) = test_server_with(config(|config| {
+        config.max_buffered_bytes = 1 << 20;
+        config.frame_timeout = Duration::from_secs(30);
+    }));
+    let budget = server.buffer_budget().clone();
+    let server = TestServer::start(server, Transport::Tcp).await;
+    // Two peers each send 700 KiB of a 900 KiB frame and stall.
+    let mut slow_frame = PREFACE.to_vec();
+    slow_frame.extend_from_slice(&(900_u32 << 10).to_be_bytes());
+    slow_frame.extend(std::iter::repeat_n(0_u8, 700 << 10));
+    let mut first = server.raw().await;
+    first.write_all(&slow_frame).await.unwrap();
+    eventually("the first peer's bytes to be buffered", || {
+        budget.held() >= 700 << 10
+    })
+    .await;
+    let mut second = server.raw().await;
+    let _ = second.write_all(&slow_frame).await;
+    let answer = read_until_closed(&mut second, Duration::from_secs(5)).await;
+    let full = "resource exhausted: the server's read buffers are full \
+                (1048576 bytes across its connections)";
+    // The GOAWAY naming the cap, unless the close reset the socket before it was read
+    // (the server closes with bytes unread). Either way the connection was closed: with
+    // the cap removed it stays open, waiting for the rest of its frame.
+    assert!(
+        answer.is_empty() || went_away_for(&frames_in(&answer), full),
+        "{:?}",
+        frames_in(&answer)
+    );
+    // The first peer is still being waited for, and a small call goes through meanwhile.
+    assert!(budget.held() <= 1 << 20);
+    let client = CalculatorClient::new(server.connect().await);
+    assert_eq!(client.add(2, 3).await.unwrap(), 5);
+    drop(first);
+    eventually("the first peer's buffer to be released", || {
+        budget.held() < 100 << 10
+    })
+    .await;
+}

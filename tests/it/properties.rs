@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use proptest::prelude::*;
-use rpc_core::{ChannelConfig, Peer, Server, ServerConfig, Shutdown, service};
+use rpc_core::{ChannelConfig, Peer, Server, Shutdown, service};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 
@@ -136,12 +136,8 @@ fn chunked_client(client_sizes: Vec<usize>, server_sizes: Vec<usize>) -> MirrorC
         sizes: server_sizes,
         next: 0,
     });
-    let connection = rpc_transport::framed::server_connection(
-        reader,
-        writer,
-        Peer::Loopback,
-        &ServerConfig::default(),
-    );
+    let connection =
+        rpc_transport::framed::server_connection(reader, writer, Peer::Loopback, &server);
     tokio::spawn(async move { server.serve_connection(connection, Shutdown::new()).await });
     let (reader, writer) = tokio::io::split(Chunked {
         inner: client_end,
