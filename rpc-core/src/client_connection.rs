@@ -64,6 +64,7 @@ impl ClientConnection {
             reader,
             writer,
             peer,
+            ..
         } = connection;
         let outbox = Arc::new(Outbox::new(&wire::PREFACE));
         let shared = Arc::new(ClientConnection {

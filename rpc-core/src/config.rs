@@ -50,8 +50,10 @@ pub struct ServerConfig {
     /// for calls it does not have) before the server closes it, so that a flood of cheap bad
     /// requests costs bounded work. Default 1024.
     pub error_budget: u32,
-    /// Connections served at once; past it, `serve` stops accepting until one closes (the
-    /// kernel's backlog holds the rest). Default 1024.
+    /// Connections served at once. At the limit, `serve` closes the oldest connection with
+    /// no call in flight (a GOAWAY tells its client why) to let a new one in, so idle
+    /// connections never lock anyone out; when every connection is busy it stops accepting
+    /// until one closes (the kernel's backlog holds the rest). Default 1024.
     pub max_connections: usize,
     /// While calls run on a connection, the server pings the client this often, and closes
     /// the connection (dropping its handlers) when the client sends nothing at all for
@@ -66,10 +68,12 @@ pub struct ServerConfig {
     /// them over servers added since. Default `None` (connections live as long as they are
     /// used).
     pub max_connection_age: Option<Duration>,
-    /// Connections served at once from one peer (one IP address for TCP and TLS, one user
-    /// id for Unix sockets). Past it, `serve` answers new connections from that peer with a
-    /// GOAWAY saying why and closes them, so one client cannot take every slot of
-    /// `max_connections`. Default 256.
+    /// Connections served at once from one peer (one IPv4 address or IPv6 /64 for TCP and
+    /// TLS, one user id for Unix sockets), so one client cannot take every slot of
+    /// `max_connections`. At the limit, `serve` closes that peer's oldest connection with no
+    /// call in flight to let its new one in (a fleet behind one NAT or load balancer shares
+    /// an address); when all of them are busy, it answers the new connection with a GOAWAY
+    /// saying why and closes it. Default 256.
     pub max_connections_per_peer: usize,
     /// How long graceful shutdown keeps serving after turning the health service to
     /// `NotServing`, so that balanced clients watching it stop sending calls here before

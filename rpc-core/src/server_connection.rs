@@ -39,7 +39,7 @@ use crate::observe;
 use crate::outbox::{self, Outbox};
 use crate::recover::lock;
 use crate::stream::{Credit, Inbox};
-use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::transport::{Connection, ConnectionActivity, FrameRead, FrameWrite};
 use crate::wire;
 use admission::Compatibility;
 use budget::ErrorBudget;
@@ -73,7 +73,12 @@ impl Routes {
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     token: CancellationToken,
+    /// Why it fired, when [`Shutdown::trigger_because`] said.
+    reason: Arc<std::sync::OnceLock<Arc<str>>>,
 }
+
+/// What a connection tells its peer when a [`Shutdown`] fires without a reason of its own.
+const SHUTTING_DOWN: &str = "the server is shutting down";
 
 impl Shutdown {
     /// A signal that has not fired.
@@ -81,9 +86,30 @@ impl Shutdown {
         Shutdown::default()
     }
 
+    /// A signal that fires when this one does, and can also be fired alone (without
+    /// firing this one): an accept loop gives each connection one, to close it by itself.
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+            reason: Arc::default(),
+        }
+    }
+
     /// Fires the signal. Firing it again does nothing.
     pub fn trigger(&self) {
         self.token.cancel();
+    }
+
+    /// Fires the signal, telling the peers of the connections it closes why (in the
+    /// GOAWAY they receive). Only the first reason given counts.
+    pub fn trigger_because(&self, reason: &str) {
+        let _ = self.reason.set(reason.into());
+        self.token.cancel();
+    }
+
+    /// Why the signal fired, as its connections tell their peers.
+    pub fn reason(&self) -> &str {
+        self.reason.get().map_or(SHUTTING_DOWN, |reason| reason)
     }
 
     /// Whether the signal has fired.
@@ -108,6 +134,7 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         mut reader,
         writer,
         peer,
+        activity,
     } = connection;
     let config = &routes.config;
     // The preface comes first, under its own timeout: a peer that does not speak the
@@ -137,6 +164,7 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         peer,
         outbox: outbox.clone(),
         handlers: Mutex::new(HashMap::new()),
+        activity,
         drained: Notify::new(),
         draining: AtomicBool::new(false),
         inboxes: Mutex::new(HashMap::new()),
@@ -188,6 +216,8 @@ struct ConnState {
     peer: Arc<Peer>,
     outbox: Arc<Outbox>,
     handlers: Mutex<HashMap<u32, AbortHandle>>,
+    /// How many entries `handlers` has, for whoever accepted the connection.
+    activity: ConnectionActivity,
     /// Signalled when the last running handler finishes while draining.
     drained: Notify,
     /// Set once the connection takes no new calls.
@@ -290,12 +320,23 @@ impl ConnState {
             work.await;
             conn.finish_call(call_id);
         });
-        handlers.insert(call_id, task.abort_handle());
+        if handlers.insert(call_id, task.abort_handle()).is_none() {
+            self.activity.call_started();
+        }
+    }
+
+    /// Takes a call out of the table of running ones.
+    fn unregister(&self, call_id: u32) -> Option<AbortHandle> {
+        let handle = self.handlers().remove(&call_id);
+        if handle.is_some() {
+            self.activity.call_ended();
+        }
+        handle
     }
 
     /// Stops a running call; returns whether there was one.
     fn cancel(&self, call_id: u32) -> bool {
-        let handle = self.handlers().remove(&call_id);
+        let handle = self.unregister(call_id);
         let Some(handle) = handle else {
             return false;
         };
@@ -306,7 +347,7 @@ impl ConnState {
     }
 
     fn finish_call(&self, call_id: u32) {
-        self.handlers().remove(&call_id);
+        self.unregister(call_id);
         self.forget_streams(call_id);
         self.notify_if_drained();
     }
@@ -327,6 +368,7 @@ impl ConnState {
         for (_, handle) in self.handlers().drain() {
             handle.abort();
         }
+        self.activity.clear();
     }
 
     fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, message: &str) {

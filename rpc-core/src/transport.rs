@@ -90,6 +90,7 @@ pub struct Connection<R, W> {
     pub writer: W,
     /// Who is at the other end.
     pub peer: Arc<Peer>,
+    pub(crate) activity: ConnectionActivity,
 }
 
 impl<R: FrameRead, W: FrameWrite> Connection<R, W> {
@@ -99,7 +100,47 @@ impl<R: FrameRead, W: FrameWrite> Connection<R, W> {
             reader,
             writer,
             peer: Arc::new(peer),
+            activity: ConnectionActivity::default(),
         }
+    }
+
+    /// What the server serving this connection reports of it: take a clone before handing
+    /// the connection to [`Server::serve_connection`](crate::Server::serve_connection).
+    pub fn activity(&self) -> &ConnectionActivity {
+        &self.activity
+    }
+}
+
+/// What an accept loop can see of a connection it handed to a server: how many calls it is
+/// running. `rpc_transport::serve` uses it to close a peer's oldest idle connection, rather
+/// than refuse a new one, when a connection limit is reached.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionActivity {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectionActivity {
+    /// Calls whose handlers are running on the connection now (a call answered without
+    /// waiting is over before anything could see it).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One more call running.
+    pub(crate) fn call_started(&self) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One call fewer running.
+    pub(crate) fn call_ended(&self) {
+        self.calls
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// No call running any more (the connection ended).
+    pub(crate) fn clear(&self) {
+        self.calls.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -5,17 +5,24 @@
 //! errors that concern one connection are skipped; running out of file descriptors or
 //! memory backs off and retries; only an error that means the listener itself is broken
 //! ends `serve`.
+//!
+//! Connection limits (`max_connections`, `max_connections_per_peer`) never let idle
+//! connections lock out a new client: at a limit, the oldest connection with no call in
+//! flight (the peer's own, for the per-peer limit) is closed with a GOAWAY saying why, as
+//! nginx closes idle keep-alive connections when it runs out, and only when every
+//! connection is busy is the newcomer refused (per peer) or kept waiting (server-wide).
+//! Behind a NAT, a load balancer or a sidecar, a whole fleet shares one address.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use rpc_core::transport::refusal;
+use rpc_core::transport::{refusal, ConnectionActivity};
 use rpc_core::{Peer, Server, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
@@ -176,14 +183,8 @@ async fn run<L: Listener>(
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(signal);
     let connection_slots = Arc::new(Semaphore::new(server.config().max_connections.max(1)));
-    let peers = PeerCounts::default();
+    let registry = Registry::default();
     let outcome = loop {
-        // Past the connection limit, stop accepting until a connection closes.
-        let slot = tokio::select! {
-            () = &mut signal => break Ok(()),
-            slot = connection_slots.clone().acquire_owned() => slot,
-        };
-        let Ok(slot) = slot else { break Ok(()) };
         let accepted = tokio::select! {
             () = &mut signal => break Ok(()),
             accepted = listener.accept() => accepted,
@@ -195,18 +196,39 @@ async fn run<L: Listener>(
                 peer,
             }) => {
                 backoff = Duration::from_millis(5);
-                let Some(peer_slot) = peers.take(&peer, server.config().max_connections_per_peer)
-                else {
-                    tracing::info!(%peer, "refused a connection: too many from this peer");
+                let per_peer = server.config().max_connections_per_peer;
+                if !registry.make_room_for(&peer, per_peer) {
+                    tracing::info!(%peer, "refused a connection: too many busy ones from this peer");
                     connections.spawn(refuse(writer, "too many connections from this peer"));
                     continue;
+                }
+                // At the server's limit, close the oldest idle connection, or wait until one
+                // closes.
+                let slot = match connection_slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        registry.close_oldest_idle(None, TO_MAKE_ROOM);
+                        let slot = tokio::select! {
+                            () = &mut signal => break Ok(()),
+                            slot = connection_slots.clone().acquire_owned() => slot,
+                        };
+                        let Ok(slot) = slot else { break Ok(()) };
+                        slot
+                    }
                 };
                 let connection = server_connection(reader, writer, peer, &server);
+                let connection_shutdown = shutdown.child();
+                let registered = registry.insert(
+                    &connection.peer,
+                    connection.activity().clone(),
+                    connection_shutdown.clone(),
+                );
                 let server = server.clone();
-                let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    server.serve_connection(connection, shutdown).await;
-                    drop((slot, peer_slot));
+                    server
+                        .serve_connection(connection, connection_shutdown)
+                        .await;
+                    drop((slot, registered));
                 });
             }
             Err(error) => match classify_accept_error(&error) {
@@ -293,52 +315,119 @@ impl PeerKey {
     }
 }
 
-/// Connections open per peer.
-#[derive(Debug, Clone, Default)]
-struct PeerCounts(Arc<Mutex<HashMap<PeerKey, usize>>>);
+/// What an idle connection closed to make room is told, by which limit.
+const TO_MAKE_ROOM: &str = "closed an idle connection to make room for a new one";
+const TO_MAKE_ROOM_FOR_PEER: &str =
+    "closed an idle connection to make room for a new one from the same peer";
 
-/// One connection's place in [`PeerCounts`], given back on drop.
-#[derive(Debug)]
-struct PeerSlot {
-    counts: PeerCounts,
-    key: Option<PeerKey>,
+/// The connections being served, for the connection limits: how many each peer has, and
+/// which is the oldest with no call in flight.
+#[derive(Debug, Clone, Default)]
+struct Registry(Arc<Mutex<Connections>>);
+
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: u64,
+    /// Open connections by id; ids grow, so the first is the oldest.
+    open: BTreeMap<u64, Entry>,
+    /// How many of them each counted peer has.
+    per_peer: HashMap<PeerKey, usize>,
 }
 
-impl PeerCounts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerKey, usize>> {
+#[derive(Debug)]
+struct Entry {
+    key: Option<PeerKey>,
+    activity: ConnectionActivity,
+    shutdown: Shutdown,
+}
+
+/// One connection's place in the [`Registry`], given back on drop.
+#[derive(Debug)]
+struct Registered {
+    registry: Registry,
+    id: u64,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A place for one more connection from `peer`, unless it already has `max`.
-    fn take(&self, peer: &Peer, max: usize) -> Option<PeerSlot> {
+    /// Whether one more connection from `peer` fits under `max` per peer, once the peer's
+    /// oldest idle connection is closed if it must be.
+    fn make_room_for(&self, peer: &Peer, max: usize) -> bool {
+        let Some(key) = PeerKey::of(peer) else {
+            return true;
+        };
+        let full = self.lock().per_peer.get(&key).copied().unwrap_or(0) >= max;
+        !full || self.close_oldest_idle(Some(key), TO_MAKE_ROOM_FOR_PEER)
+    }
+
+    /// Closes the oldest connection with no call in flight (of `key`'s peer, if given),
+    /// telling it `why`; it stops counting at once. Whether there was one.
+    fn close_oldest_idle(&self, key: Option<PeerKey>, why: &str) -> bool {
+        let mut connections = self.lock();
+        let oldest = connections
+            .open
+            .iter()
+            .find(|(_, entry)| {
+                key.is_none_or(|key| entry.key == Some(key))
+                    && entry.activity.calls_in_flight() == 0
+            })
+            .map(|(id, _)| *id);
+        let Some(entry) = oldest.and_then(|id| connections.remove(id)) else {
+            return false;
+        };
+        tracing::debug!(why, "closing an idle connection");
+        entry.shutdown.trigger_because(why);
+        true
+    }
+
+    /// Counts a connection being served from `peer`.
+    fn insert(&self, peer: &Peer, activity: ConnectionActivity, shutdown: Shutdown) -> Registered {
         let key = PeerKey::of(peer);
+        let mut connections = self.lock();
+        let id = connections.next_id;
+        connections.next_id += 1;
         if let Some(key) = key {
-            let mut counts = self.lock();
-            let count = counts.entry(key).or_insert(0);
-            if *count >= max {
-                return None;
-            }
-            *count += 1;
+            *connections.per_peer.entry(key).or_insert(0) += 1;
         }
-        Some(PeerSlot {
-            counts: self.clone(),
-            key,
-        })
+        connections.open.insert(
+            id,
+            Entry {
+                key,
+                activity,
+                shutdown,
+            },
+        );
+        Registered {
+            registry: self.clone(),
+            id,
+        }
     }
 }
 
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let Some(key) = self.key else { return };
-        let mut counts = self.counts.lock();
-        if let Some(count) = counts.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&key);
+impl Connections {
+    /// Takes a connection out of the counts.
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.open.remove(&id)?;
+        if let Some(key) = entry.key {
+            if let Some(count) = self.per_peer.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_peer.remove(&key);
+                }
             }
         }
+        Some(entry)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.lock().remove(self.id);
     }
 }
 

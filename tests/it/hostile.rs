@@ -5,10 +5,11 @@
 //! foundation's fault cases in `faults.rs`. The end of this file maps the remaining rows to
 //! their tests, and says why three rows do not apply.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rpc_core::ServerConfig;
 use rpc_core::wire::{self, Frame, PREFACE};
+use rpc_core::{Channel, ServerConfig};
 use rpc_tests::*;
 use tokio::io::AsyncWriteExt;
 
@@ -129,18 +130,38 @@ async fn a_few_errors_within_the_budget_are_forgiven() {
     assert_eq!(CalculatorClient::new(channel).add(1, 1).await.unwrap(), 2);
 }
 
-/// Past `max_connections`, the server stops accepting until a connection closes.
+/// Two connections to `server`, each with a `hang` call in flight (so neither is idle), and
+/// the tasks running those calls.
+async fn two_busy_connections(
+    server: &TestServer,
+    stats: &ProbeStats,
+) -> Vec<(
+    Channel,
+    tokio::task::JoinHandle<Result<(), rpc_core::RpcError>>,
+)> {
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let channel = server.connect().await;
+        let call = tokio::spawn(ProbeClient::new(channel.clone()).hang());
+        busy.push((channel, call));
+    }
+    eventually("both calls to be running", || {
+        stats.hang_started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    busy
+}
+
+/// Past `max_connections`, when every connection has a call in flight, the server stops
+/// accepting until one closes.
 #[tokio::test]
-async fn past_the_connection_limit_new_connections_wait_their_turn() {
+async fn past_the_connection_limit_with_every_connection_busy_new_ones_wait_their_turn() {
     for transport in Transport::SOCKETS {
         let mut config = ServerConfig::default();
         config.max_connections = 2;
-        let (server, _) = test_server_with(config);
+        let (server, stats) = test_server_with(config);
         let server = TestServer::start(server, transport).await;
-        let first = CalculatorClient::new(server.connect().await);
-        let second = CalculatorClient::new(server.connect().await);
-        assert_eq!(first.add(1, 1).await.unwrap(), 2);
-        assert_eq!(second.add(2, 2).await.unwrap(), 4);
+        let mut busy = two_busy_connections(&server, &stats).await;
         let third = CalculatorClient::new(server.connect().await);
         let waiting = tokio::spawn(third.add(3, 3));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -148,6 +169,8 @@ async fn past_the_connection_limit_new_connections_wait_their_turn() {
             !waiting.is_finished(),
             "{transport:?}: served past the limit"
         );
+        let (first, call) = busy.remove(0);
+        call.abort();
         drop(first);
         let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         assert_eq!(
@@ -158,20 +181,44 @@ async fn past_the_connection_limit_new_connections_wait_their_turn() {
     }
 }
 
-/// Past `max_connections_per_peer`, new connections from the same peer (the same IP
-/// address; the same user for Unix sockets) are refused at once with a GOAWAY that says
-/// why, so their calls fail with `Unavailable` naming the reason; a freed slot lets the
-/// next one in.
+/// Past `max_connections`, the oldest connection with no call in flight is closed (with a
+/// GOAWAY saying why) to let a new client in: idle connections never lock anyone out.
 #[tokio::test]
-async fn past_the_per_peer_limit_new_connections_are_refused_with_a_reason() {
+async fn past_the_connection_limit_the_oldest_idle_connection_makes_room() {
     for transport in Transport::SOCKETS {
         let mut config = ServerConfig::default();
-        config.max_connections_per_peer = 2;
+        config.max_connections = 2;
         let server = TestServer::start(test_server_with(config).0, transport).await;
         let first = CalculatorClient::new(server.connect().await);
         let second = CalculatorClient::new(server.connect().await);
         assert_eq!(first.add(1, 1).await.unwrap(), 2);
         assert_eq!(second.add(2, 2).await.unwrap(), 4);
+        let third = CalculatorClient::new(server.connect().await);
+        let answer = tokio::time::timeout(Duration::from_secs(2), third.add(3, 3)).await;
+        assert_eq!(answer.expect("let in at once").unwrap(), 6, "{transport:?}");
+        let error = first.add(1, 1).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("closed an idle connection to make room"),
+            "{transport:?}: {error}"
+        );
+        assert_eq!(second.add(2, 2).await.unwrap(), 4, "{transport:?}");
+    }
+}
+
+/// Past `max_connections_per_peer`, when every connection of that peer (the same IP
+/// address, or /64; the same user for Unix sockets) has a call in flight, new ones are
+/// refused at once with a GOAWAY that says why, so their calls fail with `Unavailable`
+/// naming the reason; a freed slot lets the next one in.
+#[tokio::test]
+async fn past_the_per_peer_limit_with_every_connection_busy_new_ones_are_refused() {
+    for transport in Transport::SOCKETS {
+        let mut config = ServerConfig::default();
+        config.max_connections_per_peer = 2;
+        let (server, stats) = test_server_with(config);
+        let server = TestServer::start(server, transport).await;
+        let mut busy = two_busy_connections(&server, &stats).await;
         let third = CalculatorClient::new(server.connect().await);
         let error = tokio::time::timeout(Duration::from_secs(2), third.add(3, 3))
             .await
@@ -181,6 +228,8 @@ async fn past_the_per_peer_limit_new_connections_are_refused_with_a_reason() {
             matches!(&error, rpc_core::RpcError::Unavailable { reason } if reason.contains("too many connections from this peer")),
             "{transport:?}: {error}"
         );
+        let (first, call) = busy.remove(0);
+        call.abort();
         drop(first);
         let mut answer = None;
         for _ in 0..100 {
@@ -196,6 +245,43 @@ async fn past_the_per_peer_limit_new_connections_are_refused_with_a_reason() {
             Some(8),
             "{transport:?}: a freed slot lets the next one in"
         );
+    }
+}
+
+/// Past `max_connections_per_peer`, the peer's own oldest idle connection is closed to let
+/// its new one in: a fleet behind one address (a NAT, a load balancer, a sidecar) is never
+/// locked out by connections it left idle.
+#[tokio::test]
+async fn past_the_per_peer_limit_the_peers_oldest_idle_connection_makes_room() {
+    for transport in Transport::SOCKETS {
+        let mut config = ServerConfig::default();
+        config.max_connections_per_peer = 2;
+        let (server, stats) = test_server_with(config);
+        let server = TestServer::start(server, transport).await;
+        let first = CalculatorClient::new(server.connect().await);
+        assert_eq!(first.add(1, 1).await.unwrap(), 2);
+        // The second is the younger, but busy: it is not the one closed.
+        let second = server.connect().await;
+        let call = tokio::spawn(ProbeClient::new(second.clone()).hang());
+        eventually("the call to be running", || {
+            stats.hang_started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let third = CalculatorClient::new(server.connect().await);
+        let answer = tokio::time::timeout(Duration::from_secs(2), third.add(3, 3)).await;
+        assert_eq!(answer.expect("let in at once").unwrap(), 6, "{transport:?}");
+        let error = first.add(1, 1).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("make room for a new one from the same peer"),
+            "{transport:?}: {error}"
+        );
+        assert!(
+            !call.is_finished(),
+            "{transport:?}: the busy one was closed"
+        );
+        call.abort();
     }
 }
 

@@ -218,11 +218,13 @@ impl CallTable {
         wakers
     }
 
-    /// The connection ended with `error`: every waiting and later call fails with it (the
-    /// first reason is kept), and the streams are handed back to be ended.
+    /// The connection ended with `error`: every waiting call fails with it, and so does
+    /// every later call (the first reason is kept), unless the server said it was going
+    /// away first: later calls then fail with that, which names the server's reason and
+    /// says they never started. The streams are handed back to be ended.
     pub(super) fn close(&mut self, error: &RpcError) -> Closed {
         if self.closed.is_none() {
-            self.closed = Some(error.clone());
+            self.closed = Some(self.going_away.clone().unwrap_or_else(|| error.clone()));
         }
         Closed {
             wakers: self.fail_waiting(error, |_| true),

@@ -116,7 +116,7 @@ impl Driver {
                     };
                 }
                 () = &mut shutdown_signal, if !self.draining => {
-                    self.start_draining("the server is shutting down");
+                    self.start_draining(shutdown.reason());
                     grace_timer.as_mut().reset(grace_deadline(&config));
                 }
                 () = &mut age_timer, if config.max_connection_age.is_some() && !self.draining => {
