@@ -3,6 +3,7 @@
 //! ([`ClientCall`], the unit that client middleware and routes pass along).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -200,6 +201,8 @@ pub struct ClientCall {
     method: MethodSpec,
     options: CallOptions,
     args: Bytes,
+    /// Set once any byte of the call may have been written, if someone asked to know.
+    sent: Option<Arc<AtomicBool>>,
 }
 
 impl ClientCall {
@@ -209,6 +212,25 @@ impl ClientCall {
             method,
             options,
             args,
+            sent: None,
+        }
+    }
+
+    /// Asks to be told whether any byte of this call (this copy, and the copies made of it
+    /// from now on) may have been written: a balancer sends a call that failed before that
+    /// to another endpoint, whatever its method, since it cannot have run.
+    pub fn track_sending(&mut self) -> SendTracker {
+        let sent = Arc::new(AtomicBool::new(false));
+        self.sent = Some(sent.clone());
+        SendTracker(sent)
+    }
+
+    /// Records that bytes of the call may have been written: a route calls it once it has
+    /// handed the request to its connection's writer (a connection does so for the calls
+    /// it carries).
+    pub fn mark_sent(&self) {
+        if let Some(sent) = &self.sent {
+            sent.store(true, Ordering::Release);
         }
     }
 
@@ -230,6 +252,19 @@ impl ClientCall {
     /// The encoded arguments.
     pub fn args(&self) -> &Bytes {
         &self.args
+    }
+}
+
+/// Tells whether a [`ClientCall`] may have been written (see
+/// [`ClientCall::track_sending`]).
+#[derive(Debug, Clone)]
+pub struct SendTracker(Arc<AtomicBool>);
+
+impl SendTracker {
+    /// Whether any byte of the call may have been written. `false` means it certainly was
+    /// not: it failed before its request reached the connection's writer.
+    pub fn was_sent(&self) -> bool {
+        self.0.load(Ordering::Acquire)
     }
 }
 

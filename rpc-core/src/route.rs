@@ -3,5 +3,5 @@
 //! call as a [`ClientCall`] with encoded arguments. `rpc-policy` builds the standard ones
 //! (balanced and reconnecting channels, client middleware) on this and nothing else.
 
-pub use crate::call::ClientCall;
+pub use crate::call::{ClientCall, SendTracker};
 pub use crate::channel::{BoxFuture, Route};

@@ -11,10 +11,13 @@
 //!
 //! Each call goes to the less loaded of two ready connections picked at random (power of
 //! two choices on calls in flight). A call that finds no ready connection waits for one
-//! within its deadline (or fails at once, with `wait_for_ready` off). A call to an
-//! `#[idempotent]` method that fails for a transport reason is tried again on another
-//! endpoint, within its deadline and a retry budget (tower's `TpsBudget`); calls to other
-//! methods are never replayed, so a call that may have run fails with the error it got.
+//! within its deadline (or fails at once, with `wait_for_ready` off). A call that fails for a
+//! transport reason before any byte of it was written (its connection closed between the
+//! pick and the send) cannot have run, so it is sent to another endpoint whatever its
+//! method. A call to an `#[idempotent]` method that fails for a transport reason after that
+//! is tried again on another endpoint too, within its deadline and a retry budget (tower's
+//! `TpsBudget`); calls to other methods are never replayed, so a call that may have run
+//! fails with the error it got.
 //! A reconnecting channel is a balanced channel over one endpoint.
 
 use std::collections::HashMap;
@@ -153,8 +156,9 @@ impl Balancer {
             .clone()
     }
 
-    /// Calls `call`'s method on a ready connection, retrying an idempotent method on
-    /// another endpoint after a transport failure (see the module documentation).
+    /// Calls `call`'s method on a ready connection, sending it to another endpoint after a
+    /// transport failure when it was never written, or when its method is idempotent (see
+    /// the module documentation).
     pub(crate) async fn call(&self, mut call: ClientCall) -> Result<Bytes, RpcError> {
         // Every attempt shares the deadline the call started with.
         let deadline = call
@@ -167,22 +171,26 @@ impl Balancer {
         let mut failed_endpoint: Option<Arc<str>> = None;
         loop {
             let ready = self.pick(deadline, failed_endpoint.as_deref()).await?;
-            let outcome = ready.channel.call_encoded(call.clone()).await;
+            let mut this_attempt = call.clone();
+            let sending = this_attempt.track_sending();
+            let outcome = ready.channel.call_encoded(this_attempt).await;
             match outcome {
                 Err(error)
-                    if call.method().is_idempotent()
-                        && attempt < self.config.max_attempts
+                    if attempt < self.config.max_attempts
                         && is_transport_failure(&error)
                         && deadline.is_none_or(|deadline| Instant::now() < deadline)
-                        && self.budget.withdraw() =>
+                        // Never written: it cannot have run, and cost the server nothing.
+                        && (!sending.was_sent()
+                            || call.method().is_idempotent() && self.budget.withdraw()) =>
                 {
                     tracing::debug!(
                         service = call.method().service(),
                         method = call.method().method(),
                         endpoint = %ready.endpoint,
                         attempt,
+                        sent = sending.was_sent(),
                         %error,
-                        "retrying an idempotent call on another endpoint"
+                        "sending a failed call to another endpoint"
                     );
                     attempt += 1;
                     failed_endpoint = Some(ready.endpoint);
@@ -341,6 +349,7 @@ fn is_transport_failure(error: &RpcError) -> bool {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use rpc_core::codegen::MethodSpec;
     use rpc_core::route::Route;
     use rpc_core::{CallOptions, ChannelConfig};
 
@@ -407,6 +416,104 @@ mod tests {
                 "no streams here",
             ))))
         }
+    }
+
+    /// A stand-in connection that closed just as a call reached it: the call fails, having
+    /// been written (`sent`) or not.
+    #[derive(Debug)]
+    struct JustClosed {
+        sent: bool,
+    }
+
+    impl Route for JustClosed {
+        fn peer(&self) -> &Peer {
+            &Peer::Loopback
+        }
+
+        fn config(&self) -> &ChannelConfig {
+            Loaded(0, true).config()
+        }
+
+        fn calls_in_flight(&self) -> usize {
+            0
+        }
+
+        fn unary(&self, call: ClientCall) -> BoxFuture<'_, Result<Bytes, RpcError>> {
+            if self.sent {
+                call.mark_sent();
+            }
+            Box::pin(std::future::ready(Err(RpcError::connection_closed(
+                "closed",
+            ))))
+        }
+
+        fn channel_for_stream<'a>(
+            &'a self,
+            _options: &'a CallOptions,
+        ) -> BoxFuture<'a, Result<Channel, RpcError>> {
+            Box::pin(std::future::ready(Err(RpcError::protocol(
+                "no streams here",
+            ))))
+        }
+    }
+
+    /// A balancer over a connection that just closed (least loaded, so picked first) and a
+    /// live one.
+    fn one_just_closed(sent: bool) -> Balancer {
+        let balancer = balancer_over(&[("live", 5)]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        balancer.reconcile(vec!["closed".to_owned(), "live".to_owned()], |_| {
+            runtime.spawn(async {}).abort_handle()
+        });
+        let endpoint: Arc<str> = Arc::from("closed");
+        let channel = Channel::from_route(JustClosed { sent });
+        balancer.set_ready(&endpoint.clone(), Some(Ready { endpoint, channel }));
+        balancer
+    }
+
+    fn a_call_to(method: MethodSpec) -> ClientCall {
+        ClientCall::new(method, CallOptions::default(), Bytes::new())
+    }
+
+    fn run<T>(future: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn a_call_that_was_never_written_goes_to_another_endpoint_whatever_its_method() {
+        let balancer = one_just_closed(false);
+        run(async {
+            for _ in 0..20 {
+                let call = a_call_to(MethodSpec::new("Svc", "not_idempotent"));
+                assert!(balancer.call(call).await.is_ok(), "the call was lost");
+            }
+        });
+    }
+
+    #[test]
+    fn a_call_that_may_have_run_is_replayed_only_when_idempotent() {
+        let balancer = one_just_closed(true);
+        run(async {
+            let mut failed = 0;
+            for _ in 0..20 {
+                let call = a_call_to(MethodSpec::new("Svc", "not_idempotent"));
+                if balancer.call(call).await.is_err() {
+                    failed += 1;
+                }
+                let call = a_call_to(MethodSpec::new("Svc", "read").idempotent());
+                assert!(
+                    balancer.call(call).await.is_ok(),
+                    "the idempotent call failed"
+                );
+            }
+            assert!(failed > 0, "a call that may have run was replayed");
+        });
     }
 
     fn balancer_over(loads: &[(&str, usize)]) -> Balancer {

@@ -69,9 +69,13 @@ impl ClientConnection {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        self.unary(method, options, &Typed(args), |status, payload| {
-            decode_response(method, status, &payload)
-        })
+        self.unary(
+            method,
+            options,
+            &Typed(args),
+            || {},
+            |status, payload| decode_response(method, status, &payload),
+        )
         .await
     }
 
@@ -82,6 +86,7 @@ impl ClientConnection {
             method,
             call.options(),
             &Encoded(call.args()),
+            || call.mark_sent(),
             |status, payload| match status {
                 Status::Ok => Ok(payload),
                 status => Err(call_error(method, status, &payload)),
@@ -97,6 +102,7 @@ impl ClientConnection {
         method: &MethodSpec,
         options: &CallOptions,
         args: &E,
+        sent: impl FnOnce(),
         finish: impl FnOnce(Status, Bytes) -> Result<T, RpcError>,
     ) -> Result<T, RpcError>
     where
@@ -105,7 +111,7 @@ impl ClientConnection {
         let deadline = options.deadline_for_call(self.config.default_timeout);
         let (observer, traceparent) = self.observe(method);
         let metadata = self.call_metadata(method, options, traceparent);
-        let exchange = self.exchange(method, deadline, &metadata, args, &observer);
+        let exchange = self.exchange(method, deadline, &metadata, args, &observer, sent);
         let exchange = observe::within(observer.span(), exchange);
         let outcome = by_deadline(deadline, exchange)
             .await
@@ -284,6 +290,7 @@ impl ClientConnection {
         metadata: &[(String, String)],
         args: &A,
         observer: &CallObserver,
+        sent: impl FnOnce(),
     ) -> Result<Response, RpcError> {
         let call_id = lock(&self.calls).register()?;
         observer.record_call_id(call_id);
@@ -303,6 +310,7 @@ impl ClientConnection {
                 )
             })
             .await?;
+        sent();
         guard.sent = true;
         let outcome = ResponseWait {
             shared: self,
