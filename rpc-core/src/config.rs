@@ -38,7 +38,9 @@ pub struct ServerConfig {
     /// A connection with no call in flight and no frame received for this long (up to twice
     /// this long) is closed. Default 10 minutes; `None` keeps idle connections open.
     pub idle_timeout: Option<Duration>,
-    /// A write that makes no progress for this long closes the connection. Default 30 s.
+    /// A write that makes no progress for this long closes the connection, and a stream
+    /// the peer grants no credit for this long is ended with `ResourceExhausted` (so a peer
+    /// that never reads cannot hold its producer). Default 30 s.
     pub write_timeout: Duration,
     /// After a graceful shutdown starts, in-flight calls get this long to finish before
     /// their connections are closed. Default 30 s.
@@ -146,17 +148,20 @@ pub struct ChannelConfig {
     pub preface_timeout: Duration,
     /// Time the rest of a frame has to arrive once its first byte has. Default 30 s.
     pub frame_timeout: Duration,
-    /// A write that makes no progress for this long closes the connection. Default 30 s.
+    /// A write that makes no progress for this long closes the connection, and a stream
+    /// the peer grants no credit for this long is ended with `ResourceExhausted` (so a peer
+    /// that never reads cannot hold its producer). Default 30 s.
     pub write_timeout: Duration,
     /// Items of a response stream the client takes before the caller reads them (the
     /// flow-control window). Default 64.
     pub stream_window: u32,
     /// While calls are in flight, the channel pings the server this often, and closes the
     /// connection (failing those calls with `ConnectionClosed`) when a ping goes unanswered
-    /// for `keepalive_timeout`. Default `None`: TCP channels already use TCP keepalive
-    /// (probes after 30 s of silence, every 10 s, 3 of them), which fails the calls of a
-    /// server that vanished without closing within about a minute, at no cost to the
-    /// runtime. Set it to detect a dead server sooner, or over another transport.
+    /// for `keepalive_timeout`. Default 60 s, so that a call with no deadline still ends
+    /// when its server stops answering altogether: TCP keepalive (which TCP channels also
+    /// use: probes after 30 s of silence) only notices a host that vanished, not a server
+    /// whose process is stuck or hostile. A server that answers pings keeps its calls as
+    /// long as they take. `None` turns the pings off.
     pub keepalive_interval: Option<Duration>,
     /// How long a keepalive ping may go unanswered. Default 20 s.
     pub keepalive_timeout: Duration,
@@ -176,7 +181,7 @@ impl Default for ChannelConfig {
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             stream_window: 64,
-            keepalive_interval: None,
+            keepalive_interval: Some(Duration::from_secs(60)),
             keepalive_timeout: Duration::from_secs(20),
             interceptor: None,
             metrics: false,

@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -16,10 +15,10 @@ use serde::Serialize;
 use crate::codec;
 use crate::context::Context;
 use crate::error::RpcError;
-use crate::outbox::Outbox;
 use crate::shape::ServiceShapes;
 use crate::status::Status;
-use crate::stream::{send_stream, Credit, Inbox, Streaming};
+pub(crate) use crate::stream::StreamSink;
+use crate::stream::{send_stream, Inbox, Streaming};
 
 /// A decoded request on its way to a handler.
 #[derive(Debug)]
@@ -73,14 +72,6 @@ pub(crate) type StreamStarter =
     Box<dyn FnOnce(StreamSink) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Where a response stream goes.
-pub(crate) struct StreamSink {
-    pub(crate) call_id: u32,
-    pub(crate) outbox: Arc<Outbox>,
-    pub(crate) credit: Arc<Credit>,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) max_frame: usize,
-}
-
 pub(crate) trait EncodeInto: Send {
     fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError>;
 }
@@ -103,14 +94,7 @@ impl Reply {
     pub fn stream<T: Serialize + Send + 'static>(stream: Streaming<T>) -> Reply {
         Reply {
             kind: ReplyKind::Stream(Box::new(move |sink: StreamSink| {
-                Box::pin(send_stream(
-                    stream,
-                    sink.call_id,
-                    sink.outbox,
-                    sink.credit,
-                    sink.deadline,
-                    sink.max_frame,
-                ))
+                Box::pin(send_stream(stream, sink))
             })),
         }
     }

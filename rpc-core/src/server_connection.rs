@@ -305,6 +305,7 @@ impl ConnState {
             credit: self.credit(call_id),
             deadline,
             max_frame: self.config().max_frame_size,
+            stall_timeout: self.config().write_timeout,
         };
         stream(sink).await;
     }

@@ -30,7 +30,7 @@ use crate::codec;
 use crate::error::RpcError;
 use inbox::InboxItem;
 pub(crate) use inbox::{Credit, Inbox};
-pub(crate) use send::{send_stream, StreamItem};
+pub(crate) use send::{send_stream, StreamItem, StreamSink};
 
 /// A stream of `T` sent as the argument or result of a call, with flow control.
 ///

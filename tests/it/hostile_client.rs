@@ -155,3 +155,54 @@ async fn a_dropped_in_process_peer_fails_pending_calls_at_once() {
         "{error}"
     );
 }
+
+/// A server that takes a call with a request stream and never grants the stream credit
+/// does not hold the client's producer for ever: after the write timeout without credit,
+/// the stream ends with `ResourceExhausted` saying so, and the producer is gone.
+#[tokio::test]
+async fn a_server_that_never_grants_credit_does_not_hold_a_producer_for_ever() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(&PREFACE).await.unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        loop {
+            while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                if let Frame::StreamEnd { status, text, .. } = Frame::parse(frame).unwrap() {
+                    let _ = ended_tx.send((status, text));
+                    return;
+                }
+            }
+            if stream.read_buf(&mut buf).await.unwrap() == 0 {
+                return;
+            }
+        }
+    });
+    let mut config = ChannelConfig::default();
+    config.write_timeout = Duration::from_millis(200);
+    let channel = rpc_transport::tcp::connect_with(address, config)
+        .await
+        .unwrap();
+    let items = rpc_core::Streaming::new(futures_util::stream::iter(0_i64..));
+    let call = tokio::spawn(async move {
+        channel
+            .call_with_input::<_, i64, i64>(
+                &rpc_core::codegen::MethodSpec::new("Calculator", "sum"),
+                &rpc_core::CallOptions::default(),
+                &(),
+                items,
+            )
+            .await
+    });
+    let (status, text) = tokio::time::timeout(Duration::from_secs(3), ended_rx)
+        .await
+        .expect("the producer gave up waiting for credit")
+        .unwrap();
+    assert_eq!(status, Status::ResourceExhausted);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("granted no credit"), "{text}");
+    call.abort();
+}

@@ -84,7 +84,14 @@ impl CallTable {
 
     /// Calls waiting for their response plus response streams still being received.
     pub(super) fn in_flight(&self) -> usize {
-        self.pending.len() + self.streams.len()
+        // A request stream whose call has settled (its producer detached, still sending)
+        // is work the server is still doing for this connection.
+        let detached = self
+            .credits
+            .keys()
+            .filter(|id| !self.pending.contains_key(id) && !self.streams.contains_key(id))
+            .count();
+        self.pending.len() + self.streams.len() + detached
     }
 
     /// Whether nothing at all is in flight, streams being sent included.
@@ -97,9 +104,11 @@ impl CallTable {
         self.closed.as_ref()
     }
 
-    /// Why new calls are refused: the connection ended, or the server is going away.
+    /// Why new calls are refused: the server said it was going away (which names its
+    /// reason, and says the call never started, even once the connection has closed), or
+    /// the connection ended.
     pub(super) fn refusal(&self) -> Option<&RpcError> {
-        self.closed.as_ref().or(self.going_away.as_ref())
+        self.going_away.as_ref().or(self.closed.as_ref())
     }
 
     /// A slot for a new call, under an id no live call has.
@@ -218,13 +227,12 @@ impl CallTable {
         wakers
     }
 
-    /// The connection ended with `error`: every waiting call fails with it, and so does
-    /// every later call (the first reason is kept), unless the server said it was going
-    /// away first: later calls then fail with that, which names the server's reason and
-    /// says they never started. The streams are handed back to be ended.
+    /// The connection ended with `error`: every waiting and later call fails with it (the
+    /// first reason is kept; see `refusal` for later calls after a GOAWAY), and the streams
+    /// are handed back to be ended.
     pub(super) fn close(&mut self, error: &RpcError) -> Closed {
         if self.closed.is_none() {
-            self.closed = Some(self.going_away.clone().unwrap_or_else(|| error.clone()));
+            self.closed = Some(error.clone());
         }
         Closed {
             wakers: self.fail_waiting(error, |_| true),
@@ -290,6 +298,21 @@ mod tests {
             .complete(call_id, Ok((Status::Ok, Bytes::new())))
             .is_none());
         assert!(table.is_idle());
+    }
+
+    #[test]
+    fn a_request_stream_still_sending_after_its_call_settled_is_in_flight() {
+        let mut table = CallTable::new();
+        let call_id = table.register().unwrap();
+        table.add_streams(call_id, None, Some(Arc::new(Credit::default())));
+        assert_eq!(table.in_flight(), 1);
+        assert!(table
+            .complete(call_id, Ok((Status::Ok, Bytes::new())))
+            .is_none());
+        let _ = poll(&mut table, call_id);
+        assert_eq!(table.in_flight(), 1, "the producer still sends");
+        table.remove_credit(call_id);
+        assert_eq!(table.in_flight(), 0);
     }
 
     #[test]

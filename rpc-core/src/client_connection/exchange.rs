@@ -22,7 +22,7 @@ use crate::observe::{self, CallObserver};
 use crate::outbox::{InFlight, Lane};
 use crate::recover::lock;
 use crate::status::Status;
-use crate::stream::{send_stream, Credit, Inbox, StreamItem, Streaming};
+use crate::stream::{send_stream, Credit, Inbox, StreamItem, StreamSink, Streaming};
 use crate::wire::{self, RequestHead};
 
 /// A request's arguments: a value to encode, or bytes encoded already.
@@ -381,10 +381,16 @@ impl ClientConnection {
         let mut producer = match (call.input, credit) {
             (Some(input), Some(credit)) => {
                 let shared = self.clone();
-                let outbox = self.outbox.clone();
-                let deadline = call.deadline;
+                let sink = StreamSink {
+                    call_id,
+                    outbox: self.outbox.clone(),
+                    credit,
+                    deadline: call.deadline,
+                    max_frame,
+                    stall_timeout: self.config.write_timeout,
+                };
                 Some(AbortOnDrop(Some(tokio::spawn(async move {
-                    send_stream(input, call_id, outbox, credit, deadline, max_frame).await;
+                    send_stream(input, sink).await;
                     lock(&shared.calls).remove_credit(call_id);
                 }))))
             }

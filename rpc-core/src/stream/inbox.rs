@@ -231,6 +231,20 @@ impl Credit {
         }
     }
 
+    /// Takes one item's worth of credit if there is some: `Some(true)`; `Some(false)` when
+    /// the receiver stopped the stream; `None` when it has to wait.
+    pub(super) fn try_acquire(&self) -> Option<bool> {
+        let mut state = lock(&self.state);
+        if state.stopped {
+            return Some(false);
+        }
+        if state.available > 0 {
+            state.available -= 1;
+            return Some(true);
+        }
+        None
+    }
+
     /// Waits for one item's worth of credit; `false` when the receiver stopped the stream.
     pub(super) async fn acquire(&self) -> bool {
         std::future::poll_fn(|cx| {

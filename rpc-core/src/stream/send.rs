@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 use serde::Serialize;
@@ -45,20 +45,48 @@ impl StreamItem for codec::Encoded {
     }
 }
 
-/// Sends `stream` as the stream of `call_id`: items as credit allows, then the end. Stops
-/// quietly when the receiver stops the stream; reports a producer that panics or fails, or a
-/// deadline that passes, as an erroneous end.
-pub(crate) async fn send_stream<T: StreamItem>(
-    mut stream: Streaming<T>,
-    call_id: u32,
-    outbox: Arc<Outbox>,
-    credit: Arc<Credit>,
-    deadline: Option<Instant>,
-    max_frame: usize,
-) {
+/// How a stream is sent: its call, where its frames go, and its limits.
+pub(crate) struct StreamSink {
+    pub(crate) call_id: u32,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) credit: Arc<Credit>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) max_frame: usize,
+    /// How long the receiver may leave the stream without credit before it is ended (the
+    /// connection's write timeout: a stream that cannot move is a write making no progress).
+    pub(crate) stall_timeout: Duration,
+}
+
+/// Sends `stream` as the stream of the sink's call: items as credit allows, then the end.
+/// Stops quietly when the receiver stops the stream; reports a producer that panics or
+/// fails, a deadline that passes, or a receiver that grants no credit for the stall
+/// timeout, as an erroneous end, so a peer that never grants credit holds no producer for
+/// ever.
+pub(crate) async fn send_stream<T: StreamItem>(mut stream: Streaming<T>, sink: StreamSink) {
+    let StreamSink {
+        call_id,
+        outbox,
+        credit,
+        deadline,
+        max_frame,
+        stall_timeout,
+    } = sink;
     let sending = async {
         loop {
-            if !credit.acquire().await {
+            // The clock and a timer only when the receiver makes us wait.
+            let granted = match credit.try_acquire() {
+                Some(granted) => granted,
+                None => match tokio::time::timeout(stall_timeout, credit.acquire()).await {
+                    Ok(granted) => granted,
+                    Err(_stalled) => {
+                        return Some((
+                            Status::ResourceExhausted,
+                            format!("the receiver granted no credit for {stall_timeout:?}"),
+                        ));
+                    }
+                },
+            };
+            if !granted {
                 return None;
             }
             let next = CatchUnwind(std::future::poll_fn(|cx| {
