@@ -1,7 +1,11 @@
 //! A soak run: many connections making mixed unary and streaming calls, with random
-//! cancels, timeouts, disconnects and panicking handlers, for a set time. Every minute it
-//! prints the process's resident memory, open file descriptors, live tasks and calls in
-//! flight; it fails if a call never ends or if any of those keeps growing.
+//! cancels, timeouts, disconnects and panicking handlers, while hostile peers attack the
+//! same server (slow frames, oversized and malformed frames, floods of bad requests and
+//! pings, streams for calls that fail, payloads that claim more than they carry, idle
+//! connections held open), for a set time. Every minute it prints the process's resident
+//! memory, open file descriptors, live tasks, the client calls in flight, and the server's
+//! running handlers and buffered bytes; it fails if a polite call never ends or if any of
+//! those keeps growing.
 //!
 //! Run: `cargo run --release -p rpc-bench --bin soak -- --minutes 10`
 
@@ -9,8 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
-use rpc_core::{service, Channel, RpcError, Server, Streaming};
+use rpc_core::wire::{self, RequestHead, PREFACE};
+use rpc_core::{service, Channel, RpcError, Server, ServerConfig, Streaming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The service the soak calls.
 #[service]
@@ -35,6 +42,7 @@ impl Soak for SoakImpl {
     }
 
     async fn slow_echo(&self, data: Vec<u8>, millis: u64) -> Vec<u8> {
+        let _running = Running::start();
         tokio::time::sleep(Duration::from_millis(millis)).await;
         data
     }
@@ -53,6 +61,7 @@ impl Soak for SoakImpl {
     }
 
     async fn sum(&self, mut numbers: Streaming<u64>) -> u64 {
+        let _running = Running::start();
         let mut total = 0_u64;
         while let Some(Ok(number)) = numbers.next().await {
             total = total.wrapping_add(number);
@@ -193,6 +202,104 @@ async fn one_call(client: &SoakClient, rng: &mut Rng) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// What hostile peers did.
+#[derive(Default)]
+struct Attacks {
+    made: AtomicU64,
+}
+
+/// One hostile peer: connects again and again, each time with one attack chosen at
+/// random, and reads whatever the server answers until it closes (or a short while).
+async fn attacker(address: std::net::SocketAddr, seed: u64, until: Instant, attacks: Arc<Attacks>) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9) | 1);
+    while Instant::now() < until {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let bytes = attack(&mut rng);
+        let _ = stream.write_all(&bytes).await;
+        attacks.made.fetch_add(1, Ordering::Relaxed);
+        // Read what comes back for a while (a slow frame waits here, holding its bytes).
+        let mut sink = vec![0_u8; 16 * 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(rng.below(2_000)), async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The bytes of one attack.
+fn attack(rng: &mut Rng) -> Vec<u8> {
+    let mut out = BytesMut::from(&PREFACE[..]);
+    let request = |out: &mut BytesMut, call_id: u32, method: &str, stream: bool, payload: &[u8]| {
+        let head = RequestHead {
+            call_id,
+            service_id: wire::wire_id("Soak"),
+            method_id: wire::wire_id(method),
+            deadline_micros: None,
+            request_stream: stream,
+        };
+        let _ = wire::encode_request(out, &head, &[], usize::MAX, |buf| {
+            buf.extend_from_slice(payload);
+            Ok(())
+        });
+    };
+    match rng.below(8) {
+        // A large frame started and never finished (slow body).
+        0 => {
+            out.extend_from_slice(&(4_u32 << 20).to_be_bytes());
+            out.extend(std::iter::repeat_n(0_u8, rng.below(300_000) as usize));
+        }
+        // A length prefix over the frame limit.
+        1 => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+        // Not our protocol at all.
+        2 => return b"GET / HTTP/1.1\r\nHost: soak\r\n\r\n".to_vec(),
+        // A flood of requests for a method that does not exist.
+        3 => {
+            for call_id in 1..2_000 {
+                request(&mut out, call_id, "nope", false, &[]);
+            }
+        }
+        // A flood of pings.
+        4 => {
+            for opaque in 0..5_000 {
+                wire::encode_ping(&mut out, opaque, false);
+            }
+        }
+        // Streams opened for calls that fail to dispatch, then items for them.
+        5 => {
+            for call_id in 1..200 {
+                request(&mut out, call_id, "nope", true, &[]);
+                let _ = wire::encode_stream_item(&mut out, call_id, usize::MAX, |buf| {
+                    buf.extend_from_slice(&[1]);
+                    Ok(())
+                });
+            }
+        }
+        // Payloads that claim more than they carry: 2^63 zero-sized elements, deep
+        // nesting, a huge claimed length.
+        6 => {
+            let claims: [&[u8]; 3] = [
+                &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+                &[1; 4_000],
+                &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
+            ];
+            for (call_id, payload) in (1..).zip(claims) {
+                request(&mut out, call_id, "add", false, payload);
+                request(&mut out, call_id + 10, "slow_echo", false, payload);
+            }
+        }
+        // An idle connection held open (the fleet behind one address).
+        _ => {}
+    }
+    out.to_vec()
+}
+
 /// Resident memory in KiB, from /proc.
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -212,18 +319,50 @@ struct Reading {
     fds: usize,
     tasks: usize,
     in_flight: usize,
+    /// Server-side handlers running.
+    handlers: u64,
+    /// Bytes the server's connections hold in their read buffers.
+    buffered: usize,
+}
+
+/// Server-side handlers running now (each handler counts itself in and out).
+static HANDLERS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a handler while it runs, however it ends.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        HANDLERS.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        HANDLERS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn main() -> std::io::Result<()> {
     let mut minutes = 10_u64;
     let mut workers = 32_u64;
+    let mut attackers = 8_u64;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--minutes" => minutes = args.next().and_then(|m| m.parse().ok()).unwrap_or(minutes),
             "--workers" => workers = args.next().and_then(|w| w.parse().ok()).unwrap_or(workers),
+            "--attackers" => {
+                attackers = args
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(attackers);
+            }
             other => {
-                eprintln!("unknown argument `{other}`; expected --minutes N, --workers N");
+                eprintln!(
+                    "unknown argument `{other}`; expected --minutes N, --workers N, --attackers N"
+                );
                 std::process::exit(2);
             }
         }
@@ -245,10 +384,12 @@ fn main() -> std::io::Result<()> {
     let failed = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        tokio::spawn(rpc_transport::serve(
-            listener,
-            Server::new().add_service(SoakServer::new(SoakImpl)),
-        ));
+        let mut config = ServerConfig::default();
+        // Slow frames are given up on within the soak's minute, so growth would show.
+        config.frame_timeout = Duration::from_secs(5);
+        let server = Server::with_config(config).add_service(SoakServer::new(SoakImpl));
+        let buffers = server.buffer_budget().clone();
+        tokio::spawn(rpc_transport::serve(listener, server));
         let started = Instant::now();
         let until = started + Duration::from_secs(minutes * 60);
         let tally = Arc::new(Tally::default());
@@ -262,6 +403,10 @@ fn main() -> std::io::Result<()> {
                 channels.clone(),
             ));
         }
+        let attacks = Arc::new(Attacks::default());
+        for seed in 0..attackers {
+            tokio::spawn(attacker(address, seed + 1, until, attacks.clone()));
+        }
         let reading = |channels: &Channels| {
             let channels = channels.lock().unwrap_or_else(|p| p.into_inner());
             Reading {
@@ -271,10 +416,12 @@ fn main() -> std::io::Result<()> {
                     .metrics()
                     .num_alive_tasks(),
                 in_flight: channels.values().map(Channel::calls_in_flight).sum(),
+                handlers: HANDLERS.load(Ordering::Relaxed),
+                buffered: buffers.held(),
             }
         };
         println!(
-            "minute | calls | errors | hung | reconnects | RSS KiB | fds | tasks | calls in flight"
+            "minute | calls | errors | hung | reconnects | attacks | RSS KiB | fds | tasks | calls in flight | handlers | buffered"
         );
         let mut readings = Vec::new();
         let mut minute = 0;
@@ -286,15 +433,18 @@ fn main() -> std::io::Result<()> {
             minute += 1;
             let now = reading(&channels);
             println!(
-                "{minute:6} | {:5} | {:6} | {:4} | {:10} | {:7} | {:3} | {:5} | {}",
+                "{minute:6} | {:5} | {:6} | {:4} | {:10} | {:7} | {:7} | {:3} | {:5} | {:15} | {:8} | {}",
                 tally.calls.load(Ordering::Relaxed),
                 tally.errors.load(Ordering::Relaxed),
                 tally.hung.load(Ordering::Relaxed),
                 tally.reconnects.load(Ordering::Relaxed),
+                attacks.made.load(Ordering::Relaxed),
                 now.rss_kib,
                 now.fds,
                 now.tasks,
                 now.in_flight,
+                now.handlers,
+                now.buffered,
             );
             readings.push(now);
         }
@@ -302,7 +452,11 @@ fn main() -> std::io::Result<()> {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let end = reading(&channels);
         println!("after the workers stopped: {end:?}");
+        // Then hang up: the server must let go of every buffer.
         channels.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let closed = reading(&channels);
+        println!("after the clients hung up: {closed:?}");
         let hung = tally.hung.load(Ordering::Relaxed);
         let mut failed = false;
         if hung > 0 {
@@ -323,6 +477,13 @@ fn main() -> std::io::Result<()> {
                 println!("FAIL: descriptors or tasks grew: {early:?} -> {late:?}");
                 failed = true;
             }
+        }
+        if closed.handlers != 0 || closed.buffered != 0 {
+            println!(
+                "FAIL: the server still runs {} handlers or buffers {} bytes after the clients hung up",
+                closed.handlers, closed.buffered
+            );
+            failed = true;
         }
         if end.in_flight != 0 {
             println!(
