@@ -74,15 +74,16 @@ async fn route<B: RequestBody>(
     }
     let (service, entry) = match resolve(server, path) {
         Ok(found) => found,
-        Err(error) => return Err(unknown(&channel, request.headers(), error).await),
+        Err(error) => return Err(judged(&channel, request.headers(), error).await),
     };
     let method = entry.method();
     let Some(codec) = entry.json().copied() else {
-        return Err(HttpError::new(
+        let error = HttpError::new(
             "unimplemented",
             StatusCode::NOT_IMPLEMENTED,
             format!("`{service}.{method}` has no JSON form"),
-        ));
+        );
+        return Err(judged(&channel, request.headers(), error).await);
     };
     let streams_result = match entry.kind() {
         CallKind::Unary => false,
@@ -91,21 +92,27 @@ async fn route<B: RequestBody>(
     };
     let (parts, body) = request.into_parts();
     let max_body = server.config().max_frame_size;
-    let arguments = if parts.method == Method::POST {
-        check_content_type(&parts.headers)?;
-        read_body(&parts.headers, body, max_body).await?
-    } else if parts.method == Method::GET && (entry.is_idempotent() || streams_result) {
-        query_message(parts.uri.query().unwrap_or(""))?
-    } else if entry.is_idempotent() || streams_result {
-        return Err(method_not_allowed("GET, POST"));
-    } else {
-        return Err(method_not_allowed("POST"));
+    let prepared = async {
+        let arguments = if parts.method == Method::POST {
+            check_content_type(&parts.headers)?;
+            read_body(&parts.headers, body, max_body).await?
+        } else if parts.method == Method::GET && (entry.is_idempotent() || streams_result) {
+            query_message(parts.uri.query().unwrap_or(""))?
+        } else if entry.is_idempotent() || streams_result {
+            return Err(method_not_allowed("GET, POST"));
+        } else {
+            return Err(method_not_allowed("POST"));
+        };
+        let options = call_options(&parts.headers)?;
+        let args = codec
+            .args(&arguments, entry.arg_names())
+            .map_err(|error| HttpError::from(&error))?;
+        Ok(ClientCall::new(spec(service, entry), options, args))
     };
-    let options = call_options(&parts.headers)?;
-    let args = codec
-        .args(&arguments, entry.arg_names())
-        .map_err(|error| HttpError::from(&error))?;
-    let call = ClientCall::new(spec(service, entry), options, args);
+    let call = match prepared.await {
+        Ok(call) => call,
+        Err(error) => return Err(judged(&channel, &parts.headers, error).await),
+    };
     if streams_result {
         let events = accepts_events(&parts.headers);
         let stream = channel
@@ -128,31 +135,38 @@ async fn stream_in<B: RequestBody>(
     request: Request<B>,
 ) -> Result<Response<HttpBody>, HttpError> {
     let (parts, body) = request.into_parts();
-    if parts.method != Method::POST {
-        return Err(method_not_allowed("POST"));
-    }
-    let is_ndjson = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.trim().starts_with("application/x-ndjson"));
-    if !is_ndjson {
-        return Err(HttpError::new(
-            "unsupported_media_type",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send `Content-Type: application/x-ndjson`: the arguments object on the first line, then one item a line",
-        ));
-    }
-    let options = call_options(&parts.headers)?;
     let mut lines = Box::pin(lines(body, server.config().max_frame_size));
-    let first = match lines.next().await {
-        Some(Ok(line)) => line,
-        Some(Err(error)) => return Err(error),
-        None => Bytes::new(),
+    let prepared = async {
+        if parts.method != Method::POST {
+            return Err(method_not_allowed("POST"));
+        }
+        let is_ndjson = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim().starts_with("application/x-ndjson"));
+        if !is_ndjson {
+            return Err(HttpError::new(
+                "unsupported_media_type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send `Content-Type: application/x-ndjson`: the arguments object on the first line, then one item a line",
+            ));
+        }
+        let options = call_options(&parts.headers)?;
+        let first = match lines.next().await {
+            Some(Ok(line)) => line,
+            Some(Err(error)) => return Err(error),
+            None => Bytes::new(),
+        };
+        let args = codec
+            .args(&first, entry.arg_names())
+            .map_err(|error| HttpError::from(&error))?;
+        Ok((options, args))
     };
-    let args = codec
-        .args(&first, entry.arg_names())
-        .map_err(|error| HttpError::from(&error))?;
+    let (options, args) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(error) => return Err(judged(&channel, &parts.headers, error).await),
+    };
     // An item that does not decode ends the request stream there (the handler sees its
     // end); the failure is logged.
     let items = lines.scan((), move |(), line| {
@@ -280,11 +294,14 @@ fn resolve(server: &Server, path: &str) -> Result<(&'static str, &'static Method
     Ok((service, entry))
 }
 
-/// `error` (no such path, service or method) once the server's interceptors have let the
-/// caller through, or their refusal: a call to a service no server has, carrying the
-/// request's headers, is judged by them as any call is, so a caller they refuse cannot tell
-/// which paths exist (the same rule as the server's own, for calls over its protocol).
-async fn unknown(channel: &Channel, headers: &HeaderMap, error: HttpError) -> HttpError {
+/// `error` once the server's interceptors have let the caller through, or their refusal.
+/// Every answer given before a call reaches the server (no such path, service or method; a
+/// wrong HTTP method, content type or body) goes through here: a call to a service no
+/// server has, carrying the request's headers, is judged by the interceptors as any call
+/// is, so a caller they refuse gets the same refusal whatever the path and cannot tell
+/// which paths exist (the same rule as the server's own, for calls over its protocol). The
+/// happy path never pays for it.
+async fn judged(channel: &Channel, headers: &HeaderMap, error: HttpError) -> HttpError {
     /// A method of a service named by no one (wire names are never empty).
     const NOWHERE: MethodSpec = MethodSpec::new("", "");
     let Ok(options) = call_options(headers) else {

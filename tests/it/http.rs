@@ -308,6 +308,37 @@ async fn headers_are_metadata_and_reach_interceptors() {
             .unwrap();
         assert_error(&send(http.address, request, false).await, known.0, known.1);
     }
+    // Nor from how a known path answers a malformed request: whatever would be refused
+    // before the call reaches the server (content type, HTTP method, body) is refused for
+    // a caller the interceptor refuses as an unknown path is.
+    let malformed = |path: &str, authorized: bool| {
+        let request = Request::put(format!("http://{}{path}", http.address))
+            .header("content-type", "text/plain");
+        let request = if authorized {
+            request.header("authorization", "Bearer let-me-in")
+        } else {
+            request
+        };
+        request.body(Full::new(Bytes::from_static(b"{"))).unwrap()
+    };
+    for path in ["/Calculator/add", "/Nope/add"] {
+        assert_error(
+            &send(http.address, malformed(path, false), false).await,
+            401,
+            "unauthenticated",
+        );
+    }
+    let known = send(http.address, malformed("/Calculator/add", true), false).await;
+    assert_eq!(known.status, 405, "let through, it learns what is wrong");
+    let mut wrong_type = post(http.address, "/Calculator/add", "{");
+    wrong_type
+        .headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    assert_error(
+        &send(http.address, wrong_type, false).await,
+        401,
+        "unauthenticated",
+    );
 }
 
 #[tokio::test]
