@@ -518,7 +518,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     stream_item(&mut client_speech, 9, &5_i64);
     wire::encode_stream_end(&mut client_speech, 9, wire::Status::Ok, "");
     client_speech.extend(request(11, "mirror", &()));
-    wire::encode_window(&mut client_speech, 11, 4);
+    wire::encode_window(&mut client_speech, 11, 4, 1 << 20);
     stream_item(&mut client_speech, 11, &"hi");
     client_speech.extend(request(13, "nap", &(100_u16,)));
     wire::encode_cancel(&mut client_speech, 13);
@@ -536,7 +536,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     respond(&mut server_speech, 3, &());
     stream_item(&mut server_speech, 3, &0_u32);
     wire::encode_stream_end(&mut server_speech, 3, wire::Status::Ok, "");
-    wire::encode_window(&mut server_speech, 4, 4);
+    wire::encode_window(&mut server_speech, 4, 4, 1 << 20);
     respond(&mut server_speech, 4, &3_i64);
     respond(&mut server_speech, 5, &());
     stream_item(&mut server_speech, 5, &"a");

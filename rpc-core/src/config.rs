@@ -48,6 +48,11 @@ pub struct ServerConfig {
     /// Items of a client's request stream the server takes before its handler reads them
     /// (the flow-control window). Default 64.
     pub stream_window: u32,
+    /// Bytes of a client's request stream the server takes before its handler reads them:
+    /// the window counted in bytes as well as items, so a stream of large items cannot
+    /// park `stream_window` frames' worth of memory. A sender starts an item while any of
+    /// this credit is left, so a stream buffers at most this plus one item. Default 4 MiB.
+    pub stream_window_bytes: u32,
     /// Errors a connection may cause within 10 seconds (requests the server refuses, frames
     /// for calls it does not have) before the server closes it, so that a flood of cheap bad
     /// requests costs bounded work. Default 1024.
@@ -112,6 +117,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             shutdown_grace_period: Duration::from_secs(30),
             stream_window: 64,
+            stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             error_budget: 1024,
             max_connections: 1024,
             keepalive_interval: Some(Duration::from_secs(120)),
@@ -125,6 +131,9 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// The default byte window of a stream (both sides).
+const DEFAULT_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// How a client channel treats its connection.
 ///
@@ -155,6 +164,10 @@ pub struct ChannelConfig {
     /// Items of a response stream the client takes before the caller reads them (the
     /// flow-control window). Default 64.
     pub stream_window: u32,
+    /// Bytes of a response stream the client takes before the caller reads them (the
+    /// window counted in bytes as well; see `ServerConfig::stream_window_bytes`). Default
+    /// 4 MiB.
+    pub stream_window_bytes: u32,
     /// While calls are in flight, the channel pings the server this often, and closes the
     /// connection (failing those calls with `ConnectionClosed`) when a ping goes unanswered
     /// for `keepalive_timeout`. Default 60 s, so that a call with no deadline still ends
@@ -181,6 +194,7 @@ impl Default for ChannelConfig {
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             stream_window: 64,
+            stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             keepalive_interval: Some(Duration::from_secs(60)),
             keepalive_timeout: Duration::from_secs(20),
             interceptor: None,

@@ -38,7 +38,7 @@ use crate::middleware::{CallStack, Interceptor};
 use crate::observe;
 use crate::outbox::{self, Outbox};
 use crate::recover::lock;
-use crate::stream::{Credit, Inbox};
+use crate::stream::{Credit, Inbox, Window};
 use crate::transport::{Connection, ConnectionActivity, FrameRead, FrameWrite};
 use crate::wire;
 use admission::Compatibility;
@@ -263,7 +263,10 @@ impl ConnState {
         let config = self.config();
         let inbox = Inbox::new(
             call_id,
-            config.stream_window,
+            Window {
+                items: config.stream_window,
+                bytes: config.stream_window_bytes,
+            },
             config.max_frame_size,
             self.outbox.clone(),
         );

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use crate::codec;
 use crate::error::RpcError;
 use inbox::InboxItem;
-pub(crate) use inbox::{Credit, Inbox};
+pub(crate) use inbox::{Credit, Inbox, Window};
 pub(crate) use send::{send_stream, StreamItem, StreamSink};
 
 /// A stream of `T` sent as the argument or result of a call, with flow control.

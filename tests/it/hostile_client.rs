@@ -109,7 +109,7 @@ async fn responses_for_unknown_calls_are_dropped() {
             })
             .unwrap();
             wire::encode_stream_end(&mut noise, 9_997, Status::Ok, "");
-            wire::encode_window(&mut noise, 9_996, 10);
+            wire::encode_window(&mut noise, 9_996, 10, 1 << 20);
             stream.write_all(&noise).await.unwrap();
             for (call_id, (a, b)) in requests {
                 stream.write_all(&response(call_id, a + b)).await.unwrap();

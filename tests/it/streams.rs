@@ -32,6 +32,8 @@ pub trait Feed {
     async fn big(&self, count: u32, size: u32) -> Streaming<String>;
     /// Waits `millis` without reading its input, then returns.
     async fn ignore(&self, items: Streaming<u64>, millis: u64) -> u64;
+    /// Waits `millis` without reading its blobs, then returns.
+    async fn hoard(&self, blobs: Streaming<Vec<u8>>, millis: u64) -> u64;
     /// Returns the metadata value under `key` and the deadline's presence, as a stream.
     async fn describe(&self, cx: &rpc_core::Context, key: String) -> Streaming<String>;
 }
@@ -129,6 +131,12 @@ impl Feed for FeedImpl {
         millis
     }
 
+    async fn hoard(&self, blobs: Streaming<Vec<u8>>, millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        drop(blobs);
+        millis
+    }
+
     async fn blobs(&self, count: u32, size: u32) -> Streaming<Vec<u8>> {
         Streaming::new(futures_util::stream::iter(
             (0..count).map(move |_| vec![9; size as usize]),
@@ -182,9 +190,13 @@ async fn assert_calls_answered_promptly(feed: &FeedClient, transport: Transport)
 }
 
 fn feed_server() -> (rpc_core::Server, Arc<FeedStats>) {
+    feed_server_with(rpc_core::ServerConfig::default())
+}
+
+fn feed_server_with(config: rpc_core::ServerConfig) -> (rpc_core::Server, Arc<FeedStats>) {
     let feed = FeedImpl::default();
     let stats = feed.stats.clone();
-    let (server, _) = test_server();
+    let (server, _) = test_server_with(config);
     (server.add_service(FeedServer::new(feed)), stats)
 }
 
@@ -458,4 +470,73 @@ async fn a_stream_keeps_its_connection_open_after_the_channel_is_dropped() {
         let received: Vec<u64> = ticks.map(|tick| tick.unwrap()).collect().await;
         assert_eq!(received.len(), 20_000, "{transport:?}");
     }
+}
+
+/// The window counts bytes as well as items: a handler that does not read holds a client
+/// sending large items to the server's byte window (plus the one item it may start with
+/// credit left), not to 64 of them.
+#[tokio::test]
+async fn a_handler_that_does_not_read_holds_large_client_items_to_the_byte_window() {
+    for transport in Transport::ALL {
+        let mut config = rpc_core::ServerConfig::default();
+        config.stream_window_bytes = 256 * 1024;
+        let server = TestServer::start(feed_server_with(config).0, transport).await;
+        let feed = FeedClient::new(server.connect().await);
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let blobs = Streaming::new(futures_util::stream::iter(0..).map(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            vec![7_u8; 100 * 1024]
+        }));
+        assert_eq!(feed.hoard(blobs, 200).await.unwrap(), 200, "{transport:?}");
+        // 256 KiB of 100 KiB items is three started (the last with credit left), plus what
+        // the producer holds in hand; the item window alone would have let 64 through.
+        let count = produced.load(Ordering::SeqCst);
+        assert!(count <= 5, "{transport:?}: produced {count}");
+    }
+}
+
+/// A peer that sends more bytes than the byte window lets it have buffered breaks the
+/// protocol: the connection is closed with a GOAWAY that says so.
+#[tokio::test]
+async fn a_stream_past_its_byte_window_closes_the_connection() {
+    use rpc_core::wire::{self, Frame, PREFACE, RequestHead};
+    use tokio::io::AsyncWriteExt;
+    let mut config = rpc_core::ServerConfig::default();
+    config.stream_window_bytes = 64 * 1024;
+    config.max_frame_size = 64 * 1024;
+    let server = TestServer::start(feed_server_with(config).0, Transport::Tcp).await;
+    let mut raw = server.raw().await;
+    let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
+    let head = RequestHead {
+        call_id: 1,
+        service_id: wire::wire_id("Feed"),
+        method_id: wire::wire_id("hoard"),
+        deadline_micros: None,
+        request_stream: true,
+    };
+    wire::encode_request(&mut bytes, &head, &[], 1 << 20, |buf| {
+        rpc_core::codec::encode_into(buf, &(10_000_u64,))
+    })
+    .unwrap();
+    // Four items of 60 KiB: past 64 KiB of window plus one 64 KiB item, within 64 items.
+    for _ in 0..4 {
+        wire::encode_stream_item(&mut bytes, 1, 1 << 20, |buf| {
+            rpc_core::codec::encode_into(buf, &rpc_core::codegen::ByteBuf(vec![1; 60 * 1024]))
+        })
+        .unwrap();
+    }
+    let _ = raw.write_all(&bytes).await;
+    // The GOAWAY saying so, unless the close reset the socket first (the server closes with
+    // bytes unread); with the byte window unchecked, the connection stays open.
+    let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+    assert!(
+        answer.is_empty()
+            || frames_in(&answer).iter().any(|frame| matches!(
+                frame,
+                Frame::GoAway { reason, .. } if reason.contains("more bytes than its window allows")
+            )),
+        "{:?}",
+        frames_in(&answer)
+    );
 }

@@ -22,7 +22,7 @@ use crate::observe::{self, CallObserver};
 use crate::outbox::{InFlight, Lane};
 use crate::recover::lock;
 use crate::status::Status;
-use crate::stream::{send_stream, Credit, Inbox, StreamItem, StreamSink, Streaming};
+use crate::stream::{send_stream, Credit, Inbox, StreamItem, StreamSink, Streaming, Window};
 use crate::wire::{self, RequestHead};
 
 /// A request's arguments: a value to encode, or bytes encoded already.
@@ -345,7 +345,10 @@ impl ClientConnection {
         let inbox = call.output.then(|| {
             Inbox::new(
                 call_id,
-                self.config.stream_window,
+                Window {
+                    items: self.config.stream_window,
+                    bytes: self.config.stream_window_bytes,
+                },
                 self.config.max_frame_size,
                 self.outbox.clone(),
             )

@@ -74,10 +74,14 @@ pub(super) async fn read_responses<R: FrameRead>(
                     inbox.finish(outcome);
                 }
             }
-            Frame::Window { call_id, credit } => {
+            Frame::Window {
+                call_id,
+                credit,
+                bytes,
+            } => {
                 let entry = lock(&shared.calls).credit(call_id);
                 if let Some(entry) = entry {
-                    entry.grant(credit);
+                    entry.grant(credit, bytes);
                 }
             }
             Frame::StopStream { call_id } => {

@@ -307,11 +307,15 @@ impl Driver {
                 }
                 Ok(())
             }
-            Frame::Window { call_id, credit } => {
+            Frame::Window {
+                call_id,
+                credit,
+                bytes,
+            } => {
                 // Credit is kept only for calls that are running; the first WINDOW of a
                 // call may come before its handler has returned its stream.
                 if self.conn.handlers().contains_key(&call_id) {
-                    self.conn.credit(call_id).grant(credit);
+                    self.conn.credit(call_id).grant(credit, bytes);
                 } else {
                     self.conn.charge_error();
                 }

@@ -18,11 +18,20 @@ pub(super) enum InboxItem {
     End(Result<(), RpcError>),
 }
 
+/// A stream's flow-control window: items, and bytes of items, the receiver takes before
+/// its consumer reads them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) items: u32,
+    pub(crate) bytes: u32,
+}
+
 /// The items of one incoming stream, filled by the connection's reader.
 pub(crate) struct Inbox {
     state: Mutex<InboxState>,
     call_id: u32,
     window: u32,
+    window_bytes: u32,
     /// The largest item accepted, pieces included.
     max_item: usize,
     outbox: Arc<Outbox>,
@@ -36,8 +45,12 @@ struct InboxState {
     partial: bytes::BytesMut,
     end: Option<Result<(), RpcError>>,
     waker: Option<Waker>,
+    /// Bytes of the items queued and of the partial one.
+    queued_bytes: usize,
     /// Items consumed since credit was last granted.
     consumed: u32,
+    /// Bytes of them.
+    consumed_bytes: u64,
 }
 
 impl fmt::Debug for Inbox {
@@ -50,11 +63,11 @@ impl fmt::Debug for Inbox {
 }
 
 impl Inbox {
-    /// An inbox for `call_id` that grants `window` items at a time through `outbox`, and
-    /// takes items of up to `max_item` bytes.
+    /// An inbox for `call_id` that grants `window` at a time through `outbox`, and takes
+    /// items of up to `max_item` bytes.
     pub(crate) fn new(
         call_id: u32,
-        window: u32,
+        window: Window,
         max_item: usize,
         outbox: Arc<Outbox>,
     ) -> Arc<Self> {
@@ -64,10 +77,13 @@ impl Inbox {
                 partial: bytes::BytesMut::new(),
                 end: None,
                 waker: None,
+                queued_bytes: 0,
                 consumed: 0,
+                consumed_bytes: 0,
             }),
             call_id,
-            window: window.max(1),
+            window: window.items.max(1),
+            window_bytes: window.bytes.max(1),
             max_item,
             outbox,
             on_abandon: Mutex::new(None),
@@ -81,14 +97,30 @@ impl Inbox {
 
     /// The first grant of credit, as a frame appended to `buf`.
     pub(crate) fn encode_initial_window(&self, buf: &mut bytes::BytesMut) {
-        wire::encode_window(buf, self.call_id, self.window);
+        wire::encode_window(buf, self.call_id, self.window, self.window_bytes);
     }
 
     /// Grants the initial credit now.
     pub(crate) fn grant_initial_window(&self) {
-        let (call_id, window) = (self.call_id, self.window);
+        let (call_id, window, window_bytes) = (self.call_id, self.window, self.window_bytes);
         self.outbox
-            .push_now(|buf| wire::encode_window(buf, call_id, window));
+            .push_now(|buf| wire::encode_window(buf, call_id, window, window_bytes));
+    }
+
+    /// Counts `len` more bytes buffered.
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Protocol` when that passes what the window lets a sender have buffered:
+    /// the byte window plus the one item it may start with credit left.
+    fn check_buffered(&self, state: &mut InboxState, len: usize) -> Result<(), RpcError> {
+        state.queued_bytes += len;
+        if state.queued_bytes > self.window_bytes as usize + self.max_item {
+            return Err(RpcError::protocol(
+                "a stream sent more bytes than its window allows",
+            ));
+        }
+        Ok(())
     }
 
     /// Adds an item from the peer.
@@ -106,6 +138,7 @@ impl Inbox {
                 "a stream sent more items than its window allows",
             ));
         }
+        self.check_buffered(&mut state, item.len())?;
         let item = if state.partial.is_empty() {
             item
         } else {
@@ -134,6 +167,7 @@ impl Inbox {
             return Ok(());
         }
         self.check_item_size(state.partial.len() + piece.len())?;
+        self.check_buffered(&mut state, piece.len())?;
         state.partial.extend_from_slice(&piece);
         Ok(())
     }
@@ -166,13 +200,20 @@ impl Inbox {
     pub(super) fn poll_item(&self, cx: &mut TaskContext<'_>) -> Poll<InboxItem> {
         let mut state = lock(&self.state);
         if let Some(item) = state.items.pop_front() {
+            state.queued_bytes -= item.len();
             state.consumed += 1;
-            if state.consumed >= self.window.div_ceil(2) && state.end.is_none() {
+            state.consumed_bytes += item.len() as u64;
+            // Credit goes back once half of either window has been read.
+            let half_read = state.consumed >= self.window.div_ceil(2)
+                || state.consumed_bytes >= u64::from(self.window_bytes.div_ceil(2));
+            if half_read && state.end.is_none() {
                 let credit = std::mem::take(&mut state.consumed);
+                let bytes =
+                    u32::try_from(std::mem::take(&mut state.consumed_bytes)).unwrap_or(u32::MAX);
                 let call_id = self.call_id;
                 drop(state);
                 self.outbox
-                    .push_now(|buf| wire::encode_window(buf, call_id, credit));
+                    .push_now(|buf| wire::encode_window(buf, call_id, credit, bytes));
             }
             return Poll::Ready(InboxItem::Item(item));
         }
@@ -195,7 +236,9 @@ impl Inbox {
     }
 }
 
-/// Credit for sending one stream: how many more items the receiver takes.
+/// Credit for sending one stream: how many more items, and bytes of items, the receiver
+/// takes. An item may start while any byte of credit is left, and takes its whole length
+/// from it (so the receiver buffers at most its byte window plus one item).
 #[derive(Debug, Default)]
 pub(crate) struct Credit {
     state: Mutex<CreditState>,
@@ -204,15 +247,24 @@ pub(crate) struct Credit {
 #[derive(Debug, Default)]
 struct CreditState {
     available: u64,
+    /// Bytes of credit left; below zero after an item larger than what was left.
+    bytes: i64,
     stopped: bool,
     waker: Option<Waker>,
 }
 
+impl CreditState {
+    fn can_send(&self) -> bool {
+        self.available > 0 && self.bytes > 0
+    }
+}
+
 impl Credit {
-    /// The receiver granted `credit` more items.
-    pub(crate) fn grant(&self, credit: u32) {
+    /// The receiver granted `credit` more items and `bytes` more bytes.
+    pub(crate) fn grant(&self, credit: u32, bytes: u32) {
         let mut state = lock(&self.state);
         state.available = state.available.saturating_add(u64::from(credit));
+        state.bytes = state.bytes.saturating_add(i64::from(bytes));
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -238,11 +290,19 @@ impl Credit {
         if state.stopped {
             return Some(false);
         }
-        if state.available > 0 {
+        if state.can_send() {
             state.available -= 1;
             return Some(true);
         }
         None
+    }
+
+    /// Takes an item's length from the byte credit, once the item is known.
+    pub(super) fn spend_bytes(&self, len: usize) {
+        let mut state = lock(&self.state);
+        state.bytes = state
+            .bytes
+            .saturating_sub(i64::try_from(len).unwrap_or(i64::MAX));
     }
 
     /// Waits for one item's worth of credit; `false` when the receiver stopped the stream.
@@ -252,7 +312,7 @@ impl Credit {
             if state.stopped {
                 return Poll::Ready(false);
             }
-            if state.available > 0 {
+            if state.can_send() {
                 state.available -= 1;
                 return Poll::Ready(true);
             }

@@ -102,7 +102,7 @@ pub(crate) async fn send_stream<T: StreamItem>(mut stream: Streaming<T>, sink: S
                     return Some((Status::HandlerPanicked, String::new()));
                 }
             };
-            let pushed = send_item(&outbox, call_id, item, max_frame).await;
+            let pushed = send_item(&outbox, &credit, call_id, item, max_frame).await;
             match pushed {
                 Ok(()) => {}
                 Err(error @ RpcError::FrameTooLarge { .. }) => {
@@ -134,10 +134,11 @@ pub(crate) async fn send_stream<T: StreamItem>(mut stream: Streaming<T>, sink: S
 /// on its own, so that call frames and other streams' items go out between the pieces.
 const PIECE: usize = 64 * 1024;
 
-/// Queues one item: encoded straight into the outgoing buffer when it is small, or encoded
-/// once and sent in pieces when it is large.
+/// Queues one item, taking its length from the byte credit: encoded straight into the
+/// outgoing buffer when it is small, or encoded once and sent in pieces when it is large.
 async fn send_item<T: StreamItem>(
     outbox: &Outbox,
+    credit: &Credit,
     call_id: u32,
     item: T,
     max_frame: usize,
@@ -149,6 +150,7 @@ async fn send_item<T: StreamItem>(
             max: max_frame as u64,
         });
     }
+    credit.spend_bytes(len);
     if len <= PIECE {
         return outbox
             .push(Lane::Bulk, move |buf| {

@@ -207,11 +207,12 @@ pub fn encode_stream_end(buf: &mut BytesMut, call_id: u32, status: Status, text:
     let _ = finish_frame(buf, start, usize::MAX);
 }
 
-/// Appends a window frame granting `credit` more items.
-pub fn encode_window(buf: &mut BytesMut, call_id: u32, credit: u32) {
+/// Appends a window frame granting `credit` more items and `bytes` more bytes of items.
+pub fn encode_window(buf: &mut BytesMut, call_id: u32, credit: u32, bytes: u32) {
     let start = start_frame(buf, FrameKind::Window);
     buf.put_u32(call_id);
     buf.put_u32(credit);
+    buf.put_u32(bytes);
     let _ = finish_frame(buf, start, usize::MAX);
 }
 

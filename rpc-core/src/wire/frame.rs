@@ -64,6 +64,8 @@ pub enum Frame {
         call_id: u32,
         /// How many more items the receiver takes.
         credit: u32,
+        /// How many more bytes of items it takes (an item may start while any are left).
+        bytes: u32,
     },
     /// The receiver of a call's stream wants no more items.
     StopStream {
@@ -188,8 +190,13 @@ impl Frame {
             k if k == FrameKind::Window as u8 => {
                 let call_id = take_u32(&mut body)?;
                 let credit = take_u32(&mut body)?;
+                let bytes = take_u32(&mut body)?;
                 expect_end(&body)?;
-                Ok(Frame::Window { call_id, credit })
+                Ok(Frame::Window {
+                    call_id,
+                    credit,
+                    bytes,
+                })
             }
             k if k == FrameKind::StreamPart as u8 => {
                 let call_id = take_u32(&mut body)?;

@@ -187,7 +187,7 @@ fn stream_and_keepalive_frames_round_trip() {
     let mut buf = BytesMut::new();
     encode_ping(&mut buf, 7, false);
     encode_ping(&mut buf, 7, true);
-    encode_window(&mut buf, 3, 64);
+    encode_window(&mut buf, 3, 64, 1 << 20);
     encode_stop_stream(&mut buf, 3);
     encode_stream_piece(&mut buf, 3, b"part", false);
     encode_stream_piece(&mut buf, 3, b"last", true);
@@ -204,7 +204,8 @@ fn stream_and_keepalive_frames_round_trip() {
             Frame::Pong { opaque: 7 },
             Frame::Window {
                 call_id: 3,
-                credit: 64
+                credit: 64,
+                bytes: 1 << 20
             },
             Frame::StopStream { call_id: 3 },
             Frame::StreamPart {
@@ -269,8 +270,11 @@ mod properties {
                 }
             ),
             any::<u32>().prop_map(|call_id| Frame::Cancel { call_id }),
-            (any::<u32>(), any::<u32>())
-                .prop_map(|(call_id, credit)| Frame::Window { call_id, credit }),
+            (any::<u32>(), any::<u32>()).prop_map(|(call_id, credit)| Frame::Window {
+                call_id,
+                credit,
+                bytes: credit.wrapping_mul(7),
+            }),
             any::<u64>().prop_map(|opaque| Frame::Ping { opaque }),
         ]
     }
@@ -290,7 +294,11 @@ mod properties {
                 encode_response(buf, *call_id, *status, payload, usize::MAX).unwrap();
             }
             Frame::Cancel { call_id } => encode_cancel(buf, *call_id),
-            Frame::Window { call_id, credit } => encode_window(buf, *call_id, *credit),
+            Frame::Window {
+                call_id,
+                credit,
+                bytes,
+            } => encode_window(buf, *call_id, *credit, *bytes),
             Frame::Ping { opaque } => encode_ping(buf, *opaque, false),
             other => unreachable!("not generated: {other:?}"),
         }
