@@ -259,65 +259,35 @@ impl<'b, C> MeterCompound<'b, C> {
     }
 }
 
-impl<C: SerializeSeq> SerializeSeq for MeterCompound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
+/// The compound traits whose elements come without names: each element counted, then
+/// passed on.
+macro_rules! meter_elements {
+    ($($trait:ident :: $method:ident),* $(,)?) => {
+        $(
+            impl<C: $trait> $trait for MeterCompound<'_, C> {
+                type Ok = C::Ok;
+                type Error = C::Error;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        let element = self.element(value)?;
-        self.inner.serialize_element(&element)
-    }
+                fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
+                    let element = self.element(value)?;
+                    self.inner.$method(&element)
+                }
 
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.finish()?;
-        self.inner.end()
-    }
+                fn end(self) -> Result<C::Ok, C::Error> {
+                    self.finish()?;
+                    self.inner.end()
+                }
+            }
+        )*
+    };
 }
 
-impl<C: SerializeTuple> SerializeTuple for MeterCompound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        let element = self.element(value)?;
-        self.inner.serialize_element(&element)
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.finish()?;
-        self.inner.end()
-    }
-}
-
-impl<C: SerializeTupleStruct> SerializeTupleStruct for MeterCompound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        let field = self.element(value)?;
-        self.inner.serialize_field(&field)
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.finish()?;
-        self.inner.end()
-    }
-}
-
-impl<C: SerializeTupleVariant> SerializeTupleVariant for MeterCompound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), C::Error> {
-        let field = self.element(value)?;
-        self.inner.serialize_field(&field)
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.finish()?;
-        self.inner.end()
-    }
-}
+meter_elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
 
 impl<C: SerializeMap> SerializeMap for MeterCompound<'_, C> {
     type Ok = C::Ok;
@@ -342,48 +312,34 @@ impl<C: SerializeMap> SerializeMap for MeterCompound<'_, C> {
     }
 }
 
-impl<C: SerializeStruct> SerializeStruct for MeterCompound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
+/// The compound traits whose fields come with names: each field counted, then passed on.
+macro_rules! meter_fields {
+    ($($trait:ident),* $(,)?) => {
+        $(
+            impl<C: $trait> $trait for MeterCompound<'_, C> {
+                type Ok = C::Ok;
+                type Error = C::Error;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        let field = self.element(value)?;
-        self.inner.serialize_field(key, &field)
-    }
+                fn serialize_field<T: Serialize + ?Sized>(
+                    &mut self,
+                    key: &'static str,
+                    value: &T,
+                ) -> Result<(), C::Error> {
+                    let field = self.element(value)?;
+                    self.inner.serialize_field(key, &field)
+                }
 
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.inner.skip_field(key)
-    }
+                fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
+                    self.inner.skip_field(key)
+                }
 
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.finish()?;
-        self.inner.end()
-    }
+                fn end(self) -> Result<C::Ok, C::Error> {
+                    self.finish()?;
+                    self.inner.end()
+                }
+            }
+        )*
+    };
 }
 
-impl<C: SerializeStructVariant> SerializeStructVariant for MeterCompound<'_, C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), C::Error> {
-        let field = self.element(value)?;
-        self.inner.serialize_field(key, &field)
-    }
-
-    fn skip_field(&mut self, key: &'static str) -> Result<(), C::Error> {
-        self.inner.skip_field(key)
-    }
-
-    fn end(self) -> Result<C::Ok, C::Error> {
-        self.finish()?;
-        self.inner.end()
-    }
-}
+meter_fields!(SerializeStruct, SerializeStructVariant);
