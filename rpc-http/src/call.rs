@@ -95,7 +95,13 @@ async fn route<B: RequestBody>(
     let prepared = async {
         let arguments = if parts.method == Method::POST {
             check_content_type(&parts.headers)?;
-            read_body(&parts.headers, body, max_body).await?
+            read_body(
+                &parts.headers,
+                body,
+                max_body,
+                server.config().frame_timeout,
+            )
+            .await?
         } else if parts.method == Method::GET && (entry.is_idempotent() || streams_result) {
             query_message(parts.uri.query().unwrap_or(""))?
         } else if entry.is_idempotent() || streams_result {
@@ -135,7 +141,8 @@ async fn stream_in<B: RequestBody>(
     request: Request<B>,
 ) -> Result<Response<HttpBody>, HttpError> {
     let (parts, body) = request.into_parts();
-    let mut lines = Box::pin(lines(body, server.config().max_frame_size));
+    let config = server.config();
+    let mut lines = Box::pin(lines(body, config.max_frame_size, config.frame_timeout));
     let prepared = async {
         if parts.method != Method::POST {
             return Err(method_not_allowed("POST"));
@@ -204,10 +211,13 @@ fn output_response(
     Ok(json_response(Bytes::from(body)))
 }
 
-/// The non-empty lines of `body`, each at most `max` bytes.
+/// The non-empty lines of `body`, each at most `max` bytes and each completed within
+/// `timeout` of its first byte (the binary protocol's frame timeout: a client may pause
+/// between items as long as it likes, but not in the middle of one).
 fn lines<B: RequestBody>(
     body: B,
     max: usize,
+    timeout: Duration,
 ) -> impl Stream<Item = Result<Bytes, HttpError>> + Send {
     let frames = http_body_util::BodyStream::new(body);
     futures_util::stream::unfold(
@@ -231,7 +241,18 @@ fn lines<B: RequestBody>(
                     let line = std::mem::take(&mut pending).freeze();
                     return Some((Ok(line), (frames, pending, ended)));
                 }
-                match frames.next().await {
+                let next = if pending.is_empty() {
+                    frames.next().await
+                } else {
+                    match tokio::time::timeout(timeout, frames.next()).await {
+                        Ok(next) => next,
+                        Err(_elapsed) => {
+                            let error = too_slow(timeout, "a line of the body");
+                            return Some((Err(error), (frames, BytesMut::new(), true)));
+                        }
+                    }
+                };
+                match next {
                     Some(Ok(frame)) => {
                         if let Ok(mut data) = frame.into_data() {
                             while data.has_remaining() {
@@ -369,12 +390,23 @@ fn too_large(max: usize) -> HttpError {
     )
 }
 
+fn too_slow(timeout: Duration, what: &str) -> HttpError {
+    HttpError::new(
+        "deadline_exceeded",
+        StatusCode::REQUEST_TIMEOUT,
+        format!("{what} did not arrive within {timeout:?}"),
+    )
+}
+
 /// The whole body, refused as soon as it is known to be over `max` bytes (from its
-/// `Content-Length`, before reading it, or while reading).
+/// `Content-Length`, before reading it, or while reading), or when it has not all arrived
+/// within `timeout` (the binary protocol's frame timeout: a slow body holds nothing for
+/// long).
 async fn read_body<B: RequestBody>(
     headers: &HeaderMap,
     body: B,
     max: usize,
+    timeout: Duration,
 ) -> Result<Bytes, HttpError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -383,7 +415,10 @@ async fn read_body<B: RequestBody>(
     if declared.is_some_and(|len| len > max as u64) {
         return Err(too_large(max));
     }
-    match Limited::new(body, max).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_elapsed| too_slow(timeout, "the body"))?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
         Err(error) => Err(HttpError::new(

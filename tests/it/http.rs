@@ -604,3 +604,29 @@ async fn request_streams_are_ndjson_bodies_both_ways() {
     .await;
     assert_error(&answer, 400, "invalid_argument");
 }
+
+/// A body that stops arriving holds nothing for long: past the server's frame timeout the
+/// request is answered 408 `deadline_exceeded`, and the connection's slot is free again.
+#[tokio::test]
+async fn a_slow_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = rpc_core::ServerConfig::default();
+    config.frame_timeout = std::time::Duration::from_millis(300);
+    let http = HttpServer::start(test_server_with(config).0).await;
+    let mut stream = tokio::net::TcpStream::connect(http.address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /Calculator/add HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"a\": 1,",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0_u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(3), stream.read(&mut answer))
+        .await
+        .expect("answered once the body was late")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("deadline_exceeded"), "{answer}");
+}
