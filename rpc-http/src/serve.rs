@@ -1,5 +1,5 @@
-//! [`serve`]: the accept loop of the HTTP front door, HTTP/1.1 and HTTP/2 (cleartext, by
-//! prior knowledge) on one port, with graceful shutdown.
+//! [`serve`]: the accept loop of the HTTP front door, HTTP/1.1 and HTTP/2 on one port (over
+//! TCP by prior knowledge, over TLS by ALPN, over Unix sockets), with graceful shutdown.
 
 use std::future::Future;
 use std::io;
@@ -11,8 +11,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use rpc_core::{Peer, Server};
-use tokio::net::TcpListener;
+use rpc_core::Server;
+use rpc_transport::{Accepted, Listener};
 use tokio::sync::Semaphore;
 
 use crate::service::HttpService;
@@ -25,21 +25,31 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `server`'s services over HTTP/JSON on `listener` (see the crate documentation),
-/// until an unrecoverable error, or until the signal given to
-/// [`Serve::with_graceful_shutdown`] fires and the requests in flight have finished.
+/// until the signal given to [`Serve::with_graceful_shutdown`] fires and the requests in
+/// flight have finished.
+///
+/// Any of rpc-transport's listeners will do: a `tokio::net::TcpListener` (HTTP/1.1, and
+/// HTTP/2 by prior knowledge), a `tokio::net::UnixListener`, or, with the `tls` feature of
+/// rpc-transport, a `TlsListener`, where clients choose HTTP/2 by ALPN when the rustls
+/// configuration offers it (`alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()]`)
+/// and handlers find the client's certificate in `cx.peer()`.
 ///
 /// ```no_run
+/// # async fn ctrl_c() {}
 /// # async fn example(server: rpc_core::Server) -> std::io::Result<()> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// rpc_http::serve(listener, server)
-///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .with_graceful_shutdown(ctrl_c()) // tokio::signal::ctrl_c, say
 ///     .await?;
 /// # Ok(())
 /// # }
 /// ```
-pub fn serve(listener: TcpListener, server: Server) -> Serve {
+pub fn serve<L: Listener>(listener: L, server: Server) -> Serve {
     Serve {
-        start: Some((listener, server, None)),
+        start: Some(Box::new(move |signal| {
+            Box::pin(run(listener, server, signal))
+        })),
+        signal: None,
         running: None,
     }
 }
@@ -47,11 +57,13 @@ pub fn serve(listener: TcpListener, server: Server) -> Serve {
 /// The future [`serve`] returns: `Send + 'static`, so it can be spawned.
 #[must_use = "a server does nothing unless awaited or spawned"]
 pub struct Serve {
-    start: Option<(TcpListener, Server, Option<Signal>)>,
-    running: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send>>>,
+    start: Option<Box<dyn FnOnce(Option<Signal>) -> Running + Send>>,
+    signal: Option<Signal>,
+    running: Option<Running>,
 }
 
 type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Running = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
 impl std::fmt::Debug for Serve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,8 +78,8 @@ impl Serve {
         mut self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Serve {
-        if let Some((_, _, slot)) = &mut self.start {
-            *slot = Some(Box::pin(signal));
+        if self.start.is_some() {
+            self.signal = Some(Box::pin(signal));
         }
         self
     }
@@ -77,8 +89,9 @@ impl Future for Serve {
     type Output = io::Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        if let Some((listener, server, signal)) = self.start.take() {
-            self.running = Some(Box::pin(run(listener, server, signal)));
+        if let Some(start) = self.start.take() {
+            let signal = self.signal.take();
+            self.running = Some(start(signal));
         }
         match &mut self.running {
             Some(running) => running.as_mut().poll(cx),
@@ -87,7 +100,11 @@ impl Future for Serve {
     }
 }
 
-async fn run(listener: TcpListener, server: Server, signal: Option<Signal>) -> io::Result<()> {
+async fn run<L: Listener>(
+    mut listener: L,
+    server: Server,
+    signal: Option<Signal>,
+) -> io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -109,7 +126,11 @@ async fn run(listener: TcpListener, server: Server, signal: Option<Signal>) -> i
             accepted = listener.accept() => accepted,
             () = &mut signal => break,
         };
-        let (stream, address) = match accepted {
+        let Accepted {
+            reader,
+            writer,
+            peer,
+        } = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::debug!(%error, "accept failed; trying again");
@@ -117,14 +138,13 @@ async fn run(listener: TcpListener, server: Server, signal: Option<Signal>) -> i
                 continue;
             }
         };
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        let service = HttpService::with_peer(server.clone(), Peer::Tcp(address));
+        let address = peer.to_string();
+        let service = HttpService::with_peer(server.clone(), peer);
         let handler = hyper::service::service_fn(move |request| {
             let service = service.clone();
             async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
         });
+        let stream = tokio::io::join(reader, writer);
         let connection = builder
             .serve_connection(TokioIo::new(stream), handler)
             .into_owned();

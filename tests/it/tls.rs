@@ -307,3 +307,46 @@ async fn a_plaintext_client_on_a_tls_port_fails_promptly() {
     .expect("no hang");
     assert!(outcome.is_err());
 }
+
+/// The HTTP/JSON front door over TLS: a client that offers `h2` by ALPN gets HTTP/2, and the
+/// handler sees its verified certificate, as over the binary protocol.
+#[tokio::test]
+async fn http_over_tls_speaks_h2_by_alpn_and_the_handler_sees_the_client_certificate() {
+    use http_body_util::{BodyExt, Full};
+    let pki = TestPki::new("test ca");
+    let mut server_config = (*pki.server_config(true)).clone();
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = bind(Arc::new(server_config)).await;
+    let address = listener.local_addr().unwrap();
+    let server = Server::new().add_service(WhoAmIServer::new(WhoAmIImpl));
+    tokio::spawn(rpc_http::serve(listener, server));
+
+    let alice = pki.issue("alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let mut client_config = (*pki.client_config(Some(&alice))).clone();
+    client_config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!(
+        "https://localhost:{}/WhoAmI/certificate",
+        address.port()
+    ))
+    .header("content-type", "application/json")
+    .body(Full::new(bytes::Bytes::from_static(b"{}")))
+    .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let seen: Option<Vec<u8>> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen.as_deref(), Some(alice.certificate.as_ref()));
+}
