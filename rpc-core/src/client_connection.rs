@@ -98,11 +98,17 @@ impl ClientConnection {
         });
         let mut background = vec![reader_task.abort_handle()];
         if let Some(interval) = shared.config.keepalive_interval {
-            let keepalive = tokio::spawn(reader::keep_alive(
+            let keepalive = reader::keep_alive(
                 Arc::downgrade(&shared),
                 interval,
                 shared.config.keepalive_timeout,
-            ));
+            );
+            // On the shared timer thread when there is one: a timer armed in the caller's
+            // runtime makes every park of it read the clock (about a microsecond a call).
+            let keepalive = match reader::keepalive_runtime() {
+                Some(runtime) => runtime.spawn(keepalive),
+                None => tokio::spawn(keepalive),
+            };
             background.push(keepalive.abort_handle());
         }
         *lock(&shared.background_tasks) = background;

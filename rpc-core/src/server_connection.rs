@@ -20,15 +20,15 @@ mod budget;
 mod call;
 mod driver;
 mod reply;
+mod running;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -39,11 +39,12 @@ use crate::observe;
 use crate::outbox::{self, Outbox};
 use crate::recover::lock;
 use crate::stream::{Credit, Inbox, Window};
-use crate::transport::{Connection, ConnectionActivity, FrameRead, FrameWrite};
+use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire;
 use admission::Compatibility;
 use budget::ErrorBudget;
 use driver::{Driver, Ending};
+use running::RunningCalls;
 
 /// What a server serves, shared by all its connections: its services, hooks and limits.
 #[derive(Clone)]
@@ -163,8 +164,7 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         routes,
         peer,
         outbox: outbox.clone(),
-        handlers: Mutex::new(HashMap::new()),
-        activity,
+        running: RunningCalls::new(activity),
         drained: Notify::new(),
         draining: AtomicBool::new(false),
         inboxes: Mutex::new(HashMap::new()),
@@ -215,9 +215,7 @@ struct ConnState {
     routes: Arc<Routes>,
     peer: Arc<Peer>,
     outbox: Arc<Outbox>,
-    handlers: Mutex<HashMap<u32, AbortHandle>>,
-    /// How many entries `handlers` has, for whoever accepted the connection.
-    activity: ConnectionActivity,
+    running: RunningCalls,
     /// Signalled when the last running handler finishes while draining.
     drained: Notify,
     /// Set once the connection takes no new calls.
@@ -243,12 +241,8 @@ impl ConnState {
         &self.routes.config
     }
 
-    fn handlers(&self) -> MutexGuard<'_, HashMap<u32, AbortHandle>> {
-        lock(&self.handlers)
-    }
-
     fn running_handlers(&self) -> usize {
-        self.handlers().len()
+        self.running.len()
     }
 
     /// Counts one error the client caused against its budget.
@@ -317,30 +311,17 @@ impl ConnState {
     /// cancel or the end of the connection can stop it.
     fn spawn_call(self: &Arc<Self>, call_id: u32, work: impl Future<Output = ()> + Send + 'static) {
         let conn = self.clone();
-        // Hold the table's lock across the spawn, so the task cannot finish (and remove its
-        // entry) before the entry exists.
-        let mut handlers = self.handlers();
-        let task = tokio::spawn(async move {
-            work.await;
-            conn.finish_call(call_id);
+        self.running.spawn(call_id, || {
+            tokio::spawn(async move {
+                work.await;
+                conn.finish_call(call_id, tokio::task::id());
+            })
         });
-        if handlers.insert(call_id, task.abort_handle()).is_none() {
-            self.activity.call_started();
-        }
-    }
-
-    /// Takes a call out of the table of running ones.
-    fn unregister(&self, call_id: u32) -> Option<AbortHandle> {
-        let handle = self.handlers().remove(&call_id);
-        if handle.is_some() {
-            self.activity.call_ended();
-        }
-        handle
     }
 
     /// Stops a running call; returns whether there was one.
     fn cancel(&self, call_id: u32) -> bool {
-        let handle = self.unregister(call_id);
+        let handle = self.running.remove(call_id);
         let Some(handle) = handle else {
             return false;
         };
@@ -350,9 +331,12 @@ impl ConnState {
         true
     }
 
-    fn finish_call(&self, call_id: u32) {
-        self.unregister(call_id);
-        self.forget_streams(call_id);
+    /// The end of call `call_id`'s task `task`: its entry and streams are dropped, unless a
+    /// cancel did that already (and the id may now be another call's).
+    fn finish_call(&self, call_id: u32, task: tokio::task::Id) {
+        if self.running.remove_own(call_id, task) {
+            self.forget_streams(call_id);
+        }
         self.notify_if_drained();
     }
 
@@ -363,16 +347,13 @@ impl ConnState {
     }
 
     fn notify_if_drained(&self) {
-        if self.draining.load(Ordering::Acquire) && self.handlers().is_empty() {
+        if self.draining.load(Ordering::Acquire) && self.running.len() == 0 {
             self.drained.notify_one();
         }
     }
 
     fn abort_handlers(&self) {
-        for (_, handle) in self.handlers().drain() {
-            handle.abort();
-        }
-        self.activity.clear();
+        self.running.abort_all();
     }
 
     fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, message: &str) {

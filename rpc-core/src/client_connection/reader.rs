@@ -98,6 +98,31 @@ pub(super) async fn read_responses<R: FrameRead>(
     Ok(())
 }
 
+/// The runtime every channel's keepalive task runs on: one thread for the process, started
+/// with the first channel that pings, whose only work is these timers. Keeping them off the
+/// caller's runtime keeps its parks free of timer work: with one timer armed, each round
+/// trip of a lone call cost about a microsecond more (rpc-bench, Unix socket latency p50,
+/// 13.7 µs to 14.7 µs). `None` if the thread cannot be started (the caller's runtime is
+/// used then).
+pub(super) fn keepalive_runtime() -> Option<&'static tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Handle>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .ok()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("rpc-keepalive".to_owned())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
 /// Pings the server while calls are in flight, and closes the connection when a ping goes
 /// unanswered for `timeout`. Ends with the connection.
 pub(super) async fn keep_alive(

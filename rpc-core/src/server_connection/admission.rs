@@ -40,7 +40,7 @@ impl ConnState {
     /// a live call id, ignored) instead.
     pub(super) fn admit(&self, head: &RequestHead, metadata: Bytes) -> Option<Admitted> {
         let call_id = head.call_id;
-        if self.handlers().contains_key(&call_id) {
+        if self.running.contains(call_id) {
             // A peer reusing a live id cannot disturb the original call.
             tracing::debug!(peer = %self.peer, call_id, "ignored a request reusing a live call id");
             self.charge_error();

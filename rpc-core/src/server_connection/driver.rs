@@ -314,7 +314,7 @@ impl Driver {
             } => {
                 // Credit is kept only for calls that are running; the first WINDOW of a
                 // call may come before its handler has returned its stream.
-                if self.conn.handlers().contains_key(&call_id) {
+                if self.conn.running.contains(call_id) {
                     self.conn.credit(call_id).grant(credit, bytes);
                 } else {
                     self.conn.charge_error();
