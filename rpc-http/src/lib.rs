@@ -60,6 +60,8 @@
 //! # Organization
 //!
 //! - [`serve`] (`serve.rs`): the accept loop, HTTP/1.1 and HTTP/2 on one port.
+//! - [`OnePort`] (`one_port.rs`): the binary protocol and HTTP/JSON on one port, told apart
+//!   by their first bytes (opt-in).
 //! - [`HttpService`] (`service.rs`): the same as a `tower::Service`, for axum or hyper.
 //! - `call.rs`: one request as one call; `error.rs`: errors as Connect codes.
 //! - [`openapi`] (`openapi.rs`): the document.
@@ -67,12 +69,14 @@
 mod body;
 mod call;
 mod error;
+mod one_port;
 mod openapi;
 mod serve;
 mod service;
 
 pub use body::HttpBody;
 pub use call::RequestBody;
+pub use one_port::{OnePort, Sniffed};
 pub use openapi::openapi;
 pub use serve::{serve, Serve};
 pub use service::HttpService;

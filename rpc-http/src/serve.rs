@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rpc_core::Server;
 use rpc_transport::{Accepted, Listener};
 use tokio::sync::Semaphore;
@@ -100,16 +100,54 @@ impl Future for Serve {
     }
 }
 
-async fn run<L: Listener>(
-    mut listener: L,
-    server: Server,
-    signal: Option<Signal>,
-) -> io::Result<()> {
+/// How every HTTP connection is served: HTTP/1.1 with a header timeout, or HTTP/2.
+pub(crate) fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    builder
+}
+
+/// Serves one connection's HTTP requests in a task of its own, watched by `watcher` (of a
+/// [`GracefulShutdown`]); `done` (a connection slot, say) is dropped when the connection
+/// ends.
+pub(crate) fn spawn_connection<I, D>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    server: &Server,
+    io: I,
+    peer: rpc_core::Peer,
+    done: D,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    D: Send + 'static,
+{
+    let address = peer.to_string();
+    let service = HttpService::with_peer(server.clone(), peer);
+    let handler = hyper::service::service_fn(move |request| {
+        let service = service.clone();
+        async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(io), handler)
+        .into_owned();
+    let connection = watcher.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%address, %error, "HTTP connection ended with an error");
+        }
+        drop(done);
+    });
+}
+
+async fn run<L: Listener>(
+    mut listener: L,
+    server: Server,
+    signal: Option<Signal>,
+) -> io::Result<()> {
+    let builder = builder();
     let graceful = GracefulShutdown::new();
     let mut signal = signal.unwrap_or_else(|| Box::pin(std::future::pending()));
     // As on the binary port: past `max_connections`, stop accepting until one closes (the
@@ -138,31 +176,20 @@ async fn run<L: Listener>(
                 continue;
             }
         };
-        let address = peer.to_string();
-        let service = HttpService::with_peer(server.clone(), peer);
-        let handler = hyper::service::service_fn(move |request| {
-            let service = service.clone();
-            async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
-        });
-        let stream = tokio::io::join(reader, writer);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), handler)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%address, %error, "HTTP connection ended with an error");
-            }
-            drop(slot);
-        });
+        let io = tokio::io::join(reader, writer);
+        spawn_connection(&builder, graceful.watcher(), &server, io, peer, slot);
     }
     drop(listener);
-    let grace = server.config().shutdown_grace_period;
+    shut_down(graceful, server.config().shutdown_grace_period).await;
+    Ok(())
+}
+
+/// Lets the HTTP requests in flight finish, up to `grace`.
+pub(crate) async fn shut_down(graceful: GracefulShutdown, grace: Duration) {
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::info!("grace period over; HTTP connections still open are abandoned");
     }
-    Ok(())
 }

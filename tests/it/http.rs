@@ -630,3 +630,30 @@ async fn a_slow_body_times_out() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("deadline_exceeded"), "{answer}");
 }
+
+/// With `OnePort`, one port serves both protocols, told apart by their first bytes: a
+/// binary client and an HTTP client both reach the same server; a client that sends
+/// nothing holds up neither.
+#[tokio::test]
+async fn one_port_serves_the_binary_protocol_and_http_side_by_side() {
+    let server = test_server().0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let one_port = rpc_http::OnePort::new(listener, server.clone());
+    tokio::spawn(rpc_transport::serve(one_port, server));
+    // A silent client first: sniffing it must not stall the others.
+    let _silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    let binary = CalculatorClient::new(rpc_transport::tcp::connect(address).await.unwrap());
+    assert_eq!(binary.add(2, 3).await.unwrap(), 5);
+    let answer = call(address, "/Calculator/add", r#"{"a": 4, "b": 5}"#).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json(), json!(9));
+    let answer = send(
+        address,
+        post(address, "/Calculator/add", r#"{"a": 1, "b": 1}"#),
+        true,
+    )
+    .await;
+    assert_eq!(answer.json(), json!(2), "over HTTP/2 too");
+    assert_eq!(binary.add(1, 1).await.unwrap(), 2);
+}

@@ -1,0 +1,162 @@
+//! [`OnePort`]: the binary protocol and HTTP/JSON on one port, told apart by their first
+//! bytes. An opt-in: a port served by `rpc_transport::serve` alone keeps refusing HTTP.
+//!
+//! `OnePort` wraps any rpc-transport listener and is one itself. Each accepted connection
+//! is sniffed in a task of its own (so a client that sends nothing delays no one, and gets
+//! the server's `preface_timeout` to start): one that opens with the binary protocol's
+//! preface is handed, bytes and all, to `rpc_transport::serve`, with every defence of the
+//! binary port (connection limits, buffered-bytes cap, idle eviction); anything else is
+//! served as HTTP/1.1 or HTTP/2 by the HTTP front door, as [`serve`](crate::serve) would.
+
+use std::io;
+use std::io::Cursor;
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rpc_core::transport::PREFACE;
+use rpc_core::Server;
+use rpc_transport::{Accepted, Listener};
+use tokio::io::{AsyncRead, AsyncReadExt, Chain};
+use tokio::task::JoinSet;
+
+use crate::serve::{builder, shut_down, spawn_connection};
+
+/// The reading half of a sniffed connection: the bytes read to tell its protocol, then the
+/// rest of the stream.
+pub type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
+
+/// A listener serving HTTP/JSON itself and handing binary-protocol connections on: give it
+/// to `rpc_transport::serve`.
+///
+/// ```no_run
+/// # async fn example(server: rpc_core::Server) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+/// let one_port = rpc_http::OnePort::new(listener, server.clone());
+/// rpc_transport::serve(one_port, server).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// HTTP connections end gracefully (their requests in flight finish, up to the server's
+/// `shutdown_grace_period`) once `serve` drops the listener at shutdown.
+pub struct OnePort<L: Listener> {
+    inner: L,
+    server: Server,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: Option<GracefulShutdown>,
+    /// Connections being sniffed; each ends with the binary ones.
+    sniffing: JoinSet<Option<Accepted<Sniffed<L::Reader>, L::Writer>>>,
+}
+
+impl<L: Listener> std::fmt::Debug for OnePort<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnePort")
+            .field("sniffing", &self.sniffing.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Listener> OnePort<L> {
+    /// Serves `server` over HTTP/JSON on the connections of `listener` that do not speak
+    /// the binary protocol.
+    pub fn new(inner: L, server: Server) -> Self {
+        OnePort {
+            inner,
+            server,
+            builder: builder(),
+            graceful: Some(GracefulShutdown::new()),
+            sniffing: JoinSet::new(),
+        }
+    }
+
+    /// Sniffs a new connection in a task of its own: binary ones come back from the task,
+    /// HTTP ones are served from it.
+    fn sniff(&mut self, accepted: Accepted<L::Reader, L::Writer>) {
+        let Some(graceful) = &self.graceful else {
+            return;
+        };
+        let watcher = graceful.watcher();
+        let builder = self.builder.clone();
+        let server = self.server.clone();
+        let limit = server.config().preface_timeout;
+        self.sniffing.spawn(async move {
+            let Accepted {
+                mut reader,
+                writer,
+                peer,
+            } = accepted;
+            let (seen, binary) = match tokio::time::timeout(limit, first_bytes(&mut reader)).await {
+                Ok(Ok(Some(sniffed))) => sniffed,
+                Ok(Ok(None) | Err(_)) | Err(_) => return None,
+            };
+            let reader = Cursor::new(seen).chain(reader);
+            if binary {
+                return Some(Accepted {
+                    reader,
+                    writer,
+                    peer,
+                });
+            }
+            let io = tokio::io::join(reader, writer);
+            spawn_connection(&builder, watcher, &server, io, peer, ());
+            None
+        });
+    }
+}
+
+/// Reads until the first bytes tell the protocol: `(bytes read, whether they are the
+/// binary preface)`; `None` when the stream ends first.
+async fn first_bytes<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<(Vec<u8>, bool)>> {
+    let mut seen = Vec::with_capacity(PREFACE.len());
+    while seen.len() < PREFACE.len() {
+        // Never past the preface: what follows it belongs to the protocol it picks.
+        let mut chunk = [0_u8; PREFACE.len()];
+        let wanted = PREFACE.len() - seen.len();
+        let read = reader.read(&mut chunk[..wanted]).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        seen.extend_from_slice(&chunk[..read]);
+        if seen[..] != PREFACE[..seen.len()] {
+            return Ok(Some((seen, false)));
+        }
+    }
+    Ok(Some((seen, true)))
+}
+
+impl<L: Listener> Listener for OnePort<L> {
+    type Reader = Sniffed<L::Reader>;
+    type Writer = L::Writer;
+
+    /// Cancel safe: a connection accepted or sniffed stays in the listener.
+    async fn accept(&mut self) -> io::Result<Accepted<Self::Reader, Self::Writer>> {
+        loop {
+            tokio::select! {
+                accepted = self.inner.accept() => {
+                    let accepted = accepted?;
+                    self.sniff(accepted);
+                }
+                Some(sniffed) = self.sniffing.join_next() => {
+                    if let Ok(Some(binary)) = sniffed {
+                        return Ok(binary);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<L: Listener> Drop for OnePort<L> {
+    fn drop(&mut self) {
+        // `serve` drops its listener when it shuts down: let the HTTP requests in flight
+        // finish, as it lets calls finish.
+        if let (Some(graceful), Ok(runtime)) =
+            (self.graceful.take(), tokio::runtime::Handle::try_current())
+        {
+            let grace: Duration = self.server.config().shutdown_grace_period;
+            runtime.spawn(shut_down(graceful, grace));
+        }
+    }
+}
