@@ -27,6 +27,9 @@ use crate::serve::{builder, shut_down, spawn_connection};
 /// rest of the stream.
 pub type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
 
+/// A connection that opened with the binary protocol's preface, handed on to `serve`.
+type Binary<L> = Accepted<Sniffed<<L as Listener>::Reader>, <L as Listener>::Writer>;
+
 /// A listener serving HTTP/JSON itself and handing binary-protocol connections on: give it
 /// to `rpc_transport::serve`.
 ///
@@ -47,7 +50,7 @@ pub struct OnePort<L: Listener> {
     builder: auto::Builder<TokioExecutor>,
     graceful: Option<GracefulShutdown>,
     /// Connections being sniffed; each ends with the binary ones.
-    sniffing: JoinSet<Option<Accepted<Sniffed<L::Reader>, L::Writer>>>,
+    sniffing: JoinSet<Option<Binary<L>>>,
 }
 
 impl<L: Listener> std::fmt::Debug for OnePort<L> {
