@@ -176,7 +176,7 @@ async fn tour(channel: Channel) -> Result<(), RpcError> {
     }
     samples.sort();
     println!(
-        "latency, 1 in flight = p50 {:.1} µs, p99 {:.1} µs",
+        "latency, 1 in flight = p50 {:.1} µs, p99 {:.1} µs ({BUILD})",
         micros(samples[samples.len() / 2]),
         micros(samples[samples.len() * 99 / 100])
     );
@@ -202,12 +202,19 @@ async fn tour(channel: Channel) -> Result<(), RpcError> {
     }
     let elapsed = started.elapsed();
     println!(
-        "throughput, 64 in flight = {:.0} k calls/s ({CALLS} calls in {:.0} ms)",
+        "throughput, 64 in flight = {:.0} k calls/s ({CALLS} calls in {:.0} ms; {BUILD})",
         CALLS as f64 / elapsed.as_secs_f64() / 1_000.0,
         elapsed.as_secs_f64() * 1_000.0
     );
     Ok(())
 }
+
+/// Which build the figures come from: a debug build runs about ten times slower.
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug build: `cargo run --release --example tour` for real figures, rpc-bench to compare"
+} else {
+    "release build"
+};
 
 fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
