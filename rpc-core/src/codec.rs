@@ -3,7 +3,7 @@
 //! Values are encoded straight into the outgoing frame buffer (no intermediate `Vec`), and
 //! decoded from a zero-copy slice of the received frame. Decoding rejects trailing bytes, so
 //! a payload means exactly one value. Both directions hold values to the same limits
-//! ([`budget`]), so what one peer sends, the other accepts.
+//! (`codec/budget.rs`), so what one peer sends, the other accepts.
 
 mod budget;
 mod guard;

@@ -43,6 +43,7 @@ pub use crate::call::MethodSpec;
 pub use crate::codec::{ByteBuf, ByteSlice};
 pub use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use crate::method_types::{CallKind, MethodTypes};
+pub use crate::own_schema::{bytes_schema, own_schemas, schema_of, SchemaMaker, SchemaOf};
 pub use crate::schema::MethodSchemas;
 pub use crate::shape::{MethodEntry, MethodShape, ServiceShapes};
 

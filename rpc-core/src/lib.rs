@@ -90,6 +90,7 @@ mod dispatch;
 pub mod json;
 mod method_types;
 pub mod middleware;
+mod own_schema;
 mod schema;
 mod shape;
 
@@ -240,6 +241,11 @@ pub use serde;
 ///   trait's name alone (raw identifiers unescaped), not its module path, so two traits
 ///   called `Inventory` on one server need a `name` each.
 /// - `#[service(crate = "path")]` when `rpc_core` is reachable under another name.
+/// - `#[service(schema)]` (with rpc-core's `schema` feature): the HTTP front door's OpenAPI
+///   document describes the arguments, results and stream items by their own
+///   `schemars::JsonSchema` implementations (doc comments, formats, validation) instead of
+///   by how serde sees them; each of those types must then implement `JsonSchema`, and one
+///   that does not is reported where it is written.
 ///
 /// # What is refused
 ///

@@ -9,20 +9,7 @@ use serde_reflection::{ContainerFormat, Format, Named, VariantFormat};
 
 use crate::shape::MethodShape;
 
-/// The schemas of one method.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MethodSchemas {
-    /// One schema per argument, in order.
-    pub args: Vec<Value>,
-    /// The result's schema.
-    pub result: Value,
-    /// The request stream item's schema (`null` when there is no stream).
-    pub input_item: Value,
-    /// The response stream item's schema (`null` when there is no stream).
-    pub output_item: Value,
-    /// Every named struct and enum the schemas refer to, by name.
-    pub components: Map<String, Value>,
-}
+pub use crate::shape::MethodSchemas;
 
 impl MethodShape {
     /// The method's JSON Schemas.

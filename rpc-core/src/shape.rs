@@ -20,11 +20,10 @@ use std::fmt::Write as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_reflection::{ContainerFormat, Format, Named, Registry, Samples, Tracer, TracerConfig};
+
 use serde_reflection::{Error as TraceError, VariantFormat};
 
 use crate::codec;
-use crate::json::JsonCodec;
-use crate::method_types::{CallKind, MethodTypes};
 
 /// The most tracing passes spent on one method's types: each pass explores the next
 /// variant of every enum it meets, so this bounds the variants one enum of a method's types
@@ -37,116 +36,6 @@ const MAX_PASSES: usize = 4096;
 pub struct ServiceShapes {
     methods: Vec<MethodEntry>,
     fingerprints: Vec<(u32, u32)>,
-}
-
-/// One method of a [`ServiceShapes`]: its names, kind and documentation, its JSON codec,
-/// and its shape.
-#[derive(Debug)]
-pub struct MethodEntry {
-    method: &'static str,
-    method_id: u32,
-    idempotent: bool,
-    kind: CallKind,
-    doc: &'static str,
-    json: Option<JsonCodec>,
-    args: &'static [&'static str],
-    /// The shape, encoded as it travels (a traced shape holds types that may not leave its
-    /// thread; bytes may).
-    shape: Option<Vec<u8>>,
-    fingerprint: u32,
-}
-
-impl MethodEntry {
-    /// The method `name`, whose arguments `args` travel as the tuple `A`, whose result is
-    /// `R`, and whose request and response streams carry `I` and `O` (`()` for none).
-    /// `fallback` is its fingerprint when its types cannot be traced (the macro hashes
-    /// their spelling).
-    pub fn new<A, R, I, O>(name: &str, args: &'static [&'static str], fallback: u32) -> MethodEntry
-    where
-        A: DeserializeOwned,
-        R: DeserializeOwned,
-        I: DeserializeOwned,
-        O: DeserializeOwned,
-    {
-        let shape = MethodShape::of::<A, R, I, O>();
-        let fingerprint = shape
-            .as_ref()
-            .map_or(fallback, |shape| shape.fingerprint(name));
-        MethodEntry {
-            method: "",
-            method_id: crate::wire::wire_id(name),
-            idempotent: false,
-            kind: CallKind::Unary,
-            doc: "",
-            json: None,
-            args,
-            shape: shape.as_ref().map(MethodShape::to_bytes),
-            fingerprint,
-        }
-    }
-
-    /// The entry of the method `method` whose types `M` names: `args` are its arguments'
-    /// names, `fallback` its fingerprint should its types not trace, and `doc` its
-    /// documentation.
-    pub fn describe<M: MethodTypes>(
-        method: &'static str,
-        args: &'static [&'static str],
-        fallback: u32,
-        idempotent: bool,
-        kind: CallKind,
-        doc: &'static str,
-    ) -> MethodEntry {
-        MethodEntry {
-            method,
-            idempotent,
-            kind,
-            doc,
-            json: Some(JsonCodec::of::<M>()),
-            ..MethodEntry::new::<M::Args, M::Output, M::InputItem, M::OutputItem>(
-                method, args, fallback,
-            )
-        }
-    }
-
-    /// The method's name.
-    pub fn method(&self) -> &'static str {
-        self.method
-    }
-
-    /// The method's id on the wire.
-    pub fn method_id(&self) -> u32 {
-        self.method_id
-    }
-
-    /// Whether the method is marked `#[idempotent]`.
-    pub fn is_idempotent(&self) -> bool {
-        self.idempotent
-    }
-
-    /// Whether the method takes or returns a stream.
-    pub fn kind(&self) -> CallKind {
-        self.kind
-    }
-
-    /// The method's documentation (its doc comments).
-    pub fn doc(&self) -> &'static str {
-        self.doc
-    }
-
-    /// The names of the arguments the client passes, in order (the stream excluded).
-    pub fn arg_names(&self) -> &'static [&'static str] {
-        self.args
-    }
-
-    /// The method's JSON codec, for front doors.
-    pub fn json(&self) -> Option<&JsonCodec> {
-        self.json.as_ref()
-    }
-
-    /// The method's shape as serde sees it, when its types could be traced.
-    pub fn shape(&self) -> Option<MethodShape> {
-        MethodShape::from_bytes(self.shape.as_deref()?)
-    }
 }
 
 impl ServiceShapes {
@@ -588,5 +477,8 @@ fn write_format(text: &mut String, format: &Format) {
     text.push_str(simple);
 }
 
+mod entry;
 #[cfg(test)]
 mod tests;
+
+pub use entry::{MethodEntry, MethodSchemas};

@@ -74,7 +74,7 @@ fn operation(
         method.kind(),
         CallKind::ClientStreaming | CallKind::Bidirectional
     );
-    let described = method.shape().map(|shape| shape.schemas());
+    let described = method.schemas();
     let mut properties = Map::new();
     let mut required = Vec::new();
     for (index, name) in method.arg_names().iter().enumerate() {

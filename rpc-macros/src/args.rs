@@ -1,5 +1,5 @@
 //! The attribute's own arguments: `#[service]`, `#[service(crate = "path")]`,
-//! `#[service(name = "storefront.Inventory")]`, or both.
+//! `#[service(name = "storefront.Inventory")]`, `#[service(schema)]`, or several.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
@@ -11,6 +11,8 @@ pub(crate) struct ServiceArgs {
     /// The service's name on the wire, in errors, logs and metrics, when it is not the
     /// trait's name.
     pub(crate) name: Option<syn::LitStr>,
+    /// `schema`: describe the types by their `schemars::JsonSchema` implementations.
+    pub(crate) schema: bool,
 }
 
 impl ServiceArgs {
@@ -18,8 +20,19 @@ impl ServiceArgs {
     pub(crate) fn parse(tokens: TokenStream) -> syn::Result<ServiceArgs> {
         let mut krate: Option<syn::Path> = None;
         let mut name: Option<syn::LitStr> = None;
+        let mut schema = false;
         let mut errors: Option<syn::Error> = None;
         let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("schema") {
+                if schema {
+                    push(
+                        &mut errors,
+                        meta.error("duplicate `schema` argument; give it once"),
+                    );
+                }
+                schema = true;
+                return Ok(());
+            }
             if meta.path.is_ident("name") {
                 let value: syn::LitStr = meta.value()?.parse()?;
                 if let Some(problem) = wire_name_problem(&value.value()) {
@@ -52,7 +65,7 @@ impl ServiceArgs {
                 push(
                     &mut errors,
                     meta.error(
-                        "unknown argument; expected `name = \"wire name\"` or `crate = \"path\"`",
+                        "unknown argument; expected `name = \"wire name\"`, `crate = \"path\"` or `schema`",
                     ),
                 );
                 // Skip the unknown argument's value, if any, so later keys are still read.
@@ -70,6 +83,7 @@ impl ServiceArgs {
             None => Ok(ServiceArgs {
                 krate: krate.unwrap_or_else(|| syn::parse_quote!(::rpc_core)),
                 name,
+                schema,
             }),
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! The pipeline is parse → validate → model → codegen, one module each:
 //!
-//! - `args`: the attribute's own arguments (`crate = "path"`).
+//! - `args`: the attribute's own arguments (`crate = "path"`, `name = "..."`, `schema`).
 //! - `parse`: the trait as syntax, with every piece a later stage may point an error at.
 //! - `validate`: the rules, every violation reported at its own span.
 //! - `model`: the codegen-ready description; the only place that chooses generated names

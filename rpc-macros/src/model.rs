@@ -19,6 +19,8 @@ pub(crate) struct ServiceModel {
     /// The service's name on the wire: the trait's name, raw prefix removed.
     pub(crate) wire_name: String,
     pub(crate) methods: Vec<MethodModel>,
+    /// `#[service(schema)]`: JSON Schemas from the types' `JsonSchema` implementations.
+    pub(crate) schema: bool,
 }
 
 pub(crate) struct MethodModel {
@@ -146,6 +148,7 @@ impl ServiceModel {
         };
         Ok(ServiceModel {
             krate: args.krate,
+            schema: args.schema,
             vis: item.vis.clone(),
             client_ident: suffixed(&trait_ident, "Client"),
             server_ident: suffixed(&trait_ident, "Server"),

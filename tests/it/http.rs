@@ -657,3 +657,66 @@ async fn one_port_serves_the_binary_protocol_and_http_side_by_side() {
     assert_eq!(answer.json(), json!(2), "over HTTP/2 too");
     assert_eq!(binary.add(1, 1).await.unwrap(), 2);
 }
+
+/// With `#[service(schema)]`, the OpenAPI document describes the types by their own
+/// `JsonSchema` implementations: doc comments become descriptions, and named types are
+/// components.
+#[tokio::test]
+async fn a_service_with_schema_is_described_by_its_types_own_json_schemas() {
+    /// An order for one item.
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct Order {
+        /// The item's name.
+        item: String,
+        /// How many.
+        quantity: u32,
+    }
+
+    /// A shop.
+    #[rpc_core::service(schema)]
+    trait Shop {
+        /// Places an order; returns its number.
+        async fn place(&self, order: Order, note: Vec<u8>) -> u64;
+    }
+
+    struct ShopImpl;
+
+    impl Shop for ShopImpl {
+        async fn place(&self, order: Order, note: Vec<u8>) -> u64 {
+            u64::from(order.quantity) + note.len() as u64
+        }
+    }
+
+    let server = Server::new().add_service(ShopServer::new(ShopImpl));
+    let document = rpc_http::openapi(&server);
+    let order = &document["components"]["schemas"]["Order"];
+    assert_eq!(
+        order["description"],
+        json!("An order for one item."),
+        "{document:#}"
+    );
+    assert_eq!(
+        order["properties"]["item"]["description"],
+        json!("The item's name.")
+    );
+    let request = &document["paths"]["/Shop/place"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        request["properties"]["order"]["$ref"],
+        json!("#/components/schemas/Order"),
+        "{request:#}"
+    );
+    assert_eq!(
+        request["properties"]["note"]["contentEncoding"],
+        json!("base64")
+    );
+    // And the calls work as ever.
+    let http = HttpServer::start(server).await;
+    let answer = call(
+        http.address,
+        "/Shop/place",
+        r#"{"order": {"item": "tea", "quantity": 2}, "note": "aGk="}"#,
+    )
+    .await;
+    assert_eq!(answer.json(), json!(4));
+}

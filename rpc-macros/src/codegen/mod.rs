@@ -13,7 +13,8 @@ mod service_trait;
 pub(crate) mod stub;
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use crate::model::{MethodModel, ServiceModel};
 
@@ -109,6 +110,36 @@ fn codegen_path(model: &ServiceModel) -> TokenStream {
     quote!(#krate::codegen)
 }
 
+/// `#[service(schema)]`: the method's JSON Schemas from its types' own `JsonSchema`
+/// implementations. Each type's schema is asked for at the type's own span, so a type that
+/// does not implement it is reported where the user wrote it.
+fn own_schemas(codegen: &TokenStream, method: &MethodModel) -> TokenStream {
+    let schema_of = |ty: &syn::Type, is_bytes: bool| {
+        if is_bytes {
+            quote!(#codegen::bytes_schema as #codegen::SchemaOf)
+        } else {
+            quote_spanned!(ty.span()=> #codegen::schema_of::<#ty> as #codegen::SchemaOf)
+        }
+    };
+    let args = method
+        .args
+        .iter()
+        .map(|arg| schema_of(&arg.ty, arg.is_bytes));
+    let result = schema_of(&method.output, method.output_is_bytes);
+    let item = |item: Option<&syn::Type>| match item {
+        Some(ty) => {
+            let schema = schema_of(ty, false);
+            quote!(#codegen::Option::Some(#schema))
+        }
+        None => quote!(#codegen::Option::None),
+    };
+    let input = item(method.input_stream.as_ref().map(|(_, ty)| ty));
+    let output = item(method.output_stream.as_ref());
+    quote! {
+        .with_json_schemas(|| #codegen::own_schemas(&[#(#args),*], #result, #input, #output))
+    }
+}
+
 /// The body of the client's `__rpc_shapes`: each method's shape, traced once from the types
 /// its marker names, with the fingerprint of its spelling as the fallback.
 fn shapes_body(model: &ServiceModel) -> TokenStream {
@@ -125,6 +156,7 @@ fn shapes_body(model: &ServiceModel) -> TokenStream {
         let takes_stream = method.input_stream.is_some();
         let returns_stream = method.output_stream.is_some();
         let doc = crate::names::doc_text(&method.docs);
+        let own_schemas = model.schema.then(|| own_schemas(&codegen, method));
         quote! {
             #codegen::MethodEntry::describe::<#marker>(
                 #name,
@@ -134,6 +166,7 @@ fn shapes_body(model: &ServiceModel) -> TokenStream {
                 #codegen::CallKind::of(#takes_stream, #returns_stream),
                 #doc,
             )
+            #own_schemas
         }
     });
     if model.item.generics.params.is_empty() {
