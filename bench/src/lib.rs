@@ -1,4 +1,4 @@
-//! A side-by-side benchmark of this toolkit, tarpc and raw sockets, in one run.
+//! A side-by-side benchmark of this toolkit, tarpc, tonic and raw sockets, in one run.
 //!
 //! Client and server run in one process on two tokio runtimes of one worker thread each,
 //! pinned either to two different CPUs or both to one CPU. On a small VM a wake-up across
@@ -9,6 +9,7 @@
 //! `cargo run --release -p rpc-bench` prints the table; `--quick` runs a few calls of each
 //! scenario (what CI does, to keep the benchmark from rotting).
 
+pub mod grpc;
 pub mod os;
 mod report;
 pub mod systems;
@@ -141,7 +142,11 @@ pub struct Sample {
 pub fn all_systems() -> Vec<System> {
     let mut systems = Vec::new();
     for net in [Net::Tcp, Net::Unix, Net::InProcess] {
-        for stack in [Stack::Raw, Stack::Ours, Stack::Tarpc] {
+        for stack in [Stack::Raw, Stack::Ours, Stack::Tarpc, Stack::Tonic] {
+            // tonic is measured over sockets: in process it would still be HTTP/2 over a pipe.
+            if stack == Stack::Tonic && net == Net::InProcess {
+                continue;
+            }
             systems.push(System { stack, net });
         }
     }

@@ -110,11 +110,11 @@ fn micros(duration: Duration) -> f64 {
 
 struct Row {
     label: String,
-    values: [Option<f64>; 3],
+    values: [Option<f64>; 4],
     format: Box<dyn Fn(f64) -> String>,
 }
 
-const STACKS: [Stack; 3] = [Stack::Raw, Stack::Ours, Stack::Tarpc];
+const STACKS: [Stack; 4] = [Stack::Raw, Stack::Ours, Stack::Tarpc, Stack::Tonic];
 
 impl Report {
     fn rows(&self, net: Net) -> Vec<Row> {
@@ -205,9 +205,9 @@ impl fmt::Display for Report {
             writeln!(f)?;
             writeln!(
                 f,
-                "| figure | raw sockets (limit) | ours | tarpc 0.38 | ours ÷ tarpc | ours ÷ raw |"
+                "| figure | raw sockets (limit) | ours | tarpc 0.38 | tonic 0.13 | ours ÷ tarpc | ours ÷ tonic | ours ÷ raw |"
             )?;
-            writeln!(f, "|---|---|---|---|---|---|")?;
+            writeln!(f, "|---|---|---|---|---|---|---|---|")?;
             for row in self.rows(net) {
                 let cell = |value: Option<f64>| value.map_or_else(|| "–".to_owned(), &row.format);
                 let ratio = |other: Option<f64>| match (row.values[1], other) {
@@ -216,12 +216,14 @@ impl fmt::Display for Report {
                 };
                 writeln!(
                     f,
-                    "| {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     row.label,
                     cell(row.values[0]),
                     cell(row.values[1]),
                     cell(row.values[2]),
+                    cell(row.values[3]),
                     ratio(row.values[2]),
+                    ratio(row.values[3]),
                     ratio(row.values[0]),
                 )?;
             }

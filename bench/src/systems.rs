@@ -4,6 +4,8 @@
 //! - `ours`: this toolkit, as a user would write it;
 //! - `tarpc`: tarpc 0.38 with its bincode serde transport (TCP_NODELAY set), as its
 //!   README shows it;
+//! - `tonic`: tonic 0.13 (gRPC over HTTP/2) with prost messages, over TCP and Unix sockets
+//!   (see `grpc.rs`);
 //! - `raw`: length-prefixed frames on plain tokio sockets, pipelined, with no RPC layer at
 //!   all: the limit.
 
@@ -27,6 +29,8 @@ pub enum Stack {
     Tarpc,
     /// Plain sockets, no RPC.
     Raw,
+    /// tonic 0.13, gRPC over HTTP/2.
+    Tonic,
 }
 
 /// Which way bytes travel.
@@ -66,6 +70,7 @@ impl System {
             Stack::Ours => "ours",
             Stack::Tarpc => "tarpc",
             Stack::Raw => "raw",
+            Stack::Tonic => "tonic",
         };
         let net = match self.net {
             Net::Tcp => "tcp",
@@ -157,13 +162,20 @@ pub async fn start_server(system: System) -> std::io::Result<Endpoint> {
         Net::Tcp => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
-            serve_on(listener, system.stack);
+            match system.stack {
+                Stack::Tonic => crate::grpc::serve_tcp(listener),
+                stack => serve_on(listener, stack),
+            }
             Ok(Endpoint::Tcp(address))
         }
         Net::Unix => {
             let path = socket_path();
             let _ = std::fs::remove_file(&path);
-            serve_on(tokio::net::UnixListener::bind(&path)?, system.stack);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            match system.stack {
+                Stack::Tonic => crate::grpc::serve_unix(listener),
+                stack => serve_on(listener, stack),
+            }
             Ok(Endpoint::Unix(path))
         }
     }
@@ -172,6 +184,8 @@ pub async fn start_server(system: System) -> std::io::Result<Endpoint> {
 /// Serves `stack` on every connection `listener` accepts (with TCP_NODELAY on TCP).
 fn serve_on<L: rpc_transport::Listener>(mut listener: L, stack: Stack) {
     match stack {
+        // tonic serves its own listeners (see `start_server`).
+        Stack::Tonic => {}
         Stack::Ours => {
             tokio::spawn(rpc_transport::serve(listener, ours_server()));
         }
@@ -197,7 +211,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stack:
         Stack::Raw => {
             let _ = raw::serve(stream).await;
         }
-        Stack::Ours => {}
+        Stack::Ours | Stack::Tonic => {}
     }
 }
 
@@ -236,6 +250,8 @@ pub enum Conn {
     Tarpc(TarpcBenchClient),
     /// Raw frames.
     Raw(Arc<tokio::sync::Mutex<raw::RawStream>>),
+    /// tonic.
+    Tonic(crate::grpc::TonicClient<tonic::transport::Channel>),
 }
 
 impl fmt::Debug for Conn {
@@ -244,6 +260,7 @@ impl fmt::Debug for Conn {
             Conn::Ours(_) => "Conn::Ours",
             Conn::Tarpc(_) => "Conn::Tarpc",
             Conn::Raw(_) => "Conn::Raw",
+            Conn::Tonic(_) => "Conn::Tonic",
         })
     }
 }
@@ -288,6 +305,19 @@ pub async fn connect(system: System, endpoint: &Endpoint) -> std::io::Result<Con
         (Stack::Raw, Endpoint::Unix(path)) => {
             Ok(raw_conn(tokio::net::UnixStream::connect(path).await?))
         }
+        (Stack::Tonic, Endpoint::Tcp(address)) => Ok(Conn::Tonic(
+            crate::grpc::connect_tcp(*address)
+                .await
+                .map_err(std::io::Error::other)?,
+        )),
+        (Stack::Tonic, Endpoint::Unix(path)) => Ok(Conn::Tonic(
+            crate::grpc::connect_unix(path)
+                .await
+                .map_err(std::io::Error::other)?,
+        )),
+        (Stack::Tonic, Endpoint::InProcess) => {
+            Err(std::io::Error::other("tonic is measured over sockets only"))
+        }
         (Stack::Raw, Endpoint::InProcess) => {
             let (client_end, server_end) = tokio::io::duplex(256 * 1024);
             tokio::spawn(async move {
@@ -329,6 +359,11 @@ impl Conn {
             Conn::Ours(client) => client.add(a, b).await.unwrap_or(i64::MIN),
             Conn::Tarpc(client) => client.add(tarpc_context(), a, b).await.unwrap_or(i64::MIN),
             Conn::Raw(stream) => stream.lock().await.add(a, b).await.unwrap_or(i64::MIN),
+            Conn::Tonic(client) => client
+                .clone()
+                .add(crate::grpc::AddRequest { a, b })
+                .await
+                .map_or(i64::MIN, |reply| reply.into_inner().sum),
         }
     }
 
@@ -341,6 +376,11 @@ impl Conn {
                 .await
                 .map_or(0, |back| back.len()),
             Conn::Raw(stream) => stream.lock().await.echo(&data).await.unwrap_or(0),
+            Conn::Tonic(client) => client
+                .clone()
+                .echo(crate::grpc::Blob { data })
+                .await
+                .map_or(0, |reply| reply.into_inner().data.len()),
         }
     }
 

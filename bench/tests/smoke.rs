@@ -10,9 +10,10 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 fn every_scenario_runs_for_every_system() {
     let report = rpc_bench::run(&rpc_bench::Options::quick()).expect("the benchmark runs");
     assert_eq!(report.failures(), 0, "{report}");
-    // 6 socket systems × 2 pinned placements + 3 in-process systems, × 5 scenarios; and
-    // the 6 socket systems in a plain runtime, × the 2 headline scenarios.
-    assert_eq!(report.measurements(), (6 * 2 + 3) * 5 + 6 * 2, "{report}");
+    // 8 socket systems (raw, ours, tarpc, tonic; TCP and Unix) × 2 pinned placements + 3
+    // in-process systems, × 5 scenarios; and the 8 socket systems in a plain runtime, × the
+    // 2 headline scenarios.
+    assert_eq!(report.measurements(), (8 * 2 + 3) * 5 + 8 * 2, "{report}");
     assert!(
         rpc_bench::os::allocations() > 0,
         "the counting allocator is registered"
