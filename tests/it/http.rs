@@ -426,6 +426,17 @@ async fn the_openapi_document_describes_every_method() {
         .unwrap();
     let document = send(http.address, get, false).await.json();
     assert_eq!(document["openapi"], "3.1.0");
+    // It reads as an OpenAPI 3.1 document: an independent typed model of the
+    // specification (oas3) takes it whole, every operation with its body and responses.
+    let spec = oas3::from_json(document.to_string())
+        .unwrap_or_else(|error| panic!("not an OpenAPI 3.1 document: {error}"));
+    let paths = spec.paths.as_ref().expect("paths");
+    assert!(paths.len() > 10, "{} paths", paths.len());
+    for (path, item) in paths {
+        let post = item.post.as_ref().unwrap_or_else(|| panic!("{path} has no POST"));
+        assert!(post.request_body.is_some(), "{path}: no request body");
+        assert!(post.responses.is_some(), "{path}: no responses");
+    }
     let add = &document["paths"]["/Calculator/add"]["post"];
     assert_eq!(add["description"], "Adds two numbers.");
     let arguments = &add["requestBody"]["content"]["application/json"]["schema"];
