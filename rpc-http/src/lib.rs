@@ -33,6 +33,11 @@
 //!   interceptors. Handlers see the HTTP client's address in `cx.peer()`. A client that
 //!   disconnects cancels its call.
 //! - `GET /openapi.json` is the [`openapi`] document of every service.
+//! - Slow clients hold nothing for long, with the binary port's limits: a connection's
+//!   first bytes must arrive within `preface_timeout` (they also say HTTP/1.1 or HTTP/2),
+//!   HTTP/1.1 headers within 30 s, a unary body within `frame_timeout` (and each line of a
+//!   streamed body within it of its first byte; late ones are answered 408), a body is
+//!   refused past `max_frame_size`, and at most `max_connections` are served at once.
 //!
 //! ```no_run
 //! use rpc_core::{service, Server};
@@ -73,10 +78,12 @@ mod one_port;
 mod openapi;
 mod serve;
 mod service;
+mod sniff;
 
 pub use body::HttpBody;
 pub use call::RequestBody;
-pub use one_port::{OnePort, Sniffed};
+pub use one_port::OnePort;
 pub use openapi::openapi;
 pub use serve::{serve, Serve};
 pub use service::HttpService;
+pub use sniff::Sniffed;

@@ -9,7 +9,6 @@
 //! served as HTTP/1.1 or HTTP/2 by the HTTP front door, as [`serve`](crate::serve) would.
 
 use std::io;
-use std::io::Cursor;
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -18,14 +17,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use rpc_core::transport::PREFACE;
 use rpc_core::Server;
 use rpc_transport::{Accepted, Listener};
-use tokio::io::{AsyncRead, AsyncReadExt, Chain};
 use tokio::task::JoinSet;
 
 use crate::serve::{builder, shut_down, spawn_connection};
-
-/// The reading half of a sniffed connection: the bytes read to tell its protocol, then the
-/// rest of the stream.
-pub type Sniffed<R> = Chain<Cursor<Vec<u8>>, R>;
+use crate::sniff::{first_bytes, FirstBytes, Sniffed};
 
 /// A connection that opened with the binary protocol's preface, handed on to `serve`.
 type Binary<L> = Accepted<Sniffed<<L as Listener>::Reader>, <L as Listener>::Writer>;
@@ -86,47 +81,22 @@ impl<L: Listener> OnePort<L> {
         let limit = server.config().preface_timeout;
         self.sniffing.spawn(async move {
             let Accepted {
-                mut reader,
+                reader,
                 writer,
                 peer,
             } = accepted;
-            let (seen, binary) = match tokio::time::timeout(limit, first_bytes(&mut reader)).await {
-                Ok(Ok(Some(sniffed))) => sniffed,
-                Ok(Ok(None) | Err(_)) | Err(_) => return None,
-            };
-            let reader = Cursor::new(seen).chain(reader);
-            if binary {
+            let FirstBytes { reader, matched } = first_bytes(reader, &PREFACE, limit).await?;
+            if matched {
                 return Some(Accepted {
                     reader,
                     writer,
                     peer,
                 });
             }
-            let io = tokio::io::join(reader, writer);
-            spawn_connection(&builder, watcher, &server, io, peer, ());
+            spawn_connection(&builder, watcher, &server, reader, writer, peer, ());
             None
         });
     }
-}
-
-/// Reads until the first bytes tell the protocol: `(bytes read, whether they are the
-/// binary preface)`; `None` when the stream ends first.
-async fn first_bytes<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Option<(Vec<u8>, bool)>> {
-    let mut seen = Vec::with_capacity(PREFACE.len());
-    while seen.len() < PREFACE.len() {
-        // Never past the preface: what follows it belongs to the protocol it picks.
-        let mut chunk = [0_u8; PREFACE.len()];
-        let wanted = PREFACE.len() - seen.len();
-        let read = reader.read(&mut chunk[..wanted]).await?;
-        if read == 0 {
-            return Ok(None);
-        }
-        seen.extend_from_slice(&chunk[..read]);
-        if seen[..] != PREFACE[..seen.len()] {
-            return Ok(Some((seen, false)));
-        }
-    }
-    Ok(Some((seen, true)))
 }
 
 impl<L: Listener> Listener for OnePort<L> {

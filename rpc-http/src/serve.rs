@@ -16,6 +16,7 @@ use rpc_transport::{Accepted, Listener};
 use tokio::sync::Semaphore;
 
 use crate::service::HttpService;
+use crate::sniff::{first_bytes, FirstBytes};
 
 /// How long a client has to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,32 +111,50 @@ pub(crate) fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The first bytes an HTTP/2 client sends (with prior knowledge, or after ALPN).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Serves one connection's HTTP requests in a task of its own, watched by `watcher` (of a
 /// [`GracefulShutdown`]); `done` (a connection slot, say) is dropped when the connection
-/// ends.
-pub(crate) fn spawn_connection<I, D>(
+/// ends. The first bytes must arrive within the server's `preface_timeout`, as on the
+/// binary port; they say whether it is HTTP/2 (then served as such) or HTTP/1.1 (whose
+/// headers then have `HEADER_TIMEOUT`).
+pub(crate) fn spawn_connection<R, W, D>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
     server: &Server,
-    io: I,
+    reader: R,
+    writer: W,
     peer: rpc_core::Peer,
     done: D,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
     D: Send + 'static,
 {
-    let address = peer.to_string();
-    let service = HttpService::with_peer(server.clone(), peer);
-    let handler = hyper::service::service_fn(move |request| {
-        let service = service.clone();
-        async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(io), handler)
-        .into_owned();
-    let connection = watcher.watch(connection);
+    let builder = builder.clone();
+    let server = server.clone();
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        let address = peer.to_string();
+        let limit = server.config().preface_timeout;
+        let Some(FirstBytes { reader, matched }) = first_bytes(reader, H2_PREFACE, limit).await
+        else {
+            tracing::debug!(%address, "closed an HTTP connection that sent no request in time");
+            return;
+        };
+        let builder = if matched {
+            builder.http2_only()
+        } else {
+            builder.http1_only()
+        };
+        let service = HttpService::with_peer(server, peer);
+        let handler = hyper::service::service_fn(move |request| {
+            let service = service.clone();
+            async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+        });
+        let io = tokio::io::join(reader, writer);
+        let connection = builder.serve_connection(TokioIo::new(io), handler);
+        if let Err(error) = watcher.watch(connection).await {
             tracing::debug!(%address, %error, "HTTP connection ended with an error");
         }
         drop(done);
@@ -176,8 +195,15 @@ async fn run<L: Listener>(
                 continue;
             }
         };
-        let io = tokio::io::join(reader, writer);
-        spawn_connection(&builder, graceful.watcher(), &server, io, peer, slot);
+        spawn_connection(
+            &builder,
+            graceful.watcher(),
+            &server,
+            reader,
+            writer,
+            peer,
+            slot,
+        );
     }
     drop(listener);
     shut_down(graceful, server.config().shutdown_grace_period).await;

@@ -433,7 +433,10 @@ async fn the_openapi_document_describes_every_method() {
     let paths = spec.paths.as_ref().expect("paths");
     assert!(paths.len() > 10, "{} paths", paths.len());
     for (path, item) in paths {
-        let post = item.post.as_ref().unwrap_or_else(|| panic!("{path} has no POST"));
+        let post = item
+            .post
+            .as_ref()
+            .unwrap_or_else(|| panic!("{path} has no POST"));
         assert!(post.request_body.is_some(), "{path}: no request body");
         assert!(post.responses.is_some(), "{path}: no responses");
     }
@@ -730,4 +733,26 @@ async fn a_service_with_schema_is_described_by_its_types_own_json_schemas() {
     )
     .await;
     assert_eq!(answer.json(), json!(4));
+}
+
+/// A client that connects and sends nothing, or trickles the first bytes of a request,
+/// holds its connection only for the server's preface timeout, on HTTP as on the binary
+/// port.
+#[tokio::test]
+async fn a_silent_or_trickling_http_client_is_closed_after_the_preface_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = rpc_core::ServerConfig::default();
+    config.preface_timeout = std::time::Duration::from_millis(300);
+    let http = HttpServer::start(test_server_with(config).0).await;
+    for opening in [&b""[..], b"P", b"PRI * HTTP/2"] {
+        let mut stream = tokio::net::TcpStream::connect(http.address).await.unwrap();
+        stream.write_all(opening).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            stream.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(closed.is_ok(), "held after sending {opening:?}");
+    }
 }
