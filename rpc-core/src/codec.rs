@@ -400,11 +400,35 @@ mod tests {
     }
 
     #[test]
-    fn a_claimed_length_reserves_no_more_than_the_payload_has_bytes() {
-        let budget = budget::Budget::for_payload(10);
-        assert_eq!(budget.clamp_hint(Some(1 << 20)), Some(10));
-        assert_eq!(budget.clamp_hint(Some(3)), Some(3));
-        // A map claiming a million entries in a few bytes fails, having reserved nothing big.
+    fn a_claimed_length_is_never_passed_on_as_a_capacity_hint() {
+        /// Records the size hint its sequence offers.
+        struct HintProbe(Option<usize>);
+
+        impl<'de> Deserialize<'de> for HintProbe {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Probe;
+                impl<'de> Visitor<'de> for Probe {
+                    type Value = HintProbe;
+                    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        formatter.write_str("a sequence")
+                    }
+                    fn visit_seq<A: de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<HintProbe, A::Error> {
+                        let hint = seq.size_hint();
+                        while seq.next_element::<u8>()?.is_some() {}
+                        Ok(HintProbe(hint))
+                    }
+                }
+                deserializer.deserialize_seq(Probe)
+            }
+        }
+        // Three elements, claimed and present: postcard would say `Some(3)`, and serde would
+        // reserve that many (for large elements, up to 1 MiB) before reading one.
+        let probe = decode::<HintProbe>(&[3, 1, 2, 3]).unwrap();
+        assert_eq!(probe.0, None);
+        // A map claiming a million entries in a few bytes fails without reserving them.
         let hostile = [0x80, 0x80, 0x40, 1, 1];
         assert!(decode::<std::collections::HashMap<u8, u8>>(&hostile).is_err());
     }

@@ -54,8 +54,6 @@ pub(crate) struct Budget {
     memory: Cell<usize>,
     max_elements: usize,
     max_memory: usize,
-    /// The payload's length (the encoder's is not known while it writes).
-    payload_len: usize,
     /// Which limit a refused value broke (formats' own errors may drop the text).
     violation: Cell<Option<&'static str>>,
 }
@@ -63,23 +61,22 @@ pub(crate) struct Budget {
 impl Budget {
     /// The decoder's budget for a payload of `len` bytes.
     pub(crate) fn for_payload(len: usize) -> Self {
-        Budget::with_limits(max_elements(len), max_memory(len), len)
+        Budget::with_limits(max_elements(len), max_memory(len))
     }
 
     /// The encoder's tally: only depth is limited while it writes (the length is not known
     /// until it has written); [`Budget::check_encoded`] applies the element limit at the end.
     pub(crate) fn for_encoding() -> Self {
-        Budget::with_limits(usize::MAX, usize::MAX, usize::MAX)
+        Budget::with_limits(usize::MAX, usize::MAX)
     }
 
-    fn with_limits(max_elements: usize, max_memory: usize, payload_len: usize) -> Self {
+    fn with_limits(max_elements: usize, max_memory: usize) -> Self {
         Budget {
             depth: Cell::new(0),
             elements: Cell::new(0),
             memory: Cell::new(0),
             max_elements,
             max_memory,
-            payload_len,
             violation: Cell::new(None),
         }
     }
@@ -87,14 +84,6 @@ impl Budget {
     /// The limit the value broke, if it broke one.
     pub(crate) fn violation(&self) -> Option<&'static str> {
         self.violation.get()
-    }
-
-    /// A sequence's or map's claimed length as a hint for reserving room: never more than
-    /// the payload has bytes (every element that is not zero-sized takes at least one, and
-    /// zero-sized ones need no room), so a few bytes claiming a million entries reserve
-    /// nothing for them.
-    pub(crate) fn clamp_hint(&self, hint: Option<usize>) -> Option<usize> {
-        hint.map(|hint| hint.min(self.payload_len))
     }
 
     /// Whether the elements counted while encoding fit what the peer's decoder allows a

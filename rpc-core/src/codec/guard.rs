@@ -262,8 +262,11 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for GuardAccess<'_, A> {
         self.inner.next_element_seed(seed)
     }
 
+    /// Never a claimed length: collections grow with the elements that arrive. A few bytes
+    /// can claim entries of any size, and serde reserves up to 1 MiB for a claim before the
+    /// first element is read.
     fn size_hint(&self) -> Option<usize> {
-        self.budget.clamp_hint(self.inner.size_hint())
+        None
     }
 }
 
@@ -295,8 +298,11 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for GuardAccess<'_, A> {
         self.inner.next_value_seed(seed)
     }
 
+    /// Never a claimed length: collections grow with the elements that arrive. A few bytes
+    /// can claim entries of any size, and serde reserves up to 1 MiB for a claim before the
+    /// first element is read.
     fn size_hint(&self) -> Option<usize> {
-        self.budget.clamp_hint(self.inner.size_hint())
+        None
     }
 }
 
