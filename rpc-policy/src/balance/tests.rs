@@ -35,9 +35,25 @@ fn two_choices_spread_calls_over_equally_loaded_candidates() {
     }
 }
 
-/// A stand-in connection with a fixed load, taking calls or not.
+/// A stand-in connection with a fixed load, taking calls or not; one that `closes` fails
+/// every call as a connection that closed just as the call reached it would, having
+/// written it (`Some(true)`) or not (`Some(false)`).
 #[derive(Debug)]
-struct Loaded(usize, bool);
+struct Loaded {
+    load: usize,
+    taking: bool,
+    closes: Option<bool>,
+}
+
+impl Loaded {
+    fn new(load: usize, taking: bool) -> Loaded {
+        Loaded {
+            load,
+            taking,
+            closes: None,
+        }
+    }
+}
 
 impl Route for Loaded {
     fn peer(&self) -> &Peer {
@@ -50,54 +66,24 @@ impl Route for Loaded {
     }
 
     fn calls_in_flight(&self) -> usize {
-        self.0
+        self.load
     }
 
     fn is_taking_calls(&self) -> bool {
-        self.1
-    }
-
-    fn unary(&self, _call: ClientCall) -> BoxFuture<'_, Result<Bytes, RpcError>> {
-        Box::pin(std::future::ready(Ok(Bytes::new())))
-    }
-
-    fn channel_for_stream<'a>(
-        &'a self,
-        _options: &'a CallOptions,
-    ) -> BoxFuture<'a, Result<Channel, RpcError>> {
-        Box::pin(std::future::ready(Err(RpcError::protocol(
-            "no streams here",
-        ))))
-    }
-}
-
-/// A stand-in connection that closed just as a call reached it: the call fails, having
-/// been written (`sent`) or not.
-#[derive(Debug)]
-struct JustClosed {
-    sent: bool,
-}
-
-impl Route for JustClosed {
-    fn peer(&self) -> &Peer {
-        &Peer::Loopback
-    }
-
-    fn config(&self) -> &ChannelConfig {
-        Loaded(0, true).config()
-    }
-
-    fn calls_in_flight(&self) -> usize {
-        0
+        self.taking
     }
 
     fn unary(&self, call: ClientCall) -> BoxFuture<'_, Result<Bytes, RpcError>> {
-        if self.sent {
-            call.mark_sent();
-        }
-        Box::pin(std::future::ready(Err(RpcError::connection_closed(
-            "closed",
-        ))))
+        let outcome = match self.closes {
+            None => Ok(Bytes::new()),
+            Some(sent) => {
+                if sent {
+                    call.mark_sent();
+                }
+                Err(RpcError::connection_closed("closed"))
+            }
+        };
+        Box::pin(std::future::ready(outcome))
     }
 
     fn channel_for_stream<'a>(
@@ -121,7 +107,10 @@ fn one_just_closed(sent: bool) -> Balancer {
         runtime.spawn(async {}).abort_handle()
     });
     let endpoint: Arc<str> = Arc::from("closed");
-    let channel = Channel::from_route(JustClosed { sent });
+    let channel = Channel::from_route(Loaded {
+        closes: Some(sent),
+        ..Loaded::new(0, true)
+    });
     balancer.set_ready(&endpoint.clone(), Some(Ready { endpoint, channel }));
     balancer
 }
@@ -195,7 +184,7 @@ fn balancer_of(loads: &[(&str, usize, bool)]) -> Balancer {
     balancer.reconcile(names, |_| runtime.spawn(async {}).abort_handle());
     for (name, load, taking) in loads {
         let endpoint: Arc<str> = Arc::from(*name);
-        let channel = Channel::from_route(Loaded(*load, *taking));
+        let channel = Channel::from_route(Loaded::new(*load, *taking));
         balancer.set_ready(&endpoint.clone(), Some(Ready { endpoint, channel }));
     }
     balancer
