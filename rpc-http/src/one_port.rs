@@ -9,6 +9,7 @@
 //! served as HTTP/1.1 or HTTP/2 by the HTTP front door, as [`serve`](crate::serve) would.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -17,6 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use rpc_core::transport::PREFACE;
 use rpc_core::Server;
 use rpc_transport::{Accepted, Listener};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::serve::{builder, shut_down, spawn_connection};
@@ -37,7 +39,8 @@ type Binary<L> = Accepted<Sniffed<<L as Listener>::Reader>, <L as Listener>::Wri
 /// # }
 /// ```
 ///
-/// HTTP connections end gracefully (their requests in flight finish, up to the server's
+/// HTTP connections are limited to `max_connections` at once (beside the binary ones, which
+/// `serve` limits), and end gracefully (their requests in flight finish, up to the server's
 /// `shutdown_grace_period`) once `serve` drops the listener at shutdown.
 pub struct OnePort<L: Listener> {
     inner: L,
@@ -46,6 +49,9 @@ pub struct OnePort<L: Listener> {
     graceful: Option<GracefulShutdown>,
     /// Connections being sniffed; each ends with the binary ones.
     sniffing: JoinSet<Option<Binary<L>>>,
+    /// Slots for HTTP connections: `max_connections` of them, as `serve` keeps for binary
+    /// ones.
+    http_slots: Arc<Semaphore>,
 }
 
 impl<L: Listener> std::fmt::Debug for OnePort<L> {
@@ -62,10 +68,11 @@ impl<L: Listener> OnePort<L> {
     pub fn new(inner: L, server: Server) -> Self {
         OnePort {
             inner,
-            server,
             builder: builder(),
             graceful: Some(GracefulShutdown::new()),
             sniffing: JoinSet::new(),
+            http_slots: Arc::new(Semaphore::new(server.config().max_connections.max(1))),
+            server,
         }
     }
 
@@ -78,6 +85,7 @@ impl<L: Listener> OnePort<L> {
         let watcher = graceful.watcher();
         let builder = self.builder.clone();
         let server = self.server.clone();
+        let http_slots = self.http_slots.clone();
         let limit = server.config().preface_timeout;
         self.sniffing.spawn(async move {
             let Accepted {
@@ -93,7 +101,12 @@ impl<L: Listener> OnePort<L> {
                     peer,
                 });
             }
-            spawn_connection(&builder, watcher, &server, reader, writer, peer, ());
+            // Past `max_connections` HTTP connections at once, the newcomer is closed.
+            let Ok(slot) = http_slots.try_acquire_owned() else {
+                tracing::info!(%peer, "refused an HTTP connection: too many at once");
+                return None;
+            };
+            spawn_connection(&builder, watcher, &server, reader, writer, peer, slot);
             None
         });
     }

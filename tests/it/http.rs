@@ -756,3 +756,41 @@ async fn a_silent_or_trickling_http_client_is_closed_after_the_preface_timeout()
         assert!(closed.is_ok(), "held after sending {opening:?}");
     }
 }
+
+/// On one port, HTTP connections are limited to `max_connections` at once as binary ones
+/// are: past it, a new HTTP connection is closed.
+#[tokio::test]
+async fn one_port_limits_http_connections_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = rpc_core::ServerConfig::default();
+    config.max_connections = 1;
+    let server = test_server_with(config).0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(rpc_transport::serve(
+        rpc_http::OnePort::new(listener, server.clone()),
+        server,
+    ));
+    let request =
+        b"POST /Calculator/add HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+                    Content-Length: 16\r\n\r\n{\"a\": 1, \"b\": 2}";
+    // The first stays open (keep-alive) once answered.
+    let mut first = tokio::net::TcpStream::connect(address).await.unwrap();
+    first.write_all(request).await.unwrap();
+    let mut answer = vec![0_u8; 512];
+    let read = first.read(&mut answer).await.unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    // The second is closed without an answer.
+    let mut second = tokio::net::TcpStream::connect(address).await.unwrap();
+    second.write_all(request).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        second.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "{closed:?} {rest:?}"
+    );
+}
