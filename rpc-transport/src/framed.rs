@@ -15,15 +15,19 @@ use rpc_core::transport::{BufferCharge, Connection, FrameDecoder, FrameRead, Fra
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The least a read asks the buffer to have room for.
-const MIN_READ: usize = 8 * 1024;
+/// The least a read asks the buffer to have room for: what an idle connection holds.
+const MIN_READ: usize = 1024;
 
-/// What a buffer of `capacity` bytes is charged to the server's cap: what it holds beyond
-/// one small read. Every connection may read small frames whatever the others hold (the
-/// number of connections has its own cap); what a cap on buffered bytes must stop is many
-/// large frames arriving slowly at once.
-fn charged(capacity: usize) -> usize {
-    capacity.saturating_sub(MIN_READ)
+/// The most a read of small frames asks room for, once reads keep filling what they had
+/// (a large frame's reads ask for the frame, within what the peer has sent).
+const MAX_READ: usize = 64 * 1024;
+
+/// What a buffer of `capacity` bytes is charged to the server's cap when its reads of small
+/// frames ask for `read_size`: what it holds beyond that. Every connection may read small
+/// frames whatever the others hold (the number of connections has its own cap); what a cap
+/// on buffered bytes must stop is many large frames arriving slowly at once.
+fn charged(capacity: usize, read_size: usize) -> usize {
+    capacity.saturating_sub(read_size)
 }
 
 /// Reads frames from an `AsyncRead`.
@@ -43,6 +47,11 @@ pub struct FramedReader<R> {
     received: usize,
     /// What the buffer holds against the server's cap on buffered bytes, if any.
     charge: Option<BufferCharge>,
+    /// The room the next read of small frames asks for: it starts at `MIN_READ`, doubles
+    /// (up to `MAX_READ`) after a read that filled all the room it had, and halves after one
+    /// that used less than a quarter, so an idle connection holds little and a busy one
+    /// reads in few calls.
+    read_size: usize,
 }
 
 impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
@@ -57,6 +66,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
             partial_since: None,
             received: 0,
             charge: None,
+            read_size: MIN_READ,
         }
     }
 
@@ -74,24 +84,31 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
         let spare = self.buf.capacity() - self.buf.len();
         // Read into the room left behind the frames already split off while there is some:
         // growing the buffer while those frames are still alive means a new allocation.
-        if spare < missing.max(MIN_READ / 8) {
+        if spare < missing.max(self.read_size / 8) {
+            let read_size = self.read_size;
             let read_ahead = self
                 .received
-                .clamp(MIN_READ, self.decoder.max_frame().max(MIN_READ));
-            let wanted = missing.clamp(MIN_READ, read_ahead);
+                .clamp(read_size, self.decoder.max_frame().max(read_size));
+            let wanted = missing.clamp(read_size, read_ahead);
             if let Some(charge) = &mut self.charge {
                 // Charged before the memory is taken; a refusal leaves the buffer as it is.
-                charge.set(charged(self.buf.len() + wanted))?;
+                charge.set(charged(self.buf.len() + wanted, read_size))?;
             }
             self.buf.reserve(wanted);
         }
         if let Some(charge) = &mut self.charge {
             // What the buffer really holds now (reserving may have taken more, or freed the
             // room of frames already split off).
-            charge.set(charged(self.buf.capacity()))?;
+            charge.set(charged(self.buf.capacity(), self.read_size))?;
         }
+        let room = self.buf.capacity() - self.buf.len();
         let read = self.io.read_buf(&mut self.buf).await?;
         self.received = self.received.saturating_add(read);
+        if read >= room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if read < room / 4 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
         Ok(read)
     }
 }
