@@ -111,6 +111,32 @@ async fn a_flood_of_cancels_for_unknown_calls_costs_the_peer_its_connection() {
     }
 }
 
+/// Stream ends and stops for streams the server does not have are frames for nothing: a
+/// flood of them is charged like any other and costs the peer its connection.
+#[tokio::test]
+async fn a_flood_of_stream_ends_and_stops_for_unknown_calls_costs_the_peer_its_connection() {
+    for transport in Transport::SOCKETS {
+        let server = TestServer::start(server_with_error_budget(100), transport).await;
+        let mut raw = server.raw().await;
+        raw.write_all(&PREFACE).await.unwrap();
+        let mut flood = bytes::BytesMut::new();
+        for call_id in 1..=500 {
+            wire::encode_stream_end(&mut flood, call_id, wire::Status::Ok, "");
+            wire::encode_stop_stream(&mut flood, call_id);
+        }
+        let _ = raw.write_all(&flood).await;
+        let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        let frames = frames_in(&answer[PREFACE.len().min(answer.len())..]);
+        assert!(
+            frames.iter().any(
+                |frame| matches!(frame, Frame::GoAway { reason, .. } if reason == "too many errors")
+            ) || answer.len() <= PREFACE.len(),
+            "{transport:?}: {} frames, no GOAWAY",
+            frames.len()
+        );
+    }
+}
+
 /// A well-behaved client that makes the odd mistake keeps its connection.
 #[tokio::test]
 async fn a_few_errors_within_the_budget_are_forgiven() {

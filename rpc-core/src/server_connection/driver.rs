@@ -298,12 +298,14 @@ impl Driver {
                 text,
             } => {
                 let inbox = lock(&self.conn.inboxes).remove(&call_id);
-                if let Some(inbox) = inbox {
-                    inbox.finish(match status {
+                match inbox {
+                    Some(inbox) => inbox.finish(match status {
                         Status::Ok => Ok(()),
                         // The server does not name the client's own stream back to it.
                         status => Err(status::to_error("", "", status, &text)),
-                    });
+                    }),
+                    // The end of a stream the server does not have: a frame for nothing.
+                    None => self.conn.charge_error(),
                 }
                 Ok(())
             }
@@ -322,8 +324,11 @@ impl Driver {
                 Ok(())
             }
             Frame::StopStream { call_id } => {
-                if let Some(credit) = lock(&self.conn.credits).remove(&call_id) {
-                    credit.stop();
+                let credit = lock(&self.conn.credits).remove(&call_id);
+                match credit {
+                    Some(credit) => credit.stop(),
+                    // A stop for a stream the server is not sending: a frame for nothing.
+                    None => self.conn.charge_error(),
                 }
                 Ok(())
             }
