@@ -544,6 +544,13 @@ impl Drop for Replica {
     }
 }
 
+/// Whether `frames` hold a GOAWAY whose reason is `why`.
+pub fn went_away_for(frames: &[rpc_core::wire::Frame], why: &str) -> bool {
+    frames
+        .iter()
+        .any(|frame| matches!(frame, rpc_core::wire::Frame::GoAway { reason, .. } if reason == why))
+}
+
 /// The frames in `bytes` (what the server sent after its preface), up to the first that
 /// does not decode.
 pub fn frames_in(bytes: &[u8]) -> Vec<rpc_core::wire::Frame> {

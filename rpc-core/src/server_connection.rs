@@ -241,10 +241,6 @@ impl ConnState {
         &self.routes.config
     }
 
-    fn running_handlers(&self) -> usize {
-        self.running.len()
-    }
-
     /// Counts one error the client caused against its budget.
     fn charge_error(&self) {
         if lock(&self.errors).charge(Instant::now()) {

@@ -44,9 +44,7 @@ async fn a_flood_of_bad_requests_costs_the_peer_its_connection() {
             "{transport:?}: {answered} error responses before closing"
         );
         assert!(
-            frames.iter().any(
-                |frame| matches!(frame, Frame::GoAway { reason, .. } if reason == "too many errors")
-            ),
+            went_away_for(&frames, "too many errors"),
             "{transport:?}: closed with a GOAWAY that says why"
         );
         assert_eq!(bystander.add(1, 2).await.unwrap(), 3, "{transport:?}");
@@ -128,9 +126,7 @@ async fn a_flood_of_stream_ends_and_stops_for_unknown_calls_costs_the_peer_its_c
         let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
         let frames = frames_in(&answer[PREFACE.len().min(answer.len())..]);
         assert!(
-            frames.iter().any(
-                |frame| matches!(frame, Frame::GoAway { reason, .. } if reason == "too many errors")
-            ) || answer.len() <= PREFACE.len(),
+            went_away_for(&frames, "too many errors") || answer.len() <= PREFACE.len(),
             "{transport:?}: {} frames, no GOAWAY",
             frames.len()
         );
@@ -649,11 +645,7 @@ async fn a_flood_of_pings_costs_the_peer_its_connection() {
         .filter(|frame| matches!(frame, Frame::Pong { .. }))
         .count();
     assert!(pongs <= 101, "{pongs} pongs before closing");
-    assert!(
-        frames.iter().any(
-            |frame| matches!(frame, Frame::GoAway { reason, .. } if reason == "too many errors")
-        )
-    );
+    assert!(went_away_for(&frames, "too many errors"));
 
     let mut raw = server.raw().await;
     raw.write_all(&PREFACE).await.unwrap();

@@ -15,12 +15,6 @@ fn config(change: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
     config
 }
 
-fn went_away_for(frames: &[Frame], why: &str) -> bool {
-    frames
-        .iter()
-        .any(|frame| matches!(frame, Frame::GoAway { reason, .. } if reason == why))
-}
-
 /// A request flagged as carrying a stream opens an inbox before dispatch; when dispatch
 /// fails (here: an unknown method), the inbox is closed, so items sent for that call are
 /// frames for nothing, charged to the error budget, instead of parking in a leaked inbox.

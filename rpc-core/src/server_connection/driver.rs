@@ -99,7 +99,7 @@ impl Driver {
         let mut ping_outstanding: Option<u64> = None;
         let mut next_permit: Option<OwnedSemaphorePermit> = None;
         loop {
-            if self.draining && self.conn.running_handlers() == 0 {
+            if self.draining && self.conn.running.len() == 0 {
                 return Ending::Clean;
             }
             tokio::select! {
@@ -127,7 +127,7 @@ impl Driver {
                 () = &mut grace_timer, if self.draining => {
                     tracing::info!(
                         peer = %self.conn.peer,
-                        running = self.conn.running_handlers(),
+                        running = self.conn.running.len(),
                         "grace period over; abandoning the calls still running"
                     );
                     return Ending::Clean;
@@ -139,7 +139,7 @@ impl Driver {
                 () = &mut idle_timer, if config.idle_timeout.is_some() && !self.draining => {
                     let Some(idle_timeout) = config.idle_timeout else { continue };
                     let quiet = self.requests_received == requests_at_last_idle_check;
-                    if quiet && self.conn.running_handlers() == 0 {
+                    if quiet && self.conn.running.len() == 0 {
                         tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
                         self.start_draining("the connection was idle");
                     } else {
@@ -159,7 +159,7 @@ impl Driver {
                                 config.keepalive_timeout
                             )));
                         }
-                        _ if self.conn.running_handlers() > 0 => {
+                        _ if self.conn.running.len() > 0 => {
                             let opaque = self.frames_received;
                             self.ping_opaque = Some(opaque);
                             self.conn
