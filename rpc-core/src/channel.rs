@@ -15,10 +15,25 @@ use crate::call::{CallOptions, ClientCall, MethodSpec};
 use crate::client_connection::ClientConnection;
 use crate::codec;
 use crate::config::ChannelConfig;
-use crate::context::Peer;
+use crate::context::{Context, Peer};
 use crate::error::RpcError;
 use crate::stream::Streaming;
 use crate::transport::{Connection, FrameRead, FrameWrite};
+
+/// Calling back: what a handler can reach of a peer that serves too.
+impl Context {
+    /// A channel to the other end of this call's connection, when that end serves too (it
+    /// connected with [`ChannelConfig::serve`]): wrap it in any generated client to call the
+    /// peer back, during this call (a callback) or later (a push). The calls travel over
+    /// the same connection, with their own ids, deadlines, cancellation and flow control;
+    /// once the connection closes they fail with `ConnectionClosed`. Dropping the channel
+    /// leaves the connection open. `None` when the peer serves nothing.
+    pub fn peer_channel(&self) -> Option<Channel> {
+        let link = self.peer_link()?.clone();
+        let connection = link.downcast::<ClientConnection>().ok()?;
+        Some(Channel::over(connection, false))
+    }
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -85,21 +100,28 @@ enum Via {
     Route(Arc<dyn Route>),
 }
 
-/// Dropped when the last `Channel` clone over a connection is: starts an orderly close.
+/// Dropped when the last `Channel` clone over a connection is: starts an orderly close,
+/// when the channel owns the connection.
 #[derive(Debug)]
 struct ConnectionHandle {
     connection: Arc<ClientConnection>,
+    /// Whether dropping the channel closes the connection: not for a channel back to a
+    /// peer that called (`Context::peer_channel`), which the peer's connection outlives.
+    owns_connection: bool,
 }
 
 impl Drop for ConnectionHandle {
     fn drop(&mut self) {
-        self.connection.finish();
+        if self.owns_connection {
+            self.connection.finish();
+        }
     }
 }
 
 impl Channel {
     /// Starts a channel over an established connection. It sends its preface at once and
-    /// spawns a reader and a writer task on the current tokio runtime.
+    /// spawns a reader and a writer task on the current tokio runtime. When `config` serves
+    /// a server ([`ChannelConfig::serve`]), the peer may call it over the same connection.
     ///
     /// # Panics
     ///
@@ -108,9 +130,20 @@ impl Channel {
         connection: Connection<R, W>,
         config: ChannelConfig,
     ) -> Channel {
-        let connection = ClientConnection::start(connection, config);
+        let connection = match config.served() {
+            Some(server) => server.clone().serve_dialled(connection, config),
+            None => ClientConnection::start(connection, config),
+        };
+        Channel::over(connection, true)
+    }
+
+    /// A channel over one connection's calling engine.
+    fn over(connection: Arc<ClientConnection>, owns_connection: bool) -> Channel {
         Channel {
-            via: Via::Connection(Arc::new(ConnectionHandle { connection })),
+            via: Via::Connection(Arc::new(ConnectionHandle {
+                connection,
+                owns_connection,
+            })),
         }
     }
 

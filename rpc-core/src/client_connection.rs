@@ -29,6 +29,13 @@ use crate::transport::{Connection, FrameRead, FrameWrite};
 use crate::wire;
 use call_table::CallTable;
 
+/// The first call id of the side that dialled a connection: its calls have odd ids.
+pub(crate) const DIALLER_FIRST_ID: u32 = 1;
+
+/// The first call id of the side that accepted a connection, when it calls back: its calls
+/// have even ids.
+pub(crate) const ACCEPTOR_FIRST_ID: u32 = 2;
+
 /// One client connection: its call table, its outbox, and the tasks that read and write it.
 #[derive(Debug)]
 pub(crate) struct ClientConnection {
@@ -67,17 +74,7 @@ impl ClientConnection {
             ..
         } = connection;
         let outbox = Arc::new(Outbox::new(&wire::PREFACE));
-        let shared = Arc::new(ClientConnection {
-            calls: Mutex::new(CallTable::new()),
-            outbox: outbox.clone(),
-            config,
-            peer,
-            background_tasks: Mutex::new(Vec::new()),
-            declared: Mutex::new(Vec::new()),
-            last_declared: AtomicU32::new(0),
-            closed_notify: Notify::new(),
-            last_pong: AtomicU64::new(0),
-        });
+        let shared = ClientConnection::new(outbox.clone(), peer, config, DIALLER_FIRST_ID);
         let write_timeout = shared.config.write_timeout;
         let writer_shared = shared.clone();
         tokio::spawn(async move {
@@ -96,13 +93,57 @@ impl ClientConnection {
             };
             reader_shared.close(error);
         });
-        let mut background = vec![reader_task.abort_handle()];
-        if let Some(interval) = shared.config.keepalive_interval {
-            let keepalive = reader::keep_alive(
-                Arc::downgrade(&shared),
-                interval,
-                shared.config.keepalive_timeout,
-            );
+        shared.keep_tasks(Some(reader_task.abort_handle()));
+        shared
+    }
+
+    /// The calling half of a connection on which both sides call: a server driver reads
+    /// the connection and hands this engine the frames that concern its calls
+    /// ([`handle_frame`](Self::handle_frame)); it writes into the driver's `outbox`. Its
+    /// call ids start at `first_id` ([`DIALLER_FIRST_ID`] or [`ACCEPTOR_FIRST_ID`]). Spawns
+    /// only the keepalive task, if configured; whoever reads the connection closes this
+    /// engine when the connection ends.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub(crate) fn attached(
+        outbox: Arc<Outbox>,
+        peer: Arc<Peer>,
+        config: ChannelConfig,
+        first_id: u32,
+    ) -> Arc<ClientConnection> {
+        let shared = ClientConnection::new(outbox, peer, config, first_id);
+        shared.keep_tasks(None);
+        shared
+    }
+
+    fn new(
+        outbox: Arc<Outbox>,
+        peer: Arc<Peer>,
+        config: ChannelConfig,
+        first_id: u32,
+    ) -> Arc<ClientConnection> {
+        Arc::new(ClientConnection {
+            calls: Mutex::new(CallTable::new(first_id)),
+            outbox,
+            config,
+            peer,
+            background_tasks: Mutex::new(Vec::new()),
+            declared: Mutex::new(Vec::new()),
+            last_declared: AtomicU32::new(0),
+            closed_notify: Notify::new(),
+            last_pong: AtomicU64::new(0),
+        })
+    }
+
+    /// Keeps the handles of the connection's background tasks (`reader`, and a keepalive
+    /// task started here if configured), to stop them when it closes.
+    fn keep_tasks(self: &Arc<Self>, reader: Option<AbortHandle>) {
+        let mut background: Vec<AbortHandle> = reader.into_iter().collect();
+        if let Some(interval) = self.config.keepalive_interval {
+            let keepalive =
+                reader::keep_alive(Arc::downgrade(self), interval, self.config.keepalive_timeout);
             // On the shared timer thread when there is one: a timer armed in the caller's
             // runtime makes every park of it read the clock (about a microsecond a call).
             let keepalive = match reader::keepalive_runtime() {
@@ -111,14 +152,13 @@ impl ClientConnection {
             };
             background.push(keepalive.abort_handle());
         }
-        *lock(&shared.background_tasks) = background;
-        if shared.is_closed() {
+        *lock(&self.background_tasks) = background;
+        if self.is_closed() {
             // The connection failed before the handles were stored: stop the tasks now.
-            for task in lock(&shared.background_tasks).drain(..) {
+            for task in lock(&self.background_tasks).drain(..) {
                 task.abort();
             }
         }
-        shared
     }
 
     /// Who is at the other end.
@@ -189,7 +229,7 @@ impl ClientConnection {
 
     /// Fails every pending and later call with `error`, ends every stream, and stops the
     /// connection's tasks.
-    fn close(&self, error: RpcError) {
+    pub(crate) fn close(&self, error: RpcError) {
         let closed = lock(&self.calls).close(&error);
         for inbox in closed.streams {
             inbox.finish(Err(error.clone()));

@@ -183,6 +183,21 @@ pub struct ChannelConfig {
     /// Record call metrics through the `metrics` facade (see `rpc_core::observe`).
     /// Default `false`: no clock reads or metric lookups on the hot path.
     pub metrics: bool,
+    /// The server whose services the peer may call on the channel's connections; set with
+    /// `ChannelConfig::serve`. Default none.
+    pub(crate) served: Option<Served>,
+}
+
+/// The server a channel serves its peer with. It is opaque here (`Server` sits above this
+/// module); `ChannelConfig::serve` and `ChannelConfig::served`, in `server.rs`, set and
+/// read it.
+#[derive(Clone)]
+pub(crate) struct Served(pub(crate) Arc<dyn std::any::Any + Send + Sync>);
+
+impl fmt::Debug for Served {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Server")
+    }
 }
 
 impl Default for ChannelConfig {
@@ -199,6 +214,7 @@ impl Default for ChannelConfig {
             keepalive_timeout: Duration::from_secs(20),
             interceptor: None,
             metrics: false,
+            served: None,
         }
     }
 }

@@ -106,7 +106,14 @@ pub struct Context {
     metadata: Vec<(String, String)>,
     peer: Arc<Peer>,
     call_id: u32,
+    /// The calling side of the connection, when the peer serves too.
+    peer_link: Option<PeerLink>,
 }
+
+/// A connection's engine for calls to the peer, where both sides call. It is opaque here
+/// (that engine sits above this module); `Context::peer_channel`, in `channel.rs`, makes a
+/// `Channel` of it.
+pub(crate) type PeerLink = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Metadata values (credentials, tokens) are never printed: `Debug` shows each key and the
 /// length of its value.
@@ -142,7 +149,19 @@ impl Context {
             metadata: Vec::new(),
             peer,
             call_id,
+            peer_link: None,
         }
+    }
+
+    /// This context with the link back to a peer that serves too.
+    pub(crate) fn with_peer_link(mut self, link: Option<PeerLink>) -> Self {
+        self.peer_link = link;
+        self
+    }
+
+    /// The link back to the peer, when it serves too.
+    pub(crate) fn peer_link(&self) -> Option<&PeerLink> {
+        self.peer_link.as_ref()
     }
 
     /// This context with a deadline.

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::ServerConfig;
+use crate::client_connection::{ClientConnection, DIALLER_FIRST_ID};
+use crate::config::{ChannelConfig, Served, ServerConfig};
+use crate::outbox::Outbox;
+use crate::wire;
 use crate::dispatch::{Dispatch, Reply};
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
 use crate::middleware::{BoxError, CallStack, Interceptor, RunHandler, ServerCall};
@@ -217,6 +220,67 @@ impl Server {
         connection: Connection<R, W>,
         shutdown: Shutdown,
     ) {
-        server_connection::serve(self.routes.clone(), connection, shutdown).await;
+        server_connection::serve(
+            self.routes.clone(),
+            connection,
+            shutdown,
+            self.buffers.clone(),
+        )
+        .await;
+    }
+
+    /// Starts serving this server's services on a connection this side dialled, beside the
+    /// engine of its own calls, which it returns (`Channel::new` with
+    /// [`ChannelConfig::serve`]). Both write into one outbox whose preface says this side
+    /// serves; the server driver reads the connection and hands the calling engine the
+    /// frames of its calls.
+    pub(crate) fn serve_dialled<R: FrameRead, W: FrameWrite>(
+        &self,
+        connection: Connection<R, W>,
+        config: ChannelConfig,
+    ) -> Arc<ClientConnection> {
+        let outbox = Arc::new(Outbox::new(&wire::preface(true)));
+        let client = ClientConnection::attached(
+            outbox.clone(),
+            connection.peer.clone(),
+            config,
+            DIALLER_FIRST_ID,
+        );
+        tokio::spawn(server_connection::serve_dialled(
+            self.routes.clone(),
+            connection,
+            outbox,
+            client.clone(),
+            self.buffers.clone(),
+        ));
+        client
+    }
+}
+
+/// Calls both ways: a channel that serves its peer.
+impl ChannelConfig {
+    /// Serves `server`'s services to the peer on each connection of the channel, so that
+    /// the server at the other end can call this side back over the same connection
+    /// (callbacks during a call, pushes later) without dialling it: no second connection
+    /// the other way, which firewalls and NAT often forbid. The server's handlers reach
+    /// this side through `Context::peer_channel`. The calls that arrive here go through
+    /// `server`'s own limits, interceptors and middleware.
+    ///
+    /// ```
+    /// use rpc_core::{ChannelConfig, Server};
+    ///
+    /// let notifications = Server::new(); // add the services the server may call
+    /// let config = ChannelConfig::default().serve(notifications);
+    /// assert!(config.served().is_some());
+    /// ```
+    #[must_use]
+    pub fn serve(mut self, server: Server) -> Self {
+        self.served = Some(Served(Arc::new(server)));
+        self
+    }
+
+    /// The server the channel serves its peer with, if any ([`ChannelConfig::serve`]).
+    pub fn served(&self) -> Option<&Server> {
+        self.served.as_ref()?.0.downcast_ref()
     }
 }

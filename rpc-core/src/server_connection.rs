@@ -21,6 +21,7 @@ mod call;
 mod driver;
 mod reply;
 mod running;
+mod waiting;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,20 +32,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerConfig;
-use crate::context::Peer;
+use crate::client_connection::{ClientConnection, ACCEPTOR_FIRST_ID};
+use crate::config::{ChannelConfig, ServerConfig};
+use crate::error::RpcError;
+use crate::context::{Peer, PeerLink};
 use crate::dispatch::{Dispatch, StreamSink, StreamStarter};
 use crate::middleware::{CallStack, Interceptor};
 use crate::observe;
 use crate::outbox::{self, Outbox};
 use crate::recover::lock;
 use crate::stream::{Credit, Inbox, Window};
-use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::transport::{BufferBudget, Connection, FrameRead, FrameWrite};
 use crate::wire;
 use admission::Compatibility;
 use budget::ErrorBudget;
 use driver::{Driver, Ending};
 use running::RunningCalls;
+use waiting::WaitingCalls;
 
 /// What a server serves, shared by all its connections: its services, hooks and limits.
 #[derive(Clone)]
@@ -125,23 +129,21 @@ impl Shutdown {
 }
 
 /// Serves calls on one connection until the peer closes it, it fails, or `shutdown` is
-/// triggered and its calls have drained.
+/// triggered and its calls have drained. When the peer's preface says it serves too, the
+/// connection carries calls both ways: handlers reach the peer through their context
+/// (`Context::peer_channel`).
 pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
-    connection: Connection<R, W>,
+    mut connection: Connection<R, W>,
     shutdown: Shutdown,
+    buffers: BufferBudget,
 ) {
-    let Connection {
-        mut reader,
-        writer,
-        peer,
-        activity,
-    } = connection;
     let config = &routes.config;
+    let peer = connection.peer.clone();
     // The preface comes first, under its own timeout: a peer that does not speak the
     // protocol costs one short-lived task and is never answered.
     let preface = tokio::select! {
-        preface = tokio::time::timeout(config.preface_timeout, reader.read_preface()) => preface,
+        preface = tokio::time::timeout(config.preface_timeout, connection.reader.read_preface()) => preface,
         () = shutdown.triggered() => return,
     };
     match preface {
@@ -155,13 +157,100 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
             return;
         }
     }
+    let outbox = Arc::new(Outbox::new(&wire::preface(true)));
+    let outgoing = connection.reader.peer_serves().then(|| {
+        ClientConnection::attached(
+            outbox.clone(),
+            peer,
+            calls_back_config(config),
+            ACCEPTOR_FIRST_ID,
+        )
+    });
+    let side = Side {
+        accepted: true,
+        outgoing,
+    };
+    run(routes, connection, outbox, side, shutdown, buffers).await;
+}
+
+/// Serves the peer's calls on a connection this side dialled, beside `client`, the engine
+/// of this side's own calls, which writes into `outbox` (whose preface says this side
+/// serves). Ends when the connection does, closing `client`.
+pub(crate) async fn serve_dialled<R: FrameRead, W: FrameWrite>(
+    routes: Arc<Routes>,
+    mut connection: Connection<R, W>,
+    outbox: Arc<Outbox>,
+    client: Arc<ClientConnection>,
+    buffers: BufferBudget,
+) {
+    let preface_timeout = client.config().preface_timeout;
+    match tokio::time::timeout(preface_timeout, connection.reader.read_preface()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            outbox.fail(error.clone());
+            client.close(error);
+            return;
+        }
+        Err(_elapsed) => {
+            let error = RpcError::protocol(format!(
+                "the server sent no preface within {preface_timeout:?}"
+            ));
+            outbox.fail(error.clone());
+            client.close(error);
+            return;
+        }
+    }
+    let side = Side {
+        accepted: false,
+        outgoing: Some(client),
+    };
+    run(routes, connection, outbox, side, Shutdown::new(), buffers).await;
+}
+
+/// Which end of the connection this side is, and its own calls to the peer, if any.
+struct Side {
+    /// Whether this side accepted the connection (it then keeps the idle and age timers,
+    /// and drains on shutdown; a side that dialled closes it when its channel is dropped).
+    accepted: bool,
+    /// The engine of this side's calls to its peer, on a connection where both call.
+    outgoing: Option<Arc<ClientConnection>>,
+}
+
+/// The configuration of a server's calls back to a peer that serves too: the server's own
+/// limits and keepalive.
+fn calls_back_config(config: &ServerConfig) -> ChannelConfig {
+    let mut channel = ChannelConfig::default();
+    channel.max_frame_size = config.max_frame_size;
+    channel.write_timeout = config.write_timeout;
+    channel.stream_window = config.stream_window;
+    channel.stream_window_bytes = config.stream_window_bytes;
+    channel.keepalive_interval = config.keepalive_interval;
+    channel.keepalive_timeout = config.keepalive_timeout;
+    channel.metrics = config.metrics;
+    channel
+}
+
+/// Runs a connection whose preface was read, until it ends.
+async fn run<R: FrameRead, W: FrameWrite>(
+    routes: Arc<Routes>,
+    connection: Connection<R, W>,
+    outbox: Arc<Outbox>,
+    side: Side,
+    shutdown: Shutdown,
+    buffers: BufferBudget,
+) {
+    let Connection {
+        mut reader,
+        writer,
+        peer,
+        activity,
+    } = connection;
+    let config = &routes.config;
     let _gauge = observe::ConnectionGauge::open(config.metrics);
-    let outbox = Arc::new(Outbox::new(&wire::PREFACE));
     let write_timeout = config.write_timeout;
     let errors = ErrorBudget::new(config.error_budget, Instant::now());
     let conn = Arc::new(ConnState {
         permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
-        routes,
         peer,
         outbox: outbox.clone(),
         running: RunningCalls::new(activity),
@@ -173,21 +262,29 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         over_budget: AtomicBool::new(false),
         compatibility: Mutex::new(Compatibility::default()),
         any_incompatible: AtomicBool::new(false),
+        outgoing: side.outgoing,
+        routes,
     });
     let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, write_timeout));
-    let mut driver = Driver::new(conn.clone(), writer_task);
+    let waiting = WaitingCalls::new(conn.config().max_concurrent_calls.max(1), buffers.charge());
+    let mut driver = Driver::new(conn.clone(), writer_task, side.accepted, waiting);
     let ending = driver.run(&mut reader, &shutdown).await;
     conn.abort_handlers();
-    match ending {
+    let closed = match ending {
         Ending::Clean => {
             conn.outbox.finish();
             match tokio::time::timeout(write_timeout, &mut driver.writer_task).await {
                 Ok(Ok(Ok(()))) => {
-                    // Our side is shut: read (and drop) what the peer still sends until it
-                    // closes too, for a moment. Closing a socket with unread bytes resets the
-                    // connection, and the reset can destroy the last frames we wrote (a
-                    // GOAWAY, the last responses) before the peer reads them.
-                    let drain = async { while let Ok(Some(_)) = reader.read_frame().await {} };
+                    // Our side is shut: read what the peer still sends until it closes too,
+                    // for a moment (answers to this side's own calls still count). Closing
+                    // a socket with unread bytes resets the connection, and the reset can
+                    // destroy the last frames we wrote (a GOAWAY, the last responses)
+                    // before the peer reads them.
+                    let drain = async {
+                        while let Ok(Some(frame)) = reader.read_frame().await {
+                            driver.take_late_frame(frame);
+                        }
+                    };
                     let _ = tokio::time::timeout(LINGER, drain).await;
                 }
                 Ok(Ok(Err(error))) => {
@@ -198,12 +295,18 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
                 }
                 Err(_elapsed) => driver.writer_task.abort(),
             }
+            RpcError::connection_closed("the connection closed")
         }
+        Ending::Finished => RpcError::connection_closed("the channel was dropped"),
         Ending::Failed(error) => {
             tracing::info!(peer = %conn.peer, %error, "closed a connection");
-            conn.outbox.fail(error);
+            conn.outbox.fail(error.clone());
             driver.writer_task.abort();
+            error
         }
+    };
+    if let Some(outgoing) = &conn.outgoing {
+        outgoing.close(closed);
     }
 }
 
@@ -234,6 +337,9 @@ struct ConnState {
     /// Set once the client declared a method with a fingerprint different from ours, so
     /// connections without any skip the lookup.
     any_incompatible: AtomicBool,
+    /// The engine of this side's calls to its peer, when the peer serves too: handlers
+    /// reach it through their context, and the driver hands it the frames of those calls.
+    outgoing: Option<Arc<ClientConnection>>,
 }
 
 impl ConnState {
@@ -350,6 +456,13 @@ impl ConnState {
 
     fn abort_handlers(&self) {
         self.running.abort_all();
+    }
+
+    /// What handlers' contexts carry to reach a peer that serves too.
+    fn peer_link(&self) -> Option<PeerLink> {
+        self.outgoing
+            .clone()
+            .map(|outgoing| -> PeerLink { outgoing })
     }
 
     fn log_panic(&self, service: &str, method: Option<&str>, call_id: u32, message: &str) {

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use crate::error::RpcError;
 
 pub use crate::context::{Peer, UnixCredentials};
-pub use crate::wire::{refusal, FrameDecoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX, PREFACE};
+pub use crate::wire::{
+    preface, refusal, FrameDecoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX, PREFACE, PREFACE_SERVES,
+};
 
 /// The reading half of a connection, frame by frame.
 pub trait FrameRead: Send + 'static {
@@ -28,6 +30,14 @@ pub trait FrameRead: Send + 'static {
     /// `RpcError::Protocol` as soon as a byte differs from the preface; `ConnectionClosed`
     /// or `Io` when the stream ends or fails first.
     fn read_preface(&mut self) -> impl Future<Output = Result<(), RpcError>> + Send;
+
+    /// Whether the peer's preface, once read, said it answers calls on this connection
+    /// ([`crate::wire::PREFACE_SERVES`]: a client that serves its server too). A server
+    /// gives its handlers a channel back to such a peer (`Context::peer_channel`). The
+    /// default says no, which only costs a transport that does not say the calls back.
+    fn peer_serves(&self) -> bool {
+        false
+    }
 
     /// Reads the next frame body (the bytes after the length prefix). `Ok(None)` means the
     /// peer closed the stream cleanly between frames.

@@ -36,8 +36,23 @@
 use crate::error::RpcError;
 
 /// The bytes each side sends first: a zero byte (so no text protocol matches), `RPC`,
-/// CR LF, the protocol version, and a reserved zero byte.
+/// CR LF, the protocol version, and a byte of flags, here none: the preface of a side that
+/// answers no calls (a plain client). See [`preface`] for the others.
 pub const PREFACE: [u8; 8] = [0x00, b'R', b'P', b'C', b'\r', b'\n', PROTOCOL_VERSION, 0x00];
+
+/// The preface flag of a side that answers calls on the connection: every server, and a
+/// client that serves its peer too (so calls travel both ways). Flags a side does not know
+/// are ignored.
+pub const PREFACE_SERVES: u8 = 0x01;
+
+/// The preface a side sends: [`PREFACE`] with [`PREFACE_SERVES`] set when it answers calls.
+pub const fn preface(serves: bool) -> [u8; 8] {
+    let mut preface = PREFACE;
+    if serves {
+        preface[7] = PREFACE_SERVES;
+    }
+    preface
+}
 
 /// The protocol version carried in [`PREFACE`].
 pub const PROTOCOL_VERSION: u8 = 1;

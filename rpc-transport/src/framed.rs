@@ -125,6 +125,10 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for FramedReader<R> {
         Ok(())
     }
 
+    fn peer_serves(&self) -> bool {
+        self.decoder.peer_serves()
+    }
+
     fn has_buffered_bytes(&self) -> bool {
         !self.buf.is_empty()
     }

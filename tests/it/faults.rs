@@ -269,8 +269,9 @@ async fn half_a_frame_is_closed_after_the_frame_timeout() {
         assert_server_healthy(&server).await;
         let answer = read_until_closed(&mut raw, Duration::from_secs(2)).await;
         assert_eq!(
-            answer, PREFACE,
-            "{transport:?}: only the preface, no response"
+            answer,
+            rpc_core::wire::preface(true),
+            "{transport:?}: only the server's preface, no response"
         );
     }
 }

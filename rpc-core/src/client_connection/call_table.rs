@@ -71,9 +71,12 @@ impl Hasher for CallIdHasher {
 }
 
 impl CallTable {
-    pub(super) fn new() -> CallTable {
+    /// A table whose call ids are `first_id`, `first_id + 2`, ...: the side that dialled
+    /// the connection calls with odd ids and the side that accepted it with even ones, so
+    /// that on a connection where both call, a frame's call id says whose call it is.
+    pub(super) fn new(first_id: u32) -> CallTable {
         CallTable {
-            next_id: 1,
+            next_id: first_id,
             pending: ById::default(),
             closed: None,
             going_away: None,
@@ -116,12 +119,12 @@ impl CallTable {
         if let Some(error) = self.refusal() {
             return Err(error.clone());
         }
-        // Ids wrap after 2^32 calls; skip 0 and any id still in flight.
+        // Ids wrap after 2^31 calls, keeping their parity; skip 0 and any id in flight.
         let mut call_id = self.next_id;
         while call_id == 0 || self.pending.contains_key(&call_id) {
-            call_id = call_id.wrapping_add(1);
+            call_id = call_id.wrapping_add(2);
         }
-        self.next_id = call_id.wrapping_add(1);
+        self.next_id = call_id.wrapping_add(2);
         self.pending.insert(call_id, PendingCall::Waiting(None));
         Ok(call_id)
     }
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_registered_call_waits_until_its_response_completes_it() {
-        let mut table = CallTable::new();
+        let mut table = CallTable::new(1);
         let call_id = table.register().unwrap();
         assert!(poll(&mut table, call_id).is_pending());
         assert_eq!(table.in_flight(), 1);
@@ -291,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_response_for_a_removed_call_is_dropped() {
-        let mut table = CallTable::new();
+        let mut table = CallTable::new(1);
         let call_id = table.register().unwrap();
         assert!(table.remove(call_id, true), "it was waiting");
         assert!(table
@@ -302,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_request_stream_still_sending_after_its_call_settled_is_in_flight() {
-        let mut table = CallTable::new();
+        let mut table = CallTable::new(1);
         let call_id = table.register().unwrap();
         table.add_streams(call_id, None, Some(Arc::new(Credit::default())));
         assert_eq!(table.in_flight(), 1);
@@ -316,20 +319,27 @@ mod tests {
     }
 
     #[test]
-    fn ids_skip_zero_and_live_calls_when_they_wrap() {
-        let mut table = CallTable::new();
-        table.next_id = u32::MAX;
-        let last = table.register().unwrap();
+    fn ids_keep_their_parity_and_skip_zero_and_live_calls_when_they_wrap() {
+        let mut dialler = CallTable::new(1);
+        dialler.next_id = u32::MAX;
+        let last = dialler.register().unwrap();
         assert_eq!(last, u32::MAX);
-        let live = table.register().unwrap();
-        assert_eq!(live, 1, "0 is never an id");
-        table.next_id = 1;
-        assert_eq!(table.register().unwrap(), 2, "1 is still in flight");
+        let live = dialler.register().unwrap();
+        assert_eq!(live, 1, "odd ids wrap to 1");
+        dialler.next_id = 1;
+        assert_eq!(dialler.register().unwrap(), 3, "1 is still in flight");
+
+        let mut acceptor = CallTable::new(2);
+        assert_eq!(acceptor.register().unwrap(), 2);
+        assert_eq!(acceptor.register().unwrap(), 4);
+        acceptor.next_id = u32::MAX - 1;
+        assert_eq!(acceptor.register().unwrap(), u32::MAX - 1);
+        assert_eq!(acceptor.register().unwrap(), 6, "0 is never an id; 2 and 4 are live");
     }
 
     #[test]
     fn going_away_fails_only_the_calls_the_server_did_not_take_and_every_later_one() {
-        let mut table = CallTable::new();
+        let mut table = CallTable::new(1);
         let taken = table.register().unwrap();
         let not_taken = table.register().unwrap();
         table.go_away(
@@ -352,7 +362,7 @@ mod tests {
 
     #[test]
     fn closing_fails_every_waiting_call_and_keeps_the_first_reason() {
-        let mut table = CallTable::new();
+        let mut table = CallTable::new(1);
         let first = table.register().unwrap();
         let second = table.register().unwrap();
         table.close(&RpcError::connection_closed("first"));

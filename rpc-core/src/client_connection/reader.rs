@@ -27,13 +27,27 @@ pub(super) async fn read_responses<R: FrameRead>(
             ))
         })??;
     while let Some(frame) = reader.read_frame().await? {
-        match Frame::parse(frame)? {
+        shared.handle_frame(Frame::parse(frame)?)?;
+    }
+    Ok(())
+}
+
+impl ClientConnection {
+    /// Hands one frame from the peer to the call or stream it concerns. An error closes the
+    /// connection: a broken protocol, or a stream overrun.
+    ///
+    /// On a connection where both sides call, the server driver reading it hands over only
+    /// the frames that concern this side's calls; requests reach this engine only from a
+    /// peer that calls a client that serves nothing, and are answered `UnknownService`
+    /// without running anything.
+    pub(crate) fn handle_frame(&self, frame: Frame) -> Result<(), RpcError> {
+        match frame {
             Frame::Response {
                 call_id,
                 status,
                 payload,
             } => {
-                let waker = lock(&shared.calls).complete(call_id, Ok((status, payload)));
+                let waker = lock(&self.calls).complete(call_id, Ok((status, payload)));
                 if let Some(waker) = waker {
                     waker.wake();
                 }
@@ -41,21 +55,20 @@ pub(super) async fn read_responses<R: FrameRead>(
             Frame::GoAway {
                 last_call_id,
                 reason,
-            } => shared.go_away(last_call_id, reason),
-            Frame::Pong { opaque } => shared.last_pong.store(opaque, Ordering::Relaxed),
+            } => self.go_away(last_call_id, reason),
+            Frame::Pong { opaque } => self.last_pong.store(opaque, Ordering::Relaxed),
             Frame::Ping { opaque } => {
-                shared
-                    .outbox
+                self.outbox
                     .push_now(|buf| wire::encode_ping(buf, opaque, true));
             }
             Frame::StreamItem { call_id, payload } => {
-                let inbox = lock(&shared.calls).inbox(call_id);
+                let inbox = lock(&self.calls).inbox(call_id);
                 if let Some(inbox) = inbox {
                     inbox.push_item(payload)?;
                 }
             }
             Frame::StreamPart { call_id, payload } => {
-                let inbox = lock(&shared.calls).inbox(call_id);
+                let inbox = lock(&self.calls).inbox(call_id);
                 if let Some(inbox) = inbox {
                     inbox.push_piece(payload)?;
                 }
@@ -65,7 +78,7 @@ pub(super) async fn read_responses<R: FrameRead>(
                 status,
                 text,
             } => {
-                let entry = lock(&shared.calls).remove_stream(call_id);
+                let entry = lock(&self.calls).remove_stream(call_id);
                 if let Some((inbox, method)) = entry {
                     let outcome = match status {
                         Status::Ok => Ok(()),
@@ -79,23 +92,34 @@ pub(super) async fn read_responses<R: FrameRead>(
                 credit,
                 bytes,
             } => {
-                let entry = lock(&shared.calls).credit(call_id);
+                let entry = lock(&self.calls).credit(call_id);
                 if let Some(entry) = entry {
                     entry.grant(credit, bytes);
                 }
             }
             Frame::StopStream { call_id } => {
-                let entry = lock(&shared.calls).remove_credit(call_id);
+                let entry = lock(&self.calls).remove_credit(call_id);
                 if let Some(entry) = entry {
                     entry.stop();
                 }
             }
-            Frame::Request { .. } | Frame::Cancel { .. } | Frame::Declare { .. } => {
-                return Err(RpcError::protocol("the server sent a client-only frame"));
+            Frame::Request { head, .. } => {
+                let max_frame = self.config.max_frame_size;
+                self.outbox.push_now(|buf| {
+                    let _ = wire::encode_response(
+                        buf,
+                        head.call_id,
+                        Status::UnknownService,
+                        b"",
+                        max_frame,
+                    );
+                });
             }
+            // What follows a request this side answered without running it.
+            Frame::Cancel { .. } | Frame::Declare { .. } => {}
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The runtime every channel's keepalive task runs on: one thread for the process, started

@@ -80,7 +80,8 @@ impl ConnState {
         };
         let context = Context::new(self.peer.clone(), call_id)
             .with_deadline(deadline)
-            .with_metadata(metadata);
+            .with_metadata(metadata)
+            .with_peer_link(self.peer_link());
         // Interceptors judge every call before its caller learns anything about the API:
         // whether the service or the method exists, or whether its types match ours.
         if !self.routes.interceptors.is_empty() {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
+use super::waiting::WaitingCalls;
 use super::{ConnState, Shutdown};
 use crate::config::ServerConfig;
 use crate::error::RpcError;
@@ -24,6 +25,9 @@ pub(super) enum Ending {
     Clean,
     /// Close at once.
     Failed(RpcError),
+    /// This side finished writing on its own: the channel of a side that dialled was
+    /// dropped. Nothing is left to flush.
+    Finished,
 }
 
 /// Reads one connection's frames and keeps its timers.
@@ -43,10 +47,24 @@ pub(super) struct Driver {
     /// The opaque of the keepalive ping the client has not answered yet; a PONG that
     /// answers no ping is a useless frame, charged like one.
     ping_opaque: Option<u64>,
+    /// Whether this side accepted the connection (see `Side::accepted`).
+    accepted: bool,
+    /// Requests that wait for a permit while the driver keeps reading (only where both
+    /// sides call).
+    waiting: WaitingCalls,
 }
 
+/// The top bit of the opaque of the driver's keepalive pings: on a connection where both
+/// sides call, it tells the driver's PONGs from those of this side's own calling engine.
+const DRIVER_PING: u64 = 1 << 63;
+
 impl Driver {
-    pub(super) fn new(conn: Arc<ConnState>, writer_task: JoinHandle<Result<(), RpcError>>) -> Self {
+    pub(super) fn new(
+        conn: Arc<ConnState>,
+        writer_task: JoinHandle<Result<(), RpcError>>,
+        accepted: bool,
+        waiting: WaitingCalls,
+    ) -> Self {
         Driver {
             conn,
             writer_task,
@@ -55,6 +73,8 @@ impl Driver {
             frames_received: 0,
             requests_received: 0,
             ping_opaque: None,
+            accepted,
+            waiting,
         }
     }
 
@@ -64,7 +84,13 @@ impl Driver {
         reader: &mut R,
         shutdown: &Shutdown,
     ) -> Ending {
-        let config = self.conn.config().clone();
+        let mut config = self.conn.config().clone();
+        if !self.accepted {
+            // The side that dialled closes the connection when its channel is dropped.
+            config.idle_timeout = None;
+            config.max_connection_age = None;
+        }
+        let calls_both_ways = self.conn.outgoing.is_some();
         let shutdown_signal = shutdown.triggered();
         tokio::pin!(shutdown_signal);
         let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -102,13 +128,18 @@ impl Driver {
             if self.draining && self.conn.running.len() == 0 {
                 return Ending::Clean;
             }
+            if next_permit.is_some() {
+                if let Err(error) = self.start_waiting_calls(&mut next_permit) {
+                    return Ending::Failed(error);
+                }
+            }
             tokio::select! {
                 biased;
                 // The writer only stops on its own when writing failed (a clean finish is
                 // asked for after this loop), and its handle must not be polled again.
                 writer_outcome = &mut self.writer_task => {
                     return match writer_outcome {
-                        Ok(Ok(())) => Ending::Failed(RpcError::connection_closed("the writer stopped")),
+                        Ok(Ok(())) => Ending::Finished,
                         Ok(Err(error)) => Ending::Failed(error),
                         Err(join_error) => Ending::Failed(RpcError::Internal {
                             message: format!("writer task failed: {join_error}").into(),
@@ -138,7 +169,8 @@ impl Driver {
                 // periods, without reading the clock for every frame).
                 () = &mut idle_timer, if config.idle_timeout.is_some() && !self.draining => {
                     let Some(idle_timeout) = config.idle_timeout else { continue };
-                    let quiet = self.requests_received == requests_at_last_idle_check;
+                    let quiet = self.requests_received == requests_at_last_idle_check
+                        && self.conn.outgoing.as_ref().is_none_or(|calls| calls.calls_in_flight() == 0);
                     if quiet && self.conn.running.len() == 0 {
                         tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
                         self.start_draining("the connection was idle");
@@ -160,7 +192,7 @@ impl Driver {
                             )));
                         }
                         _ if self.conn.running.len() > 0 => {
-                            let opaque = self.frames_received;
+                            let opaque = self.frames_received | DRIVER_PING;
                             self.ping_opaque = Some(opaque);
                             self.conn
                                 .outbox
@@ -178,7 +210,9 @@ impl Driver {
                     // The semaphore is never closed.
                     next_permit = permit.ok();
                 }
-                frame = reader.read_frame(), if next_permit.is_some() => {
+                // Where both sides call, reading never waits for a permit: answers to this
+                // side's calls come behind the peer's requests (see `waiting.rs`).
+                frame = reader.read_frame(), if next_permit.is_some() || calls_both_ways => {
                     let frame = match frame {
                         Ok(Some(frame)) => frame,
                         Ok(None) => return Ending::Clean,
@@ -188,7 +222,7 @@ impl Driver {
                     // With more requests already buffered, their responses should leave
                     // together rather than each on its own.
                     let alone = !reader.has_buffered_bytes();
-                    if let Err(error) = self.handle_frame(frame, alone, &mut next_permit) {
+                    if let Err(error) = self.take_frame(frame, alone, &mut next_permit) {
                         return Ending::Failed(error);
                     }
                     if self.conn.over_budget.load(Ordering::Relaxed) {
@@ -206,20 +240,117 @@ impl Driver {
     fn start_draining(&mut self, reason: &str) {
         self.draining = true;
         self.conn.draining.store(true, Ordering::Release);
+        for call_id in self.waiting.drain_ids() {
+            self.conn.respond_error(call_id, Status::Unavailable, reason.as_bytes());
+        }
         let last_call_id = self.highest_call_id;
         self.conn
             .outbox
             .push_now(|buf| wire::encode_go_away(buf, last_call_id, reason));
     }
 
-    /// Handles one frame. An error closes the connection.
-    fn handle_frame(
+    /// Takes one frame from the peer. Where both sides call, the frames of this side's own
+    /// calls go to its calling engine, and requests that cannot start wait (with the frames
+    /// that follow them) instead of stopping the reading. An error closes the connection.
+    fn take_frame(
         &mut self,
-        frame: Bytes,
+        bytes: Bytes,
         alone: bool,
         next_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), RpcError> {
-        match Frame::parse(frame)? {
+        let size = bytes.len();
+        let frame = Frame::parse(bytes)?;
+        let Some(outgoing) = &self.conn.outgoing else {
+            return self.handle_frame(frame, alone, next_permit);
+        };
+        if self.concerns_own_call(&frame) {
+            return outgoing.handle_frame(frame);
+        }
+        match frame.call_id() {
+            Some(call_id) if self.waiting.holds(call_id) => {
+                if let Frame::Cancel { .. } = frame {
+                    self.waiting.cancel(call_id);
+                    return Ok(());
+                }
+                self.waiting.push_frame(call_id, size, frame)
+            }
+            Some(call_id) if matches!(frame, Frame::Request { .. }) => {
+                if call_id % 2 == self.own_parity() {
+                    return Err(RpcError::protocol(
+                        "a request under a call id of the other side's parity",
+                    ));
+                }
+                if next_permit.is_some() {
+                    return self.handle_frame(frame, alone, next_permit);
+                }
+                if let Err(refusal) = self.waiting.push_request(call_id, size, frame) {
+                    let (status, text) = crate::status::for_refusal(&refusal);
+                    self.conn.respond_busy(call_id, status, &text);
+                }
+                Ok(())
+            }
+            _ => self.handle_frame(frame, alone, next_permit),
+        }
+    }
+
+    /// The parity of this side's own call ids: odd (1) for the side that dialled.
+    fn own_parity(&self) -> u32 {
+        u32::from(!self.accepted)
+    }
+
+    /// Whether a frame concerns one of this side's own calls to its peer (on a connection
+    /// where both sides call): responses, the peer's GOAWAY, PONGs to the calling engine's
+    /// pings, and stream frames under this side's call ids.
+    fn concerns_own_call(&self, frame: &Frame) -> bool {
+        match frame {
+            Frame::Response { .. } | Frame::GoAway { .. } => true,
+            Frame::Pong { opaque } => opaque & DRIVER_PING == 0,
+            Frame::Request { .. } | Frame::Cancel { .. } | Frame::Declare { .. } | Frame::Ping { .. } => {
+                false
+            }
+            Frame::StreamItem { call_id, .. }
+            | Frame::StreamPart { call_id, .. }
+            | Frame::StreamEnd { call_id, .. }
+            | Frame::Window { call_id, .. }
+            | Frame::StopStream { call_id } => call_id % 2 == self.own_parity(),
+        }
+    }
+
+    /// Starts waiting calls while permits last.
+    fn start_waiting_calls(
+        &mut self,
+        next_permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), RpcError> {
+        while next_permit.is_some() {
+            let Some(frames) = self.waiting.next_call() else {
+                return Ok(());
+            };
+            for frame in frames {
+                self.handle_frame(frame, false, next_permit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A frame read while the connection closes: only answers to this side's own calls
+    /// still matter.
+    pub(super) fn take_late_frame(&self, bytes: Bytes) {
+        let (Some(outgoing), Ok(frame)) = (&self.conn.outgoing, Frame::parse(bytes)) else {
+            return;
+        };
+        if self.concerns_own_call(&frame) {
+            let _ = outgoing.handle_frame(frame);
+        }
+    }
+
+    /// Handles one frame of the peer's calls. An error closes the connection.
+    fn handle_frame(
+        &mut self,
+        frame: Frame,
+        alone: bool,
+        next_permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), RpcError> {
+        match frame {
             Frame::Request {
                 head,
                 metadata,

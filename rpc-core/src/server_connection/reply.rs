@@ -32,6 +32,16 @@ impl ConnState {
         });
     }
 
+    /// Queues the refusal of a call the server has no room for (on a connection where both
+    /// sides call, see `waiting.rs`): load, not the peer's fault, so it is not charged.
+    pub(super) fn respond_busy(&self, call_id: u32, status: Status, message: &str) {
+        observe::count_refusal(self.config().metrics, status);
+        let max_frame = self.config().max_frame_size;
+        self.outbox.push_now(|buf| {
+            let _ = wire::encode_response(buf, call_id, status, message.as_bytes(), max_frame);
+        });
+    }
+
     /// Queues a handler's outcome, waiting for room in the outbox. Returns whether it was
     /// queued.
     pub(super) async fn respond(&self, call_id: u32, outcome: HandlerOutcome) -> bool {

@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{LENGTH_PREFIX, PREFACE, PROTOCOL_VERSION};
+use super::{LENGTH_PREFIX, PREFACE, PREFACE_SERVES, PROTOCOL_VERSION};
 use crate::error::RpcError;
 
 /// Splits length-prefixed frames out of a byte buffer, checking the preface first.
@@ -14,6 +14,8 @@ use crate::error::RpcError;
 pub struct FrameDecoder {
     max_frame: usize,
     preface_seen: bool,
+    /// The flags byte of the peer's preface, once seen.
+    preface_flags: u8,
 }
 
 impl FrameDecoder {
@@ -22,6 +24,7 @@ impl FrameDecoder {
         FrameDecoder {
             max_frame,
             preface_seen: false,
+            preface_flags: 0,
         }
     }
 
@@ -30,6 +33,7 @@ impl FrameDecoder {
         FrameDecoder {
             max_frame,
             preface_seen: true,
+            preface_flags: 0,
         }
     }
 
@@ -41,6 +45,12 @@ impl FrameDecoder {
     /// Whether the peer's preface has been received and checked.
     pub fn preface_seen(&self) -> bool {
         self.preface_seen
+    }
+
+    /// Whether the peer's preface said it answers calls on this connection
+    /// ([`PREFACE_SERVES`]): a client that serves too, so the server may call it back.
+    pub fn peer_serves(&self) -> bool {
+        self.preface_flags & PREFACE_SERVES != 0
     }
 
     /// Consumes the preface from `buf` once all of it is there.
@@ -55,7 +65,9 @@ impl FrameDecoder {
         if self.preface_seen {
             return Ok(true);
         }
-        let available = buf.len().min(PREFACE.len());
+        // The last byte holds flags; flags this side does not know are ignored.
+        let fixed = PREFACE.len() - 1;
+        let available = buf.len().min(fixed);
         if buf[..available] != PREFACE[..available] {
             let magic_len = PREFACE.len() - 2;
             let message = if available > magic_len && buf[..magic_len] == PREFACE[..magic_len] {
@@ -68,9 +80,10 @@ impl FrameDecoder {
             };
             return Err(RpcError::protocol(message));
         }
-        if available < PREFACE.len() {
+        if buf.len() < PREFACE.len() {
             return Ok(false);
         }
+        self.preface_flags = buf[fixed];
         buf.advance(PREFACE.len());
         self.preface_seen = true;
         Ok(true)

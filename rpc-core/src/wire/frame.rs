@@ -99,6 +99,25 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The call the frame concerns; `None` for the frames about the connection (GOAWAY,
+    /// PING, PONG, DECLARE).
+    pub fn call_id(&self) -> Option<u32> {
+        match self {
+            Frame::Request { head, .. } => Some(head.call_id),
+            Frame::Response { call_id, .. }
+            | Frame::Cancel { call_id }
+            | Frame::StreamItem { call_id, .. }
+            | Frame::StreamPart { call_id, .. }
+            | Frame::StreamEnd { call_id, .. }
+            | Frame::Window { call_id, .. }
+            | Frame::StopStream { call_id } => Some(*call_id),
+            Frame::GoAway { .. }
+            | Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Declare { .. } => None,
+        }
+    }
+
     /// Decodes one frame body (the bytes after the length prefix).
     ///
     /// # Errors
