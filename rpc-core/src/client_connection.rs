@@ -142,8 +142,11 @@ impl ClientConnection {
     fn keep_tasks(self: &Arc<Self>, reader: Option<AbortHandle>) {
         let mut background: Vec<AbortHandle> = reader.into_iter().collect();
         if let Some(interval) = self.config.keepalive_interval {
-            let keepalive =
-                reader::keep_alive(Arc::downgrade(self), interval, self.config.keepalive_timeout);
+            let keepalive = reader::keep_alive(
+                Arc::downgrade(self),
+                interval,
+                self.config.keepalive_timeout,
+            );
             // On the shared timer thread when there is one: a timer armed in the caller's
             // runtime makes every park of it read the clock (about a microsecond a call).
             let keepalive = match reader::keepalive_runtime() {

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use crate::client_connection::{ClientConnection, DIALLER_FIRST_ID};
 use crate::config::{ChannelConfig, Served, ServerConfig};
-use crate::outbox::Outbox;
-use crate::wire;
 use crate::dispatch::{Dispatch, Reply};
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
 use crate::middleware::{BoxError, CallStack, Interceptor, RunHandler, ServerCall};
+use crate::outbox::Outbox;
 use crate::server_connection::{self, Routes, Shutdown};
 use crate::shape::ServiceShapes;
 use crate::transport::{Connection, FrameRead, FrameWrite};
+use crate::wire;
 use crate::wire::wire_id;
 
 /// A set of services that connections can call. Cheap to clone; clones share the services.

@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client_connection::{ClientConnection, ACCEPTOR_FIRST_ID};
 use crate::config::{ChannelConfig, ServerConfig};
-use crate::error::RpcError;
 use crate::context::{Peer, PeerLink};
 use crate::dispatch::{Dispatch, StreamSink, StreamStarter};
+use crate::error::RpcError;
 use crate::middleware::{CallStack, Interceptor};
 use crate::observe;
 use crate::outbox::{self, Outbox};
@@ -134,16 +134,21 @@ impl Shutdown {
 /// (`Context::peer_channel`).
 pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
-    mut connection: Connection<R, W>,
+    connection: Connection<R, W>,
     shutdown: Shutdown,
     buffers: BufferBudget,
 ) {
+    let Connection {
+        mut reader,
+        writer,
+        peer,
+        activity,
+    } = connection;
     let config = &routes.config;
-    let peer = connection.peer.clone();
     // The preface comes first, under its own timeout: a peer that does not speak the
     // protocol costs one short-lived task and is never answered.
     let preface = tokio::select! {
-        preface = tokio::time::timeout(config.preface_timeout, connection.reader.read_preface()) => preface,
+        preface = tokio::time::timeout(config.preface_timeout, reader.read_preface()) => preface,
         () = shutdown.triggered() => return,
     };
     match preface {
@@ -158,17 +163,28 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         }
     }
     let outbox = Arc::new(Outbox::new(&wire::preface(true)));
-    let outgoing = connection.reader.peer_serves().then(|| {
+    let outgoing = reader.peer_serves().then(|| {
         ClientConnection::attached(
             outbox.clone(),
-            peer,
+            peer.clone(),
             calls_back_config(config),
             ACCEPTOR_FIRST_ID,
         )
     });
+    let writer = tokio::spawn(outbox::run_writer(
+        outbox.clone(),
+        writer,
+        config.write_timeout,
+    ));
     let side = Side {
         accepted: true,
         outgoing,
+    };
+    let connection = Connection {
+        reader,
+        writer,
+        peer,
+        activity,
     };
     run(routes, connection, outbox, side, shutdown, buffers).await;
 }
@@ -178,31 +194,45 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
 /// serves). Ends when the connection does, closing `client`.
 pub(crate) async fn serve_dialled<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
-    mut connection: Connection<R, W>,
+    connection: Connection<R, W>,
     outbox: Arc<Outbox>,
     client: Arc<ClientConnection>,
     buffers: BufferBudget,
 ) {
+    let Connection {
+        mut reader,
+        writer,
+        peer,
+        activity,
+    } = connection;
+    // This side's preface goes out at once: the server answers with its own only then.
+    let writer = tokio::spawn(outbox::run_writer(
+        outbox.clone(),
+        writer,
+        client.config().write_timeout,
+    ));
     let preface_timeout = client.config().preface_timeout;
-    match tokio::time::timeout(preface_timeout, connection.reader.read_preface()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            outbox.fail(error.clone());
-            client.close(error);
-            return;
-        }
-        Err(_elapsed) => {
-            let error = RpcError::protocol(format!(
-                "the server sent no preface within {preface_timeout:?}"
-            ));
-            outbox.fail(error.clone());
-            client.close(error);
-            return;
-        }
+    let preface = match tokio::time::timeout(preface_timeout, reader.read_preface()).await {
+        Ok(outcome) => outcome,
+        Err(_elapsed) => Err(RpcError::protocol(format!(
+            "the server sent no preface within {preface_timeout:?}"
+        ))),
+    };
+    if let Err(error) = preface {
+        writer.abort();
+        outbox.fail(error.clone());
+        client.close(error);
+        return;
     }
     let side = Side {
         accepted: false,
         outgoing: Some(client),
+    };
+    let connection = Connection {
+        reader,
+        writer,
+        peer,
+        activity,
     };
     run(routes, connection, outbox, side, Shutdown::new(), buffers).await;
 }
@@ -230,10 +260,13 @@ fn calls_back_config(config: &ServerConfig) -> ChannelConfig {
     channel
 }
 
-/// Runs a connection whose preface was read, until it ends.
-async fn run<R: FrameRead, W: FrameWrite>(
+/// The task writing a connection's outbox.
+type WriterTask = tokio::task::JoinHandle<Result<(), RpcError>>;
+
+/// Runs a connection whose preface was read, and whose writer runs, until it ends.
+async fn run<R: FrameRead>(
     routes: Arc<Routes>,
-    connection: Connection<R, W>,
+    connection: Connection<R, WriterTask>,
     outbox: Arc<Outbox>,
     side: Side,
     shutdown: Shutdown,
@@ -241,7 +274,7 @@ async fn run<R: FrameRead, W: FrameWrite>(
 ) {
     let Connection {
         mut reader,
-        writer,
+        writer: writer_task,
         peer,
         activity,
     } = connection;
@@ -265,7 +298,6 @@ async fn run<R: FrameRead, W: FrameWrite>(
         outgoing: side.outgoing,
         routes,
     });
-    let writer_task = tokio::spawn(outbox::run_writer(outbox, writer, write_timeout));
     let waiting = WaitingCalls::new(conn.config().max_concurrent_calls.max(1), buffers.charge());
     let mut driver = Driver::new(conn.clone(), writer_task, side.accepted, waiting);
     let ending = driver.run(&mut reader, &shutdown).await;

@@ -9,6 +9,7 @@
 mod auth;
 mod balance;
 mod borrowed;
+mod both_ways;
 mod calls;
 mod compat;
 mod deadlines;

@@ -334,7 +334,11 @@ mod tests {
         assert_eq!(acceptor.register().unwrap(), 4);
         acceptor.next_id = u32::MAX - 1;
         assert_eq!(acceptor.register().unwrap(), u32::MAX - 1);
-        assert_eq!(acceptor.register().unwrap(), 6, "0 is never an id; 2 and 4 are live");
+        assert_eq!(
+            acceptor.register().unwrap(),
+            6,
+            "0 is never an id; 2 and 4 are live"
+        );
     }
 
     #[test]

@@ -241,7 +241,8 @@ impl Driver {
         self.draining = true;
         self.conn.draining.store(true, Ordering::Release);
         for call_id in self.waiting.drain_ids() {
-            self.conn.respond_error(call_id, Status::Unavailable, reason.as_bytes());
+            self.conn
+                .respond_error(call_id, Status::Unavailable, reason.as_bytes());
         }
         let last_call_id = self.highest_call_id;
         self.conn
@@ -305,9 +306,10 @@ impl Driver {
         match frame {
             Frame::Response { .. } | Frame::GoAway { .. } => true,
             Frame::Pong { opaque } => opaque & DRIVER_PING == 0,
-            Frame::Request { .. } | Frame::Cancel { .. } | Frame::Declare { .. } | Frame::Ping { .. } => {
-                false
-            }
+            Frame::Request { .. }
+            | Frame::Cancel { .. }
+            | Frame::Declare { .. }
+            | Frame::Ping { .. } => false,
             Frame::StreamItem { call_id, .. }
             | Frame::StreamPart { call_id, .. }
             | Frame::StreamEnd { call_id, .. }

@@ -48,7 +48,12 @@ impl WaitingCalls {
     /// # Errors
     ///
     /// `ResourceExhausted` when the queue is full: the caller refuses the call.
-    pub(super) fn push_request(&mut self, call_id: u32, size: usize, request: Frame) -> Result<(), RpcError> {
+    pub(super) fn push_request(
+        &mut self,
+        call_id: u32,
+        size: usize,
+        request: Frame,
+    ) -> Result<(), RpcError> {
         if self.calls.len() >= self.max_calls {
             return Err(RpcError::ResourceExhausted {
                 message: format!(
@@ -69,7 +74,12 @@ impl WaitingCalls {
     /// # Errors
     ///
     /// `ResourceExhausted` past the server's cap on buffered bytes: the connection closes.
-    pub(super) fn push_frame(&mut self, call_id: u32, size: usize, frame: Frame) -> Result<(), RpcError> {
+    pub(super) fn push_frame(
+        &mut self,
+        call_id: u32,
+        size: usize,
+        frame: Frame,
+    ) -> Result<(), RpcError> {
         self.charge.set(self.charge.held() + size)?;
         self.frames.push_back((call_id, size, frame));
         Ok(())
