@@ -249,15 +249,16 @@ struct Side {
 /// The configuration of a server's calls back to a peer that serves too: the server's own
 /// limits and keepalive.
 fn calls_back_config(config: &ServerConfig) -> ChannelConfig {
-    let mut channel = ChannelConfig::default();
-    channel.max_frame_size = config.max_frame_size;
-    channel.write_timeout = config.write_timeout;
-    channel.stream_window = config.stream_window;
-    channel.stream_window_bytes = config.stream_window_bytes;
-    channel.keepalive_interval = config.keepalive_interval;
-    channel.keepalive_timeout = config.keepalive_timeout;
-    channel.metrics = config.metrics;
-    channel
+    ChannelConfig {
+        max_frame_size: config.max_frame_size,
+        write_timeout: config.write_timeout,
+        stream_window: config.stream_window,
+        stream_window_bytes: config.stream_window_bytes,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+        metrics: config.metrics,
+        ..ChannelConfig::default()
+    }
 }
 
 /// The task writing a connection's outbox.

@@ -110,7 +110,7 @@ impl Coordinator for Hub {
         let channel = cx.peer_channel().ok_or("the caller serves nothing")?;
         let mut worker = WorkerClient::new(channel);
         if let Some(token) = token {
-            worker = worker.with_metadata("authorization", &format!("Bearer {token}"));
+            worker = worker.with_metadata("authorization", format!("Bearer {token}"));
         }
         worker.work(job).await.map_err(|error| error.to_string())
     }
@@ -418,6 +418,6 @@ async fn past_as_many_waiting_calls_as_handler_slots_calls_are_refused() {
             .await
             .unwrap_or_else(|_| panic!("{transport:?}: the waiting call never ran"))
             .unwrap();
-        assert_eq!(registered.unwrap(), true, "{transport:?}");
+        assert!(registered.unwrap(), "{transport:?}");
     }
 }

@@ -34,7 +34,7 @@ async fn a_flood_of_bad_requests_costs_the_peer_its_connection() {
         // The server may close before it has read everything; that is the point.
         let _ = raw.write_all(&flood).await;
         let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
-        let frames = frames_in(&answer[PREFACE.len()..]);
+        let frames = frames_in(&answer[PREFACE.len().min(answer.len())..]);
         let answered = frames
             .iter()
             .filter(|frame| matches!(frame, Frame::Response { .. }))
@@ -813,3 +813,28 @@ async fn accept_errors_back_off_and_keep_serving() {
 // - 24 (call id exhaustion): ids are 32-bit and wrap after 2^32 calls, and the client
 //   skips 0 and every id still in flight (`Channel::register_call`), so a live id is never
 //   reused; exercising the wrap would take 2^32 calls.
+
+/// On a connection where both sides call, call ids say whose call a frame concerns (the
+/// dialler's are odd); a client that serves and calls under the server's parity breaks the
+/// protocol and loses the connection, without its call running. Under its own parity it
+/// is served.
+#[tokio::test]
+async fn a_serving_client_calling_under_the_servers_call_ids_is_closed() {
+    let server = TestServer::start(test_server().0, Transport::Tcp).await;
+    for (call_id, served) in [(3, true), (4, false)] {
+        let mut raw = server.raw().await;
+        raw.write_all(&wire::preface(true)).await.unwrap();
+        let call = request_frame(call_id, "Calculator", "add", &(1_i64, 2_i64));
+        raw.write_all(&call).await.unwrap();
+        if served {
+            // Ends the connection after the answer.
+            raw.shutdown().await.unwrap();
+        }
+        let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+        let frames = frames_in(&answer[PREFACE.len().min(answer.len())..]);
+        let answered = frames
+            .iter()
+            .any(|frame| matches!(frame, Frame::Response { call_id: id, .. } if *id == call_id));
+        assert_eq!(answered, served, "call id {call_id}: {frames:?}");
+    }
+}

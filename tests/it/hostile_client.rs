@@ -206,3 +206,54 @@ async fn a_server_that_never_grants_credit_does_not_hold_a_producer_for_ever() {
     assert!(text.contains("granted no credit"), "{text}");
     call.abort();
 }
+
+/// A server that calls a client that said (in its preface) it serves nothing gets
+/// `UnknownService`, without anything running on the client, and the client's own calls
+/// carry on.
+#[tokio::test]
+async fn a_client_that_serves_nothing_answers_calls_to_it_unknown_service() {
+    for transport in Transport::SOCKETS {
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+        let channel = fake_server(transport, |mut stream| async move {
+            stream.write_all(&wire::preface(true)).await.unwrap();
+            let call = request_frame(2, "Calculator", "add", &(1_i64, 2_i64));
+            stream.write_all(&call).await.unwrap();
+            let mut decoder = FrameDecoder::new(1 << 20);
+            let mut buf = BytesMut::new();
+            let mut answer_tx = Some(answer_tx);
+            loop {
+                let Some(frame) = decoder.decode(&mut buf).unwrap() else {
+                    assert_ne!(stream.read_buf(&mut buf).await.unwrap(), 0);
+                    continue;
+                };
+                match Frame::parse(frame).unwrap() {
+                    Frame::Response {
+                        call_id, status, ..
+                    } => {
+                        assert!(!decoder.peer_serves(), "the preface says it serves nothing");
+                        answer_tx.take().unwrap().send((call_id, status)).unwrap();
+                    }
+                    Frame::Request { head, payload, .. } => {
+                        let (a, b): (i64, i64) = rpc_core::codec::decode(&payload).unwrap();
+                        stream
+                            .write_all(&response(head.call_id, a + b))
+                            .await
+                            .unwrap();
+                        break;
+                    }
+                    Frame::Declare { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        let answer = tokio::time::timeout(Duration::from_secs(2), answer_rx)
+            .await
+            .expect("the client answered")
+            .unwrap();
+        assert_eq!(answer, (2, Status::UnknownService), "{transport:?}");
+        let calc = CalculatorClient::new(channel);
+        assert_eq!(calc.add(20, 22).await.unwrap(), 42, "{transport:?}");
+    }
+}

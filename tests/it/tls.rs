@@ -350,3 +350,23 @@ async fn http_over_tls_speaks_h2_by_alpn_and_the_handler_sees_the_client_certifi
     let seen: Option<Vec<u8>> = serde_json::from_slice(&body).unwrap();
     assert_eq!(seen.as_deref(), Some(alice.certificate.as_ref()));
 }
+
+#[tokio::test]
+async fn calls_travel_both_ways_over_tls() {
+    use crate::both_ways::{NamedWorker, callbacks_and_pushes_work, coordinator_server, serving};
+    let pki = TestPki::new("test ca");
+    let listener = bind(pki.server_config(false)).await;
+    let address = listener.local_addr().unwrap();
+    let (server, hub) = coordinator_server(rpc_core::ServerConfig::default());
+    tokio::spawn(rpc_transport::serve(listener, server));
+    let worker = NamedWorker::new("w1");
+    let channel = tls::connect_with(
+        address,
+        "localhost",
+        pki.client_config(None),
+        serving(&worker),
+    )
+    .await
+    .unwrap();
+    callbacks_and_pushes_work(channel, &worker, &hub, "tls").await;
+}
