@@ -128,7 +128,7 @@ impl Driver {
             if self.draining && self.conn.running.len() == 0 {
                 return Ending::Clean;
             }
-            if next_permit.is_some() {
+            if calls_both_ways && next_permit.is_some() {
                 if let Err(error) = self.start_waiting_calls(&mut next_permit) {
                     return Ending::Failed(error);
                 }
