@@ -102,7 +102,7 @@ async fn start_worker(
     let config = ChannelConfig::default().serve(hands);
     let queue = QueueClient::new(rpc_transport::tcp::connect_with(address, config).await?);
     let registered = queue.join(name.to_owned()).await??;
-    println!("{name}: joined ({registered} workers registered)");
+    println!("{name}: joined (workers registered: {registered})");
     Ok(queue)
 }
 
