@@ -417,13 +417,20 @@ pub fn server_connection(data: &[u8]) {
 }
 
 /// A client channel reading `data` (after its seed byte) as what the server sent, with one
-/// call of each kind in flight. Every call must end, with its result or an error.
+/// call of each kind in flight. Every call must end, with its result or an error. When the
+/// seed byte's top bit is set, the client serves `Fuzzed` too, so the server's calls run.
 pub fn client_connection(data: &[u8]) {
     let io = MockIo::new(data, false);
+    let serves = data.first().is_some_and(|seed| seed & 0x80 != 0);
     run(async {
         let mut config = ChannelConfig::default();
         config.max_frame_size = FUZZ_MAX_FRAME;
         config.stream_window = 4;
+        if serves {
+            let server = Server::with_config(fuzz_server_config())
+                .add_service(FuzzedServer::new(FuzzedImpl));
+            config = config.serve(server);
+        }
         let channel = rpc_transport::framed::channel(
             io.clone(),
             io.clone(),
@@ -524,25 +531,47 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     wire::encode_cancel(&mut client_speech, 13);
     wire::encode_ping(&mut client_speech, 42, false);
 
-    // The client's calls get ids 1.. in the order the harness starts them.
-    let mut server_speech = BytesMut::from(&wire::PREFACE[..]);
+    // The client's calls get odd ids 1, 3, .. in the order the harness starts them.
+    let mut server_speech = BytesMut::from(&wire::preface(true)[..]);
     let respond = |buf: &mut BytesMut, call_id, value: &dyn erased::Encode| {
         let mut payload = BytesMut::new();
         value.encode(&mut payload);
         wire::encode_response(buf, call_id, wire::Status::Ok, &payload, usize::MAX).unwrap();
     };
     respond(&mut server_speech, 1, &3_i64);
-    respond(&mut server_speech, 2, &vec![7_u8; 3]);
-    respond(&mut server_speech, 3, &());
-    stream_item(&mut server_speech, 3, &0_u32);
-    wire::encode_stream_end(&mut server_speech, 3, wire::Status::Ok, "");
-    wire::encode_window(&mut server_speech, 4, 4, 1 << 20);
-    respond(&mut server_speech, 4, &3_i64);
+    respond(&mut server_speech, 3, &vec![7_u8; 3]);
     respond(&mut server_speech, 5, &());
-    stream_item(&mut server_speech, 5, &"a");
+    stream_item(&mut server_speech, 5, &0_u32);
     wire::encode_stream_end(&mut server_speech, 5, wire::Status::Ok, "");
+    wire::encode_window(&mut server_speech, 7, 4, 1 << 20);
+    respond(&mut server_speech, 7, &3_i64);
+    respond(&mut server_speech, 9, &());
+    stream_item(&mut server_speech, 9, &"a");
+    wire::encode_stream_end(&mut server_speech, 9, wire::Status::Ok, "");
     wire::encode_ping(&mut server_speech, 1, false);
-    wire::encode_go_away(&mut server_speech, 5, "bye");
+    // Calls from the server (even ids), which a client that serves runs (the harness
+    // serves when the seed byte's top bit is set) and a plain client answers
+    // `UNKNOWN_SERVICE`.
+    let mut calls_back = server_speech.clone();
+    calls_back.extend(request(2, "add", &(4_i64, 5_i64)));
+    calls_back.extend(request(4, "count", &(3_u32,)));
+    wire::encode_window(&mut calls_back, 4, 4, 1 << 20);
+    calls_back.extend(request(6, "mirror", &()));
+    stream_item(&mut calls_back, 6, &"back");
+    wire::encode_stream_end(&mut calls_back, 6, wire::Status::Ok, "");
+    calls_back.extend(request(8, "nap", &(100_u16,)));
+    wire::encode_cancel(&mut calls_back, 8);
+    wire::encode_go_away(&mut server_speech, 9, "bye");
+    wire::encode_go_away(&mut calls_back, 9, "bye");
+
+    // A client that serves: the same calls, and answers to the server's calls (even ids).
+    let mut serving_client_speech = BytesMut::from(&wire::preface(true)[..]);
+    serving_client_speech.extend_from_slice(&client_speech[wire::PREFACE.len()..]);
+    respond(&mut serving_client_speech, 2, &9_i64);
+    stream_item(&mut serving_client_speech, 2, &1_u32);
+    wire::encode_window(&mut serving_client_speech, 4, 4, 1 << 20);
+    wire::encode_stream_end(&mut serving_client_speech, 4, wire::Status::Ok, "");
+    wire::encode_ping(&mut serving_client_speech, 1 << 63, true);
 
     let mut envelope_seed = BytesMut::new();
     rpc_core::codec::encode_into(&mut envelope_seed, &sample).unwrap();
@@ -563,8 +592,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("envelope", vec![0, 0x80, 0x80, 0x40, 7]),
         ("server_connection", with_seed(0, &client_speech)),
         ("server_connection", with_seed(7, &client_speech)),
+        ("server_connection", with_seed(0, &serving_client_speech)),
         ("client_connection", with_seed(0, &server_speech)),
         ("client_connection", with_seed(7, &server_speech)),
+        ("client_connection", with_seed(0, &calls_back)),
+        ("client_connection", with_seed(0x80, &calls_back)),
+        ("client_connection", with_seed(0x87, &calls_back)),
     ]
 }
 

@@ -303,21 +303,24 @@ async fn run<R: FrameRead>(
     let mut driver = Driver::new(conn.clone(), writer_task, side.accepted, waiting);
     let ending = driver.run(&mut reader, &shutdown).await;
     conn.abort_handlers();
-    let closed = match ending {
-        Ending::Clean => {
+    // This side's own calls end with the connection's reading: nothing more can answer them.
+    if let Some(outgoing) = &conn.outgoing {
+        outgoing.close(match &ending {
+            Ending::Clean(why) => RpcError::connection_closed(*why),
+            Ending::Failed(error) => error.clone(),
+            Ending::Finished => RpcError::connection_closed("the channel was dropped"),
+        });
+    }
+    match ending {
+        Ending::Clean(_) => {
             conn.outbox.finish();
             match tokio::time::timeout(write_timeout, &mut driver.writer_task).await {
                 Ok(Ok(Ok(()))) => {
-                    // Our side is shut: read what the peer still sends until it closes too,
-                    // for a moment (answers to this side's own calls still count). Closing
-                    // a socket with unread bytes resets the connection, and the reset can
-                    // destroy the last frames we wrote (a GOAWAY, the last responses)
-                    // before the peer reads them.
-                    let drain = async {
-                        while let Ok(Some(frame)) = reader.read_frame().await {
-                            driver.take_late_frame(frame);
-                        }
-                    };
+                    // Our side is shut: read (and drop) what the peer still sends until it
+                    // closes too, for a moment. Closing a socket with unread bytes resets the
+                    // connection, and the reset can destroy the last frames we wrote (a
+                    // GOAWAY, the last responses) before the peer reads them.
+                    let drain = async { while let Ok(Some(_)) = reader.read_frame().await {} };
                     let _ = tokio::time::timeout(LINGER, drain).await;
                 }
                 Ok(Ok(Err(error))) => {
@@ -328,18 +331,13 @@ async fn run<R: FrameRead>(
                 }
                 Err(_elapsed) => driver.writer_task.abort(),
             }
-            RpcError::connection_closed("the connection closed")
         }
-        Ending::Finished => RpcError::connection_closed("the channel was dropped"),
+        Ending::Finished => {}
         Ending::Failed(error) => {
             tracing::info!(peer = %conn.peer, %error, "closed a connection");
-            conn.outbox.fail(error.clone());
+            conn.outbox.fail(error);
             driver.writer_task.abort();
-            error
         }
-    };
-    if let Some(outgoing) = &conn.outgoing {
-        outgoing.close(closed);
     }
 }
 

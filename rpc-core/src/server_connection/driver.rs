@@ -21,8 +21,8 @@ use crate::wire::{self, Frame};
 
 /// How a connection's driver ended.
 pub(super) enum Ending {
-    /// Flush what is queued, then close.
-    Clean,
+    /// Flush what is queued, then close; why, for this side's own calls still in flight.
+    Clean(&'static str),
     /// Close at once.
     Failed(RpcError),
     /// This side finished writing on its own: the channel of a side that dialled was
@@ -53,6 +53,9 @@ pub(super) struct Driver {
     /// sides call).
     waiting: WaitingCalls,
 }
+
+/// Why this side's own calls fail when it closes a connection in order.
+const CLOSING: &str = "this side closed the connection";
 
 /// The top bit of the opaque of the driver's keepalive pings: on a connection where both
 /// sides call, it tells the driver's PONGs from those of this side's own calling engine.
@@ -126,7 +129,7 @@ impl Driver {
         let mut next_permit: Option<OwnedSemaphorePermit> = None;
         loop {
             if self.draining && self.conn.running.len() == 0 {
-                return Ending::Clean;
+                return Ending::Clean(CLOSING);
             }
             if calls_both_ways && next_permit.is_some() {
                 if let Err(error) = self.start_waiting_calls(&mut next_permit) {
@@ -161,7 +164,7 @@ impl Driver {
                         running = self.conn.running.len(),
                         "grace period over; abandoning the calls still running"
                     );
-                    return Ending::Clean;
+                    return Ending::Clean(CLOSING);
                 }
                 () = self.conn.drained.notified(), if self.draining => {}
                 // The idle timer fires once per idle period; a period with no request and no
@@ -215,7 +218,7 @@ impl Driver {
                 frame = reader.read_frame(), if next_permit.is_some() || calls_both_ways => {
                     let frame = match frame {
                         Ok(Some(frame)) => frame,
-                        Ok(None) => return Ending::Clean,
+                        Ok(None) => return Ending::Clean("the peer closed the connection"),
                         Err(error) => return Ending::Failed(error),
                     };
                     self.frames_received += 1;
@@ -230,7 +233,7 @@ impl Driver {
                         self.conn
                             .outbox
                             .push_now(|buf| wire::encode_go_away(buf, self.highest_call_id, "too many errors"));
-                        return Ending::Clean;
+                        return Ending::Clean("the peer caused too many errors");
                     }
                 }
             }
@@ -332,17 +335,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// A frame read while the connection closes: only answers to this side's own calls
-    /// still matter.
-    pub(super) fn take_late_frame(&self, bytes: Bytes) {
-        let (Some(outgoing), Ok(frame)) = (&self.conn.outgoing, Frame::parse(bytes)) else {
-            return;
-        };
-        if self.concerns_own_call(&frame) {
-            let _ = outgoing.handle_frame(frame);
-        }
     }
 
     /// Handles one frame of the peer's calls. An error closes the connection.
