@@ -354,6 +354,19 @@ where
     F: FnOnce(Box<dyn RawStream>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    fake_server_with(transport, ChannelConfig::default(), behaviour).await
+}
+
+/// [`fake_server`], with the channel's configuration.
+pub async fn fake_server_with<F, Fut>(
+    transport: Transport,
+    config: ChannelConfig,
+    behaviour: F,
+) -> rpc_core::Channel
+where
+    F: FnOnce(Box<dyn RawStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     match transport {
         Transport::Tcp => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -362,7 +375,9 @@ where
                 let (stream, _) = listener.accept().await.unwrap();
                 behaviour(Box::new(stream)).await;
             });
-            rpc_transport::tcp::connect(address).await.unwrap()
+            rpc_transport::tcp::connect_with(address, config)
+                .await
+                .unwrap()
         }
         Transport::Unix => {
             let path = std::env::temp_dir().join(format!(
@@ -376,7 +391,9 @@ where
                 let (stream, _) = listener.accept().await.unwrap();
                 behaviour(Box::new(stream)).await;
             });
-            let channel = rpc_transport::unix::connect(&path).await.unwrap();
+            let channel = rpc_transport::unix::connect_with(&path, config)
+                .await
+                .unwrap();
             let _ = std::fs::remove_file(&path);
             channel
         }

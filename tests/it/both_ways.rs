@@ -421,3 +421,46 @@ async fn past_as_many_waiting_calls_as_handler_slots_calls_are_refused() {
         assert!(registered.unwrap(), "{transport:?}");
     }
 }
+
+/// The client's own server keeps its limits for calls it receives: with one handler slot,
+/// one push runs, one waits, and the next is refused.
+#[tokio::test]
+async fn the_clients_own_limits_hold_for_calls_it_receives() {
+    for transport in Transport::ALL {
+        let (server, hub) = coordinator_server(ServerConfig::default());
+        let server = TestServer::start(server, transport).await;
+        let worker = NamedWorker::new("w1");
+        let mut limits = ServerConfig::default();
+        limits.max_concurrent_calls = 1;
+        let one_at_a_time =
+            Server::with_config(limits).add_service(WorkerServer::new(worker.clone()));
+        let coordinator = CoordinatorClient::new(
+            server
+                .connect_with(ChannelConfig::default().serve(one_at_a_time))
+                .await,
+        );
+        assert!(coordinator.register().await.unwrap());
+        let pushed = hub.workers().pop().unwrap();
+        let pushes: Vec<_> = (0..3)
+            .map(|_| {
+                let pushed = pushed.clone();
+                tokio::spawn(async move { pushed.stall().await })
+            })
+            .collect();
+        eventually("one push runs and one is refused", || {
+            worker.stalled.load(Ordering::SeqCst) == 1
+                && pushes.iter().filter(|push| push.is_finished()).count() == 1
+        })
+        .await;
+        let mut pushes = pushes;
+        let refused = pushes.iter().position(|push| push.is_finished()).unwrap();
+        let error = pushes.remove(refused).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&error, RpcError::ResourceExhausted { message } if message.contains("waiting")),
+            "{transport:?}: {error}"
+        );
+        for push in pushes {
+            push.abort();
+        }
+    }
+}

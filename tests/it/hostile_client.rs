@@ -257,3 +257,32 @@ async fn a_client_that_serves_nothing_answers_calls_to_it_unknown_service() {
         assert_eq!(calc.add(20, 22).await.unwrap(), 42, "{transport:?}");
     }
 }
+
+/// A server that breaks the protocol towards a client that serves too gets the same answer
+/// as from a plain client: the connection closes and every call in flight (both ways)
+/// fails at once with a protocol error naming it.
+#[tokio::test]
+async fn a_broken_frame_closes_a_serving_clients_connection_and_fails_its_calls() {
+    for transport in Transport::SOCKETS {
+        let config = ChannelConfig::default().serve(test_server().0);
+        let channel = fake_server_with(transport, config, |mut stream| async move {
+            stream.write_all(&wire::preface(true)).await.unwrap();
+            read_requests(&mut stream, 3).await;
+            stream.write_all(&[0, 0, 0, 1, 0x7F]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
+        for call in start_calls(&channel, 3) {
+            let error = tokio::time::timeout(Duration::from_secs(2), call)
+                .await
+                .expect("no hang")
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(&error, RpcError::Protocol { message } if message.contains("unknown frame kind")),
+                "{transport:?}: {error}"
+            );
+        }
+        assert!(channel.is_closed());
+    }
+}
