@@ -29,7 +29,10 @@ pub struct ServerConfig {
     /// Largest metadata section of one request. Default 8 KiB.
     pub max_metadata_size: usize,
     /// Handlers running at once per connection. Past it the server stops reading from that
-    /// connection until one finishes (backpressure). Default 200.
+    /// connection until one finishes (backpressure). Default 200. On a connection whose
+    /// client serves too (calls both ways), the server cannot stop reading (the answers to
+    /// its own calls come behind the client's requests): as many requests again wait for a
+    /// handler, and past them a request is refused with `ResourceExhausted`.
     pub max_concurrent_calls: usize,
     /// Time a new connection has to send its preface. Default 10 s.
     pub preface_timeout: Duration,
