@@ -134,21 +134,16 @@ impl Shutdown {
 /// (`Context::peer_channel`).
 pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
-    connection: Connection<R, W>,
+    mut connection: Connection<R, W>,
     shutdown: Shutdown,
     buffers: BufferBudget,
 ) {
-    let Connection {
-        mut reader,
-        writer,
-        peer,
-        activity,
-    } = connection;
     let config = &routes.config;
+    let peer = &connection.peer;
     // The preface comes first, under its own timeout: a peer that does not speak the
     // protocol costs one short-lived task and is never answered.
     let preface = tokio::select! {
-        preface = tokio::time::timeout(config.preface_timeout, reader.read_preface()) => preface,
+        preface = tokio::time::timeout(config.preface_timeout, connection.reader.read_preface()) => preface,
         () = shutdown.triggered() => return,
     };
     match preface {
@@ -163,7 +158,7 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
         }
     }
     let outbox = Arc::new(Outbox::new(&wire::preface(true)));
-    let outgoing = reader.peer_serves().then(|| {
+    let outgoing = connection.reader.peer_serves().then(|| {
         ClientConnection::attached(
             outbox.clone(),
             peer.clone(),
@@ -171,20 +166,10 @@ pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
             ACCEPTOR_FIRST_ID,
         )
     });
-    let writer = tokio::spawn(outbox::run_writer(
-        outbox.clone(),
-        writer,
-        config.write_timeout,
-    ));
+    let connection = start_writer(connection, &outbox, config.write_timeout);
     let side = Side {
         accepted: true,
         outgoing,
-    };
-    let connection = Connection {
-        reader,
-        writer,
-        peer,
-        activity,
     };
     run(routes, connection, outbox, side, shutdown, buffers).await;
 }
@@ -199,27 +184,17 @@ pub(crate) async fn serve_dialled<R: FrameRead, W: FrameWrite>(
     client: Arc<ClientConnection>,
     buffers: BufferBudget,
 ) {
-    let Connection {
-        mut reader,
-        writer,
-        peer,
-        activity,
-    } = connection;
     // This side's preface goes out at once: the server answers with its own only then.
-    let writer = tokio::spawn(outbox::run_writer(
-        outbox.clone(),
-        writer,
-        client.config().write_timeout,
-    ));
+    let mut connection = start_writer(connection, &outbox, client.config().write_timeout);
     let preface_timeout = client.config().preface_timeout;
-    let preface = match tokio::time::timeout(preface_timeout, reader.read_preface()).await {
-        Ok(outcome) => outcome,
-        Err(_elapsed) => Err(RpcError::protocol(format!(
+    let preface = tokio::time::timeout(preface_timeout, connection.reader.read_preface()).await;
+    let preface = preface.unwrap_or_else(|_elapsed| {
+        Err(RpcError::protocol(format!(
             "the server sent no preface within {preface_timeout:?}"
-        ))),
-    };
+        )))
+    });
     if let Err(error) = preface {
-        writer.abort();
+        connection.writer.abort();
         outbox.fail(error.clone());
         client.close(error);
         return;
@@ -228,13 +203,29 @@ pub(crate) async fn serve_dialled<R: FrameRead, W: FrameWrite>(
         accepted: false,
         outgoing: Some(client),
     };
-    let connection = Connection {
+    run(routes, connection, outbox, side, Shutdown::new(), buffers).await;
+}
+
+/// Spawns the task that writes `outbox` to the connection; the connection then holds the
+/// task in place of its writing half.
+fn start_writer<R, W: FrameWrite>(
+    connection: Connection<R, W>,
+    outbox: &Arc<Outbox>,
+    write_timeout: Duration,
+) -> Connection<R, WriterTask> {
+    let Connection {
         reader,
         writer,
         peer,
         activity,
-    };
-    run(routes, connection, outbox, side, Shutdown::new(), buffers).await;
+    } = connection;
+    let writer = tokio::spawn(outbox::run_writer(outbox.clone(), writer, write_timeout));
+    Connection {
+        reader,
+        writer,
+        peer,
+        activity,
+    }
 }
 
 /// Which end of the connection this side is, and its own calls to the peer, if any.

@@ -344,18 +344,26 @@ async fn the_clients_interceptors_judge_the_calls_it_receives() {
     }
 }
 
+/// A worker connected to a coordinator that runs one handler at a time.
+async fn one_slot_coordinator(
+    transport: Transport,
+) -> (TestServer, NamedWorker, CoordinatorClient) {
+    let mut config = ServerConfig::default();
+    config.max_concurrent_calls = 1;
+    let (server, _) = coordinator_server(config);
+    let server = TestServer::start(server, transport).await;
+    let worker = NamedWorker::new("w1");
+    let coordinator = CoordinatorClient::new(server.connect_with(serving(&worker)).await);
+    (server, worker, coordinator)
+}
+
 /// The server cannot stop reading when it has no handler free: the answer to a handler's
 /// callback comes behind the client's next requests. With one handler slot, a call that
 /// calls back completes while the next call waits for the slot.
 #[tokio::test]
 async fn a_callback_completes_while_every_handler_slot_is_taken() {
     for transport in Transport::ALL {
-        let mut config = ServerConfig::default();
-        config.max_concurrent_calls = 1;
-        let (server, _) = coordinator_server(config);
-        let server = TestServer::start(server, transport).await;
-        let worker = NamedWorker::new("w1");
-        let coordinator = CoordinatorClient::new(server.connect_with(serving(&worker)).await);
+        let (_server, _worker, coordinator) = one_slot_coordinator(transport).await;
         let calls: Vec<_> = (0..2)
             .map(|n| {
                 let coordinator = coordinator.clone();
@@ -378,12 +386,7 @@ async fn a_callback_completes_while_every_handler_slot_is_taken() {
 #[tokio::test]
 async fn past_as_many_waiting_calls_as_handler_slots_calls_are_refused() {
     for transport in Transport::ALL {
-        let mut config = ServerConfig::default();
-        config.max_concurrent_calls = 1;
-        let (server, _) = coordinator_server(config);
-        let server = TestServer::start(server, transport).await;
-        let worker = NamedWorker::new("w1");
-        let coordinator = CoordinatorClient::new(server.connect_with(serving(&worker)).await);
+        let (_server, worker, coordinator) = one_slot_coordinator(transport).await;
         // The only slot is taken by a call whose callback never answers.
         let holding = tokio::spawn({
             let coordinator = coordinator.clone();
