@@ -1,6 +1,7 @@
 //! The wire protocol: what the bytes on a connection mean (PROTOCOL.md is the prose version).
 //!
-//! A connection starts with an 8-byte [`PREFACE`] from each side, then carries frames:
+//! A connection starts with an 8-byte preface from each side ([`PREFACE`], whose last byte
+//! holds flags: [`PREFACE_SERVES`] says the side answers calls), then carries frames:
 //!
 //! ```text
 //! frame    = length:u32be kind:u8 body          (length counts kind + body)
@@ -24,6 +25,10 @@
 //!
 //! Stream frames travel both ways: from the client they concern the call's request stream
 //! (flag 4 of its REQUEST says one follows), from the server its response stream.
+//!
+//! When the client serves too, the server calls it over the same connection: the side that
+//! dialled calls under odd call ids and the side that accepted under even ones, so a frame's
+//! call id says whose call it concerns (PROTOCOL.md, "Calls both ways").
 //!
 //! All integers are big-endian. Nothing here does I/O: [`FrameDecoder`] (`decoder.rs`) splits
 //! frames out of a byte buffer that a transport fills, [`Frame::parse`] (`frame.rs`) reads
@@ -71,11 +76,11 @@ pub const DEFAULT_MAX_METADATA: usize = 8 * 1024;
 #[repr(u8)]
 #[non_exhaustive]
 pub enum FrameKind {
-    /// A call from client to server.
+    /// A call, from caller to callee (usually client to server).
     Request = 0x01,
-    /// The outcome of a call, from server to client.
+    /// The outcome of a call, from callee to caller.
     Response = 0x02,
-    /// The client no longer wants the outcome of a call.
+    /// The caller no longer wants the outcome of a call.
     Cancel = 0x03,
     /// The sender is going away and accepts no new calls.
     GoAway = 0x04,
@@ -121,7 +126,8 @@ pub(crate) const fn fnv1a(bytes: &[u8]) -> u32 {
 /// The fixed part of a request frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    /// Chosen by the client, unique among its live calls on the connection.
+    /// Chosen by the caller, unique among its live calls on the connection: odd when the
+    /// caller dialled the connection, even when it accepted it.
     pub call_id: u32,
     /// [`wire_id`] of the service name.
     pub service_id: u32,
