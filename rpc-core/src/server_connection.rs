@@ -48,7 +48,6 @@ use admission::Compatibility;
 use budget::ErrorBudget;
 use driver::{Driver, Ending};
 use running::RunningCalls;
-use waiting::WaitingCalls;
 
 /// What a server serves, shared by all its connections: its services, hooks and limits.
 #[derive(Clone)]
@@ -132,109 +131,42 @@ impl Shutdown {
 /// triggered and its calls have drained. When the peer's preface says it serves too, the
 /// connection carries calls both ways: handlers reach the peer through their context
 /// (`Context::peer_channel`).
-pub(crate) async fn serve<R: FrameRead, W: FrameWrite>(
+pub(crate) fn serve<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
-    mut connection: Connection<R, W>,
+    connection: Connection<R, W>,
     shutdown: Shutdown,
     buffers: BufferBudget,
-) {
-    let config = &routes.config;
-    let peer = &connection.peer;
-    // The preface comes first, under its own timeout: a peer that does not speak the
-    // protocol costs one short-lived task and is never answered.
-    let preface = tokio::select! {
-        preface = tokio::time::timeout(config.preface_timeout, connection.reader.read_preface()) => preface,
-        () = shutdown.triggered() => return,
-    };
-    match preface {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::info!(%peer, %error, "refused a connection");
-            return;
-        }
-        Err(_elapsed) => {
-            tracing::info!(%peer, "closed a connection that sent no preface in time");
-            return;
-        }
-    }
-    let outbox = Arc::new(Outbox::new(&wire::preface(true)));
-    let outgoing = connection.reader.peer_serves().then(|| {
-        ClientConnection::attached(
-            outbox.clone(),
-            peer.clone(),
-            calls_back_config(config),
-            ACCEPTOR_FIRST_ID,
-        )
-    });
-    let connection = start_writer(connection, &outbox, config.write_timeout);
-    let side = Side {
-        accepted: true,
-        outgoing,
-    };
-    run(routes, connection, outbox, side, shutdown, buffers).await;
+) -> impl Future<Output = ()> + Send {
+    // One async fn for both ends (rather than wrappers around a shared one): a future
+    // holding another keeps room for the arguments it moves into it, and this one lives as
+    // long as its connection.
+    run(routes, connection, End::Accepted(shutdown), buffers)
 }
 
 /// Serves the peer's calls on a connection this side dialled, beside `client`, the engine
 /// of this side's own calls, which writes into `outbox` (whose preface says this side
 /// serves). Ends when the connection does, closing `client`.
-pub(crate) async fn serve_dialled<R: FrameRead, W: FrameWrite>(
+pub(crate) fn serve_dialled<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
     connection: Connection<R, W>,
     outbox: Arc<Outbox>,
     client: Arc<ClientConnection>,
     buffers: BufferBudget,
-) {
-    // This side's preface goes out at once: the server answers with its own only then.
-    let mut connection = start_writer(connection, &outbox, client.config().write_timeout);
-    let preface_timeout = client.config().preface_timeout;
-    let preface = tokio::time::timeout(preface_timeout, connection.reader.read_preface()).await;
-    let preface = preface.unwrap_or_else(|_elapsed| {
-        Err(RpcError::protocol(format!(
-            "the server sent no preface within {preface_timeout:?}"
-        )))
-    });
-    if let Err(error) = preface {
-        connection.writer.abort();
-        outbox.fail(error.clone());
-        client.close(error);
-        return;
-    }
-    let side = Side {
-        accepted: false,
-        outgoing: Some(client),
-    };
-    run(routes, connection, outbox, side, Shutdown::new(), buffers).await;
+) -> impl Future<Output = ()> + Send {
+    run(routes, connection, End::Dialled { outbox, client }, buffers)
 }
 
-/// Spawns the task that writes `outbox` to the connection; the connection then holds the
-/// task in place of its writing half.
-fn start_writer<R, W: FrameWrite>(
-    connection: Connection<R, W>,
-    outbox: &Arc<Outbox>,
-    write_timeout: Duration,
-) -> Connection<R, WriterTask> {
-    let Connection {
-        reader,
-        writer,
-        peer,
-        activity,
-    } = connection;
-    let writer = tokio::spawn(outbox::run_writer(outbox.clone(), writer, write_timeout));
-    Connection {
-        reader,
-        writer,
-        peer,
-        activity,
-    }
-}
-
-/// Which end of the connection this side is, and its own calls to the peer, if any.
-struct Side {
-    /// Whether this side accepted the connection (it then keeps the idle and age timers,
-    /// and drains on shutdown; a side that dialled closes it when its channel is dropped).
-    accepted: bool,
-    /// The engine of this side's calls to its peer, on a connection where both call.
-    outgoing: Option<Arc<ClientConnection>>,
+/// Which end of the connection this side is.
+enum End {
+    /// It accepted the connection: it keeps the idle and age timers and drains when the
+    /// signal fires.
+    Accepted(Shutdown),
+    /// It dialled the connection and calls over it with `client`, which writes into
+    /// `outbox`; it closes the connection when its channel is dropped.
+    Dialled {
+        outbox: Arc<Outbox>,
+        client: Arc<ClientConnection>,
+    },
 }
 
 /// The configuration of a server's calls back to a peer that serves too: the server's own
@@ -252,25 +184,71 @@ fn calls_back_config(config: &ServerConfig) -> ChannelConfig {
     }
 }
 
-/// The task writing a connection's outbox.
-type WriterTask = tokio::task::JoinHandle<Result<(), RpcError>>;
-
-/// Runs a connection whose preface was read, and whose writer runs, until it ends.
-async fn run<R: FrameRead>(
+/// Runs one connection from the peer's preface to its close.
+async fn run<R: FrameRead, W: FrameWrite>(
     routes: Arc<Routes>,
-    connection: Connection<R, WriterTask>,
-    outbox: Arc<Outbox>,
-    side: Side,
-    shutdown: Shutdown,
+    connection: Connection<R, W>,
+    end: End,
     buffers: BufferBudget,
 ) {
     let Connection {
         mut reader,
-        writer: writer_task,
+        writer,
         peer,
         activity,
     } = connection;
     let config = &routes.config;
+    let (outbox, outgoing, writer_task, shutdown, accepted) = match end {
+        End::Accepted(shutdown) => {
+            // The preface comes first, under its own timeout: a peer that does not speak
+            // the protocol costs one short-lived task and is never answered.
+            let preface = tokio::select! {
+                preface = tokio::time::timeout(config.preface_timeout, reader.read_preface()) => preface,
+                () = shutdown.triggered() => return,
+            };
+            match preface {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::info!(%peer, %error, "refused a connection");
+                    return;
+                }
+                Err(_elapsed) => {
+                    tracing::info!(%peer, "closed a connection that sent no preface in time");
+                    return;
+                }
+            }
+            let outbox = Arc::new(Outbox::new(&wire::preface(true)));
+            let outgoing = reader.peer_serves().then(|| {
+                ClientConnection::attached(
+                    outbox.clone(),
+                    peer.clone(),
+                    calls_back_config(config),
+                    ACCEPTOR_FIRST_ID,
+                )
+            });
+            let writer_task = start_writer(&outbox, writer, config.write_timeout);
+            (outbox, outgoing, writer_task, shutdown, true)
+        }
+        End::Dialled { outbox, client } => {
+            // This side's preface goes out at once: the server answers with its own only
+            // then.
+            let writer_task = start_writer(&outbox, writer, client.config().write_timeout);
+            let preface_timeout = client.config().preface_timeout;
+            let preface = tokio::time::timeout(preface_timeout, reader.read_preface()).await;
+            let preface = preface.unwrap_or_else(|_elapsed| {
+                Err(RpcError::protocol(format!(
+                    "the server sent no preface within {preface_timeout:?}"
+                )))
+            });
+            if let Err(error) = preface {
+                writer_task.abort();
+                outbox.fail(error.clone());
+                client.close(error);
+                return;
+            }
+            (outbox, Some(client), writer_task, Shutdown::new(), false)
+        }
+    };
     let _gauge = observe::ConnectionGauge::open(config.metrics);
     let write_timeout = config.write_timeout;
     let errors = ErrorBudget::new(config.error_budget, Instant::now());
@@ -287,11 +265,10 @@ async fn run<R: FrameRead>(
         over_budget: AtomicBool::new(false),
         compatibility: Mutex::new(Compatibility::default()),
         any_incompatible: AtomicBool::new(false),
-        outgoing: side.outgoing,
+        outgoing,
         routes,
     });
-    let waiting = WaitingCalls::new(conn.config().max_concurrent_calls.max(1), buffers.charge());
-    let mut driver = Driver::new(conn.clone(), writer_task, side.accepted, waiting);
+    let mut driver = Driver::new(conn.clone(), writer_task, accepted, &buffers);
     let ending = driver.run(&mut reader, &shutdown).await;
     conn.abort_handlers();
     // This side's own calls end with the connection's reading: nothing more can answer them.
@@ -330,6 +307,15 @@ async fn run<R: FrameRead>(
             driver.writer_task.abort();
         }
     }
+}
+
+/// Spawns the task that writes `outbox` to the connection.
+fn start_writer<W: FrameWrite>(
+    outbox: &Arc<Outbox>,
+    writer: W,
+    write_timeout: Duration,
+) -> tokio::task::JoinHandle<Result<(), RpcError>> {
+    tokio::spawn(outbox::run_writer(outbox.clone(), writer, write_timeout))
 }
 
 /// How long a closing connection keeps reading for the peer to close its side.

@@ -16,7 +16,7 @@ use crate::config::ServerConfig;
 use crate::error::RpcError;
 use crate::recover::lock;
 use crate::status::{self, Status};
-use crate::transport::FrameRead;
+use crate::transport::{BufferBudget, FrameRead};
 use crate::wire::{self, Frame};
 
 /// How a connection's driver ended.
@@ -49,9 +49,9 @@ pub(super) struct Driver {
     ping_opaque: Option<u64>,
     /// Whether this side accepted the connection (see `Side::accepted`).
     accepted: bool,
-    /// Requests that wait for a permit while the driver keeps reading (only where both
-    /// sides call).
-    waiting: WaitingCalls,
+    /// Requests that wait for a permit while the driver keeps reading: only where both
+    /// sides call (boxed, so that other connections' tasks stay small).
+    waiting: Option<Box<WaitingCalls>>,
 }
 
 /// Why this side's own calls fail when it closes a connection in order.
@@ -66,8 +66,13 @@ impl Driver {
         conn: Arc<ConnState>,
         writer_task: JoinHandle<Result<(), RpcError>>,
         accepted: bool,
-        waiting: WaitingCalls,
+        buffers: &BufferBudget,
     ) -> Self {
+        let max_waiting = conn.config().max_concurrent_calls.max(1);
+        let waiting = conn
+            .outgoing
+            .as_ref()
+            .map(|_| Box::new(WaitingCalls::new(max_waiting, buffers.charge())));
         Driver {
             conn,
             writer_task,
@@ -243,7 +248,8 @@ impl Driver {
     fn start_draining(&mut self, reason: &str) {
         self.draining = true;
         self.conn.draining.store(true, Ordering::Release);
-        for call_id in self.waiting.drain_ids() {
+        let waiting = self.waiting.as_deref_mut().map(WaitingCalls::drain_ids);
+        for call_id in waiting.unwrap_or_default() {
             self.conn
                 .respond_error(call_id, Status::Unavailable, reason.as_bytes());
         }
@@ -270,16 +276,20 @@ impl Driver {
         if self.concerns_own_call(&frame) {
             return outgoing.handle_frame(frame);
         }
+        let own_parity = self.own_parity();
+        let Some(waiting) = self.waiting.as_deref_mut() else {
+            return self.handle_frame(frame, alone, next_permit);
+        };
         match frame.call_id() {
-            Some(call_id) if self.waiting.holds(call_id) => {
+            Some(call_id) if waiting.holds(call_id) => {
                 if let Frame::Cancel { .. } = frame {
-                    self.waiting.cancel(call_id);
+                    waiting.cancel(call_id);
                     return Ok(());
                 }
-                self.waiting.push_frame(call_id, size, frame)
+                waiting.push_frame(call_id, size, frame)
             }
             Some(call_id) if matches!(frame, Frame::Request { .. }) => {
-                if call_id % 2 == self.own_parity() {
+                if call_id % 2 == own_parity {
                     return Err(RpcError::protocol(
                         "a request under a call id of the other side's parity",
                     ));
@@ -287,7 +297,7 @@ impl Driver {
                 if next_permit.is_some() {
                     return self.handle_frame(frame, alone, next_permit);
                 }
-                if let Err(refusal) = self.waiting.push_request(call_id, size, frame) {
+                if let Err(refusal) = waiting.push_request(call_id, size, frame) {
                     let (status, text) = crate::status::for_refusal(&refusal);
                     self.conn.respond_busy(call_id, status, &text);
                 }
@@ -327,7 +337,11 @@ impl Driver {
         next_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), RpcError> {
         while next_permit.is_some() {
-            let Some(frames) = self.waiting.next_call() else {
+            let Some(frames) = self
+                .waiting
+                .as_deref_mut()
+                .and_then(WaitingCalls::next_call)
+            else {
                 return Ok(());
             };
             for frame in frames {
