@@ -532,7 +532,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     wire::encode_ping(&mut client_speech, 42, false);
 
     // The client's calls get odd ids 1, 3, .. in the order the harness starts them.
-    let mut server_speech = BytesMut::from(&wire::preface(true)[..]);
+    let mut server_speech = BytesMut::from(&wire::preface(wire::PREFACE_SERVES)[..]);
     let respond = |buf: &mut BytesMut, call_id, value: &dyn erased::Encode| {
         let mut payload = BytesMut::new();
         value.encode(&mut payload);
@@ -565,7 +565,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     wire::encode_go_away(&mut calls_back, 9, "bye");
 
     // A client that serves: the same calls, and answers to the server's calls (even ids).
-    let mut serving_client_speech = BytesMut::from(&wire::preface(true)[..]);
+    let mut serving_client_speech = BytesMut::from(&wire::preface(wire::PREFACE_SERVES)[..]);
     serving_client_speech.extend_from_slice(&client_speech[wire::PREFACE.len()..]);
     respond(&mut serving_client_speech, 2, &9_i64);
     stream_item(&mut serving_client_speech, 2, &1_u32);

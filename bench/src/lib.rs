@@ -9,6 +9,7 @@
 //! `cargo run --release -p rpc-bench` prints the table; `--quick` runs a few calls of each
 //! scenario (what CI does, to keep the benchmark from rotting).
 
+pub mod compress;
 pub mod grpc;
 pub mod os;
 mod report;

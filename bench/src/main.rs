@@ -53,6 +53,12 @@ fn main() -> std::io::Result<()> {
             eprintln!("HTTP requests returned a wrong result or failed");
             std::process::exit(1);
         }
+        let compression = rpc_bench::compress::run(&options)?;
+        println!("{compression}");
+        if compression.plain.failures + compression.lz4.failures > 0 {
+            eprintln!("echoes with or without compression came back wrong");
+            std::process::exit(1);
+        }
     }
     if report.failures() > 0 {
         eprintln!(

@@ -152,7 +152,12 @@ fn socket_path() -> PathBuf {
 }
 
 fn ours_server() -> rpc_core::Server {
-    rpc_core::Server::new().add_service(BenchServer::new(OursImpl))
+    ours_server_with(rpc_core::ServerConfig::default())
+}
+
+/// This toolkit's bench server with `config`.
+pub(crate) fn ours_server_with(config: rpc_core::ServerConfig) -> rpc_core::Server {
+    rpc_core::Server::with_config(config).add_service(BenchServer::new(OursImpl))
 }
 
 /// Starts `system`'s server on the current runtime.

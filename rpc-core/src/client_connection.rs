@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::call::MethodSpec;
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, Compression};
 use crate::context::Peer;
 use crate::error::RpcError;
 use crate::outbox::{self, Outbox};
@@ -73,7 +73,8 @@ impl ClientConnection {
             peer,
             ..
         } = connection;
-        let outbox = Arc::new(Outbox::new(&wire::PREFACE));
+        let flags = Compression::preface_flag(config.compression);
+        let outbox = Arc::new(Outbox::new(&wire::preface(flags)));
         let shared = ClientConnection::new(outbox.clone(), peer, config, DIALLER_FIRST_ID);
         let write_timeout = shared.config.write_timeout;
         let writer_shared = shared.clone();

@@ -106,6 +106,10 @@ pub struct ServerConfig {
     /// reserves ahead only as much as its peer has sent, so idle connections hold little.
     /// Default 256 MiB.
     pub max_buffered_bytes: usize,
+    /// Compress larger frames to clients that agree (their configuration asks for
+    /// compression too). Default `None`: frames travel as they are, and compressed ones are
+    /// refused.
+    pub compression: Option<Compression>,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +135,54 @@ impl Default for ServerConfig {
             metrics: false,
             max_deadline: Some(Duration::from_secs(24 * 60 * 60)),
             max_buffered_bytes: 256 * 1024 * 1024,
+            compression: None,
+        }
+    }
+}
+
+/// Compression of a connection's larger frames, off unless both sides' configurations ask
+/// for it ([`ServerConfig::compression`], [`ChannelConfig::compression`]): each side's
+/// preface says it accepts compressed frames, and a side compresses only towards a peer
+/// that said so. Frames are compressed with LZ4 (fast enough to win on most links; a
+/// frame it does not shrink goes as it is); a receiver bounds what a compressed frame may
+/// inflate to by the frame limit and by what LZ4 can produce from its bytes.
+///
+/// ```
+/// use rpc_core::{ChannelConfig, Compression};
+///
+/// let mut config = ChannelConfig::default();
+/// config.compression = Some(Compression::lz4());
+/// assert_eq!(config.compression.map(|lz4| lz4.min_size), Some(1024));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compression {
+    /// Frames shorter than this many bytes are never compressed. Default 1 KiB.
+    pub min_size: usize,
+}
+
+impl Compression {
+    /// LZ4 compression of frames of at least 1 KiB.
+    pub fn lz4() -> Self {
+        Compression { min_size: 1024 }
+    }
+
+    /// The preface flag of a side configured with `compression`.
+    pub(crate) fn preface_flag(compression: Option<Compression>) -> u8 {
+        compression.map_or(0, |_| crate::wire::PREFACE_LZ4)
+    }
+
+    /// Sets `outbox` compressing if this side asks for compression and the peer's preface
+    /// (`peer_flags`) accepts it.
+    pub(crate) fn negotiate(
+        compression: Option<Compression>,
+        peer_flags: u8,
+        outbox: &crate::outbox::Outbox,
+    ) {
+        if let Some(compression) = compression {
+            if peer_flags & crate::wire::PREFACE_LZ4 != 0 {
+                outbox.compress_frames_of(compression.min_size);
+            }
         }
     }
 }
@@ -186,6 +238,10 @@ pub struct ChannelConfig {
     /// Record call metrics through the `metrics` facade (see `rpc_core::observe`).
     /// Default `false`: no clock reads or metric lookups on the hot path.
     pub metrics: bool,
+    /// Compress larger frames when the server agrees (its configuration asks for
+    /// compression too). Default `None`: frames travel as they are, and compressed ones are
+    /// refused.
+    pub compression: Option<Compression>,
     /// The server whose services the peer may call on the channel's connections; set with
     /// `ChannelConfig::serve`. Default none.
     pub(crate) served: Option<Served>,
@@ -217,6 +273,7 @@ impl Default for ChannelConfig {
             keepalive_timeout: Duration::from_secs(20),
             interceptor: None,
             metrics: false,
+            compression: None,
             served: None,
         }
     }

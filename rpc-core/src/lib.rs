@@ -107,7 +107,7 @@ mod server;
 
 pub use call::CallOptions;
 pub use channel::Channel;
-pub use config::{ChannelConfig, ClientInterceptor, ServerConfig};
+pub use config::{ChannelConfig, ClientInterceptor, Compression, ServerConfig};
 pub use context::{Context, Peer};
 pub use error::RpcError;
 pub use middleware::{CallInfo, Interceptor};

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use crate::error::RpcError;
 use crate::recover;
 use crate::transport::FrameWrite;
+use crate::wire;
 
 /// Bytes queued before new frames wait for the writer (a single larger frame still fits).
 const HIGH_WATER: usize = 256 * 1024;
@@ -51,6 +52,9 @@ pub(crate) struct Outbox {
     calls_waiting: AtomicUsize,
     /// The write half while the writer task is idle, for direct writes.
     direct: OnceLock<Arc<dyn TryWrite>>,
+    /// Frames of at least this many bytes are compressed; 0 while the connection has not
+    /// agreed on compression.
+    compress_from: AtomicUsize,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -121,7 +125,15 @@ impl Outbox {
             in_flight: AtomicUsize::new(0),
             calls_waiting: AtomicUsize::new(0),
             direct: OnceLock::new(),
+            compress_from: AtomicUsize::new(0),
         }
+    }
+
+    /// From now on, compresses the frames of at least `min_size` bytes that calls and
+    /// streams queue (the peer's preface accepted compression). Control frames, always
+    /// small, are never compressed.
+    pub(crate) fn compress_frames_of(&self, min_size: usize) {
+        self.compress_from.store(min_size.max(1), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, OutboxState> {
@@ -193,7 +205,12 @@ impl Outbox {
         }
         let encode = encode.take()?;
         let was_empty = state.buf.is_empty();
+        let from = state.buf.len();
         let result = encode(&mut state.buf);
+        let compress_from = self.compress_from.load(Ordering::Relaxed);
+        if compress_from != 0 && state.buf.len() - from >= compress_from {
+            wire::compress_frames(&mut state.buf, from, compress_from);
+        }
         if !was_empty || state.buf.is_empty() {
             // The writer already knows about the queued bytes (or there are none).
             return Some(result);

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::client_connection::{ClientConnection, DIALLER_FIRST_ID};
-use crate::config::{ChannelConfig, Served, ServerConfig};
+use crate::config::{ChannelConfig, Compression, Served, ServerConfig};
 use crate::dispatch::{Dispatch, Reply};
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
 use crate::middleware::{BoxError, CallStack, Interceptor, RunHandler, ServerCall};
@@ -239,7 +239,8 @@ impl Server {
         connection: Connection<R, W>,
         config: ChannelConfig,
     ) -> Arc<ClientConnection> {
-        let outbox = Arc::new(Outbox::new(&wire::preface(true)));
+        let flags = wire::PREFACE_SERVES | Compression::preface_flag(config.compression);
+        let outbox = Arc::new(Outbox::new(&wire::preface(flags)));
         let client = ClientConnection::attached(
             outbox.clone(),
             connection.peer.clone(),

@@ -33,7 +33,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::client_connection::{ClientConnection, ACCEPTOR_FIRST_ID};
-use crate::config::{ChannelConfig, ServerConfig};
+use crate::config::{ChannelConfig, Compression, ServerConfig};
 use crate::context::{Peer, PeerLink};
 use crate::dispatch::{Dispatch, StreamSink, StreamStarter};
 use crate::error::RpcError;
@@ -198,7 +198,7 @@ async fn run<R: FrameRead, W: FrameWrite>(
         activity,
     } = connection;
     let config = &routes.config;
-    let (outbox, outgoing, writer_task, shutdown, accepted) = match end {
+    let (outbox, outgoing, writer_task, shutdown, accepted, inflate) = match end {
         End::Accepted(shutdown) => {
             // The preface comes first, under its own timeout: a peer that does not speak
             // the protocol costs one short-lived task and is never answered.
@@ -217,8 +217,11 @@ async fn run<R: FrameRead, W: FrameWrite>(
                     return;
                 }
             }
-            let outbox = Arc::new(Outbox::new(&wire::preface(true)));
-            let outgoing = reader.peer_serves().then(|| {
+            let flags = wire::PREFACE_SERVES | Compression::preface_flag(config.compression);
+            let outbox = Arc::new(Outbox::new(&wire::preface(flags)));
+            let peer_flags = reader.preface_flags();
+            Compression::negotiate(config.compression, peer_flags, &outbox);
+            let outgoing = (peer_flags & wire::PREFACE_SERVES != 0).then(|| {
                 ClientConnection::attached(
                     outbox.clone(),
                     peer.clone(),
@@ -227,7 +230,8 @@ async fn run<R: FrameRead, W: FrameWrite>(
                 )
             });
             let writer_task = start_writer(&outbox, writer, config.write_timeout);
-            (outbox, outgoing, writer_task, shutdown, true)
+            let inflate = config.compression.map(|_| config.max_frame_size);
+            (outbox, outgoing, writer_task, shutdown, true, inflate)
         }
         End::Dialled { outbox, client } => {
             // This side's preface goes out at once: the server answers with its own only
@@ -246,7 +250,17 @@ async fn run<R: FrameRead, W: FrameWrite>(
                 client.close(error);
                 return;
             }
-            (outbox, Some(client), writer_task, Shutdown::new(), false)
+            let compression = client.config().compression;
+            Compression::negotiate(compression, reader.preface_flags(), &outbox);
+            let inflate = compression.map(|_| client.config().max_frame_size);
+            (
+                outbox,
+                Some(client),
+                writer_task,
+                Shutdown::new(),
+                false,
+                inflate,
+            )
         }
     };
     let _gauge = observe::ConnectionGauge::open(config.metrics);
@@ -268,7 +282,7 @@ async fn run<R: FrameRead, W: FrameWrite>(
         outgoing,
         routes,
     });
-    let mut driver = Driver::new(conn.clone(), writer_task, accepted, &buffers);
+    let mut driver = Driver::new(conn.clone(), writer_task, accepted, &buffers, inflate);
     let ending = driver.run(&mut reader, &shutdown).await;
     conn.abort_handlers();
     // This side's own calls end with the connection's reading: nothing more can answer them.

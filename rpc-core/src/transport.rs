@@ -18,7 +18,8 @@ use crate::error::RpcError;
 
 pub use crate::context::{Peer, UnixCredentials};
 pub use crate::wire::{
-    preface, refusal, FrameDecoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX, PREFACE, PREFACE_SERVES,
+    preface, refusal, FrameDecoder, DEFAULT_MAX_FRAME, LENGTH_PREFIX, PREFACE, PREFACE_LZ4,
+    PREFACE_SERVES,
 };
 
 /// The reading half of a connection, frame by frame.
@@ -31,12 +32,12 @@ pub trait FrameRead: Send + 'static {
     /// or `Io` when the stream ends or fails first.
     fn read_preface(&mut self) -> impl Future<Output = Result<(), RpcError>> + Send;
 
-    /// Whether the peer's preface, once read, said it answers calls on this connection
-    /// ([`crate::wire::PREFACE_SERVES`]: a client that serves its server too). A server
-    /// gives its handlers a channel back to such a peer (`Context::peer_channel`). The
-    /// default says no, which only costs a transport that does not say the calls back.
-    fn peer_serves(&self) -> bool {
-        false
+    /// The flags of the peer's preface, once read ([`crate::wire::PREFACE_SERVES`]: a
+    /// client that serves its server too; [`crate::wire::PREFACE_LZ4`]: it accepts
+    /// compressed frames). The default says none, which only costs a transport that does
+    /// not say the calls back and the compression.
+    fn preface_flags(&self) -> u8 {
+        0
     }
 
     /// Reads the next frame body (the bytes after the length prefix). `Ok(None)` means the

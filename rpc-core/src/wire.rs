@@ -21,6 +21,7 @@
 //! PONG        = opaque:u64                      the answer to the PING with this opaque
 //! DECLARE     = service_id:u32 count:u16 (method_id:u32 fingerprint:u32)*
 //!                                               the client's view of a service's methods
+//! COMPRESSED  = original_len:u32 lz4_block      another frame, compressed (compress.rs)
 //! ```
 //!
 //! Stream frames travel both ways: from the client they concern the call's request stream
@@ -50,12 +51,11 @@ pub const PREFACE: [u8; 8] = [0x00, b'R', b'P', b'C', b'\r', b'\n', PROTOCOL_VER
 /// are ignored.
 pub const PREFACE_SERVES: u8 = 0x01;
 
-/// The preface a side sends: [`PREFACE`] with [`PREFACE_SERVES`] set when it answers calls.
-pub const fn preface(serves: bool) -> [u8; 8] {
+/// The preface a side sends: [`PREFACE`] with `flags` ([`PREFACE_SERVES`],
+/// [`PREFACE_LZ4`]).
+pub const fn preface(flags: u8) -> [u8; 8] {
     let mut preface = PREFACE;
-    if serves {
-        preface[7] = PREFACE_SERVES;
-    }
+    preface[7] = flags;
     preface
 }
 
@@ -91,6 +91,8 @@ pub enum FrameKind {
     /// The fingerprints of a service's methods as the client was built, sent before its
     /// first call to that service on a connection.
     Declare = 0x07,
+    /// Another frame, LZ4-compressed (only to a peer whose preface accepts it).
+    Compressed = 0x08,
     /// One item of a call's stream.
     StreamItem = 0x10,
     /// The end of a call's stream, clean or with an error.
@@ -149,11 +151,13 @@ fn metadata_too_large(len: usize) -> RpcError {
     }
 }
 
+mod compress;
 mod decoder;
 mod encode;
 mod frame;
 
 pub use crate::status::Status;
+pub use compress::{compress_frames, inflate, PREFACE_LZ4};
 pub use decoder::FrameDecoder;
 pub use encode::*;
 pub use frame::{decode_metadata, Frame, MAX_METADATA_ENTRIES};

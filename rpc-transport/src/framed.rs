@@ -125,8 +125,8 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for FramedReader<R> {
         Ok(())
     }
 
-    fn peer_serves(&self) -> bool {
-        self.decoder.peer_serves()
+    fn preface_flags(&self) -> u8 {
+        self.decoder.preface_flags()
     }
 
     fn has_buffered_bytes(&self) -> bool {

@@ -270,7 +270,7 @@ async fn half_a_frame_is_closed_after_the_frame_timeout() {
         let answer = read_until_closed(&mut raw, Duration::from_secs(2)).await;
         assert_eq!(
             answer,
-            rpc_core::wire::preface(true),
+            rpc_core::wire::preface(rpc_core::wire::PREFACE_SERVES),
             "{transport:?}: only the server's preface, no response"
         );
     }

@@ -823,7 +823,9 @@ async fn a_serving_client_calling_under_the_servers_call_ids_is_closed() {
     let server = TestServer::start(test_server().0, Transport::Tcp).await;
     for (call_id, served) in [(3, true), (4, false)] {
         let mut raw = server.raw().await;
-        raw.write_all(&wire::preface(true)).await.unwrap();
+        raw.write_all(&wire::preface(wire::PREFACE_SERVES))
+            .await
+            .unwrap();
         let call = request_frame(call_id, "Calculator", "add", &(1_i64, 2_i64));
         raw.write_all(&call).await.unwrap();
         if served {

@@ -80,7 +80,10 @@ async fn an_undecodable_frame_from_the_server_fails_every_pending_call_with_a_pr
         .flat_map(|transport| [(transport, plain.clone()), (transport, serving.clone())])
     {
         let channel = fake_server_with(transport, config, |mut stream| async move {
-            stream.write_all(&wire::preface(true)).await.unwrap();
+            stream
+                .write_all(&wire::preface(wire::PREFACE_SERVES))
+                .await
+                .unwrap();
             read_requests(&mut stream, 3).await;
             stream.write_all(&[0, 0, 0, 1, 0x7F]).await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -221,7 +224,10 @@ async fn a_client_that_serves_nothing_answers_calls_to_it_unknown_service() {
     for transport in Transport::SOCKETS {
         let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
         let channel = fake_server(transport, |mut stream| async move {
-            stream.write_all(&wire::preface(true)).await.unwrap();
+            stream
+                .write_all(&wire::preface(wire::PREFACE_SERVES))
+                .await
+                .unwrap();
             let call = request_frame(2, "Calculator", "add", &(1_i64, 2_i64));
             stream.write_all(&call).await.unwrap();
             let mut decoder = FrameDecoder::new(1 << 20);

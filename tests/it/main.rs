@@ -12,6 +12,7 @@ mod borrowed;
 mod both_ways;
 mod calls;
 mod compat;
+mod compression;
 mod deadlines;
 mod faults;
 mod generics;

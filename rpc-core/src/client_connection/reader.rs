@@ -6,6 +6,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use super::{call_error, ClientConnection};
+use crate::config::Compression;
 use crate::error::RpcError;
 use crate::recover::lock;
 use crate::status::Status;
@@ -26,7 +27,11 @@ pub(super) async fn read_responses<R: FrameRead>(
                 "the server sent no preface within {preface_timeout:?}"
             ))
         })??;
+    let compression = shared.config.compression;
+    Compression::negotiate(compression, reader.preface_flags(), &shared.outbox);
+    let max_frame = shared.config.max_frame_size;
     while let Some(frame) = reader.read_frame().await? {
+        let frame = wire::inflate(frame, max_frame, compression.is_some())?;
         shared.handle_frame(Frame::parse(frame)?)?;
     }
     Ok(())

@@ -49,6 +49,9 @@ pub(super) struct Driver {
     ping_opaque: Option<u64>,
     /// Whether this side accepted the connection (see `Side::accepted`).
     accepted: bool,
+    /// The frame limit compressed frames may inflate to, when this side's preface accepted
+    /// them.
+    inflate: Option<usize>,
     /// Requests that wait for a permit while the driver keeps reading: only where both
     /// sides call (boxed, so that other connections' tasks stay small).
     waiting: Option<Box<WaitingCalls>>,
@@ -67,6 +70,7 @@ impl Driver {
         writer_task: JoinHandle<Result<(), RpcError>>,
         accepted: bool,
         buffers: &BufferBudget,
+        inflate: Option<usize>,
     ) -> Self {
         let max_waiting = conn.config().max_concurrent_calls.max(1);
         let waiting = conn
@@ -82,6 +86,7 @@ impl Driver {
             requests_received: 0,
             ping_opaque: None,
             accepted,
+            inflate,
             waiting,
         }
     }
@@ -269,6 +274,7 @@ impl Driver {
         next_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), RpcError> {
         let size = bytes.len();
+        let bytes = wire::inflate(bytes, self.inflate.unwrap_or(0), self.inflate.is_some())?;
         let frame = Frame::parse(bytes)?;
         let Some(outgoing) = &self.conn.outgoing else {
             return self.handle_frame(frame, alone, next_permit);

@@ -47,6 +47,11 @@ impl FrameDecoder {
         self.preface_seen
     }
 
+    /// The flags byte of the peer's preface (0 until it has been seen).
+    pub fn preface_flags(&self) -> u8 {
+        self.preface_flags
+    }
+
     /// Whether the peer's preface said it answers calls on this connection
     /// ([`PREFACE_SERVES`]): a client that serves too, so the server may call it back.
     pub fn peer_serves(&self) -> bool {
