@@ -20,4 +20,15 @@ fn every_scenario_runs_for_every_system() {
     );
     let http = rpc_bench::http::run(&rpc_bench::Options::quick()).expect("the HTTP part runs");
     assert_eq!(http.rpc_http.failures + http.axum.failures, 0, "{http}");
+    let compression =
+        rpc_bench::compress::run(&rpc_bench::Options::quick()).expect("the compression part runs");
+    assert_eq!(
+        compression.plain.failures + compression.lz4.failures,
+        0,
+        "{compression}"
+    );
+    assert!(
+        compression.lz4.wire_bytes_per_call < compression.plain.wire_bytes_per_call / 2.0,
+        "log lines travel compressed: {compression}"
+    );
 }
