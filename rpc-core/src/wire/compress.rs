@@ -106,10 +106,17 @@ fn compress_one(buf: &mut BytesMut, frame: &[u8]) {
 /// did not accept LZ4), one whose claimed size is over `max_frame` or more than its bytes
 /// can inflate to, a block that does not inflate to exactly that size, and a compressed
 /// frame inside another.
+#[inline]
 pub fn inflate(frame: Bytes, max_frame: usize, accepted: bool) -> Result<Bytes, RpcError> {
     if frame.first() != Some(&(FrameKind::Compressed as u8)) {
         return Ok(frame);
     }
+    inflate_compressed(&frame, max_frame, accepted)
+}
+
+/// [`inflate`] of a COMPRESSED frame.
+#[cold]
+fn inflate_compressed(frame: &Bytes, max_frame: usize, accepted: bool) -> Result<Bytes, RpcError> {
     if !accepted {
         return Err(RpcError::protocol(
             "a compressed frame, though this side's preface did not accept compression",
