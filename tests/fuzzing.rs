@@ -396,6 +396,9 @@ fn fuzz_server_config() -> ServerConfig {
     config.max_concurrent_calls = 8;
     config.stream_window = 4;
     config.error_budget = 64;
+    // Accepts compressed frames (and compresses towards peers that do), so inputs reach
+    // the inflating code.
+    config.compression = Some(rpc_core::Compression::lz4());
     config
 }
 
@@ -426,6 +429,7 @@ pub fn client_connection(data: &[u8]) {
         let mut config = ChannelConfig::default();
         config.max_frame_size = FUZZ_MAX_FRAME;
         config.stream_window = 4;
+        config.compression = Some(rpc_core::Compression::lz4());
         if serves {
             let server = Server::with_config(fuzz_server_config())
                 .add_service(FuzzedServer::new(FuzzedImpl));
@@ -573,6 +577,25 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     wire::encode_stream_end(&mut serving_client_speech, 4, wire::Status::Ok, "");
     wire::encode_ping(&mut serving_client_speech, 1 << 63, true);
 
+    // The same speech with every frame compressed, after prefaces that accept compression.
+    // (Small frames do not shrink, so each speech gets a large one that does.)
+    let compressed = |speech: &BytesMut, large: BytesMut, flags: u8| {
+        let mut out = BytesMut::from(&wire::preface(flags | wire::PREFACE_LZ4)[..]);
+        out.extend_from_slice(&large);
+        out.extend_from_slice(&speech[wire::PREFACE.len()..]);
+        wire::compress_frames(&mut out, wire::PREFACE.len(), 1);
+        out
+    };
+    let large_request = request(15, "echo", &(vec![5_u8; 2000],));
+    let compressed_client_speech = compressed(&client_speech, large_request, 0);
+    let mut large_response = BytesMut::new();
+    respond(&mut large_response, 3, &vec![7_u8; 2000]);
+    let compressed_server_speech = compressed(&calls_back, large_response, wire::PREFACE_SERVES);
+    assert!(
+        compressed_client_speech.len() < client_speech.len() + 1000,
+        "the seeds hold compressed frames"
+    );
+
     let mut envelope_seed = BytesMut::new();
     rpc_core::codec::encode_into(&mut envelope_seed, &sample).unwrap();
 
@@ -593,11 +616,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("server_connection", with_seed(0, &client_speech)),
         ("server_connection", with_seed(7, &client_speech)),
         ("server_connection", with_seed(0, &serving_client_speech)),
+        ("server_connection", with_seed(0, &compressed_client_speech)),
         ("client_connection", with_seed(0, &server_speech)),
         ("client_connection", with_seed(7, &server_speech)),
         ("client_connection", with_seed(0, &calls_back)),
         ("client_connection", with_seed(0x80, &calls_back)),
         ("client_connection", with_seed(0x87, &calls_back)),
+        (
+            "client_connection",
+            with_seed(0x80, &compressed_server_speech),
+        ),
     ]
 }
 
