@@ -13,6 +13,7 @@ pub mod compress;
 pub mod grpc;
 pub mod os;
 mod report;
+pub mod scale;
 pub mod systems;
 
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ pub struct Options {
     pub bulk_size: usize,
     /// Connections held open to measure memory per idle connection.
     pub idle_connections: usize,
+    /// The steps of the connections-at-scale part: how many connections call in the
+    /// background (0: the measuring client alone).
+    pub scale_steps: Vec<usize>,
     /// Only systems whose name (`ours-tcp`, `tarpc-unix`, `raw-inprocess`...) contains this.
     pub system_filter: Option<String>,
     /// Only scenarios whose name (`latency`, `inflight-64`, `connections-8x32`, `bulk`)
@@ -55,6 +59,7 @@ impl Options {
             bulk_calls: 300,
             bulk_size: 1 << 20,
             idle_connections: 200,
+            scale_steps: vec![0, 1, 100, 1_000, 10_000],
             system_filter: None,
             scenario_filter: None,
         }
@@ -69,6 +74,7 @@ impl Options {
             bulk_calls: 2,
             bulk_size: 1 << 20,
             idle_connections: 4,
+            scale_steps: vec![0, 10, 50],
             system_filter: None,
             scenario_filter: None,
         }

@@ -1,7 +1,8 @@
 //! Runs the benchmark and prints the table.
 //!
 //! Run: `cargo run --release -p rpc-bench` (`-- --quick` for a smoke run, `-- --rounds N`,
-//! `-- --system ours-tcp --scenario inflight-64` to run a part, e.g. under a profiler).
+//! `-- --system ours-tcp --scenario inflight-64` to run a part, e.g. under a profiler;
+//! `-- --scenario scale` (or `http`, `compression`) for one of the parts after the table).
 
 use rpc_bench::os::CountingAllocator;
 use rpc_bench::Options;
@@ -12,6 +13,10 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 fn main() -> std::io::Result<()> {
     let mut options = Options::full();
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--scale-server") {
+        let stack = std::env::args().nth(2).unwrap_or_default();
+        return rpc_bench::scale::serve_child(&stack);
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options = Options::quick(),
@@ -46,13 +51,32 @@ fn main() -> std::io::Result<()> {
     );
     let report = rpc_bench::run(&options)?;
     println!("{report}");
-    if options.system_filter.is_none() && options.scenario_filter.is_none() {
+    // The parts after the table run with no filter, or when `--scenario` names them
+    // (`http`, `scale`, `compression`).
+    let part = |name: &str| {
+        options.system_filter.is_none()
+            && options
+                .scenario_filter
+                .as_deref()
+                .is_none_or(|filter| filter == name)
+    };
+    if part("http") {
         let http = rpc_bench::http::run(&options)?;
         println!("{http}");
         if http.rpc_http.failures + http.axum.failures > 0 {
             eprintln!("HTTP requests returned a wrong result or failed");
             std::process::exit(1);
         }
+    }
+    if part("scale") {
+        let scale = rpc_bench::scale::run(&options, &std::env::current_exe()?)?;
+        println!("{scale}");
+        if scale.failures() > 0 {
+            eprintln!("calls at scale returned a wrong result");
+            std::process::exit(1);
+        }
+    }
+    if part("compression") {
         let compression = rpc_bench::compress::run(&options)?;
         println!("{compression}");
         if compression.plain.failures + compression.lz4.failures > 0 {

@@ -86,3 +86,42 @@ pub fn allocations() -> u64 {
 pub fn live_bytes() -> i64 {
     LIVE_BYTES.load(Ordering::Relaxed)
 }
+
+/// Raises this process's limit on open descriptors to `wanted` (the hard limit too, which
+/// needs privilege); returns the soft limit it has afterwards.
+pub fn raise_descriptor_limit(wanted: u64) -> u64 {
+    // SAFETY: `rlimit` is plain data that getrlimit fills in and setrlimit only reads.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur >= wanted {
+            return limit.rlim_cur;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max.max(wanted),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return wanted;
+        }
+        // Without privilege the soft limit can still go up to the hard one.
+        let within = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &within) == 0 {
+            return limit.rlim_max;
+        }
+        limit.rlim_cur
+    }
+}
+
+/// The process's resident memory in bytes (Linux; 0 elsewhere).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

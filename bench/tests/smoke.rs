@@ -20,6 +20,14 @@ fn every_scenario_runs_for_every_system() {
     );
     let http = rpc_bench::http::run(&rpc_bench::Options::quick()).expect("the HTTP part runs");
     assert_eq!(http.rpc_http.failures + http.axum.failures, 0, "{http}");
+    let scale = rpc_bench::scale::run(
+        &rpc_bench::Options::quick(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_rpc-bench")),
+    )
+    .expect("the scale part runs");
+    assert_eq!(scale.failures(), 0, "{scale}");
+    assert_eq!(scale.ours.len(), 3, "{scale}");
+    assert_eq!(scale.tarpc.len(), 3, "{scale}");
     let compression =
         rpc_bench::compress::run(&rpc_bench::Options::quick()).expect("the compression part runs");
     assert_eq!(
