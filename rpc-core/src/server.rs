@@ -215,18 +215,21 @@ impl Server {
 
     /// Serves calls on one connection until the peer closes it, it fails, or `shutdown` is
     /// triggered and its calls have drained. Transports spawn one of these per connection.
-    pub async fn serve_connection<R: FrameRead, W: FrameWrite>(
+    ///
+    /// The future does not borrow the server, and is the connection's engine itself (no
+    /// wrapper around it keeping a second copy of the connection): it lives as long as the
+    /// connection, so its size is memory every connection holds.
+    pub fn serve_connection<R: FrameRead, W: FrameWrite>(
         &self,
         connection: Connection<R, W>,
         shutdown: Shutdown,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         server_connection::serve(
             self.routes.clone(),
             connection,
             shutdown,
             self.buffers.clone(),
         )
-        .await;
     }
 
     /// Starts serving this server's services on a connection this side dialled, beside the

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use futures_util::FutureExt;
 use rpc_core::transport::{refusal, ConnectionActivity};
 use rpc_core::{Peer, Server, Shutdown};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -223,13 +224,12 @@ async fn run<L: Listener>(
                     connection.activity().clone(),
                     connection_shutdown.clone(),
                 );
-                let server = server.clone();
-                connections.spawn(async move {
-                    server
-                        .serve_connection(connection, connection_shutdown)
-                        .await;
-                    drop((slot, registered));
-                });
+                // The task is the connection's engine itself, with what to release after
+                // it: an `async` block around it would keep room for the engine twice (a
+                // future it captures and the same future being awaited), and this task
+                // lives as long as the connection.
+                let serving = server.serve_connection(connection, connection_shutdown);
+                connections.spawn(serving.map(move |()| drop((slot, registered))));
             }
             Err(error) => match classify_accept_error(&error) {
                 AcceptError::ThisConnection => {
