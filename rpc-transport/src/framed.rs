@@ -16,7 +16,7 @@ use rpc_core::{Channel, ChannelConfig, Peer, RpcError, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The least a read asks the buffer to have room for: what an idle connection holds.
-const MIN_READ: usize = 512;
+const MIN_READ: usize = 256;
 
 /// The most a read of small frames asks room for, once reads keep filling what they had
 /// (a large frame's reads ask for the frame, within what the peer has sent).

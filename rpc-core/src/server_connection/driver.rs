@@ -107,16 +107,25 @@ impl Driver {
         let shutdown_signal = shutdown.triggered();
         tokio::pin!(shutdown_signal);
         let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
-        let grace_timer = tokio::time::sleep_until(far_future.into());
-        tokio::pin!(grace_timer);
-        let idle_timer = tokio::time::sleep_until(
-            config
-                .idle_timeout
-                .and_then(|idle| Instant::now().checked_add(idle))
-                .unwrap_or(far_future)
-                .into(),
-        );
-        tokio::pin!(idle_timer);
+        // One timer for the connection's life (each timer is memory every connection holds):
+        // the next idle check or the maximum age, whichever comes first, and once draining,
+        // the end of the grace period.
+        let idle_check_after =
+            |now: Instant| config.idle_timeout.and_then(|idle| now.checked_add(idle));
+        let mut next_idle_check = idle_check_after(Instant::now());
+        let age_limit = config
+            .max_connection_age
+            .and_then(|age| Instant::now().checked_add(jittered(age)));
+        let mut grace_ends: Option<Instant> = None;
+        let next_event = |next_idle_check: Option<Instant>, grace_ends: Option<Instant>| {
+            let before_draining = match (next_idle_check, age_limit) {
+                (Some(idle), Some(age)) => Some(idle.min(age)),
+                (idle, age) => idle.or(age),
+            };
+            grace_ends.or(before_draining).unwrap_or(far_future)
+        };
+        let lifetime_timer = tokio::time::sleep_until(next_event(next_idle_check, None).into());
+        tokio::pin!(lifetime_timer);
         let mut requests_at_last_idle_check = 0;
         let ping_timer = tokio::time::sleep_until(
             config
@@ -126,14 +135,6 @@ impl Driver {
                 .into(),
         );
         tokio::pin!(ping_timer);
-        let age_timer = tokio::time::sleep_until(
-            config
-                .max_connection_age
-                .and_then(|age| Instant::now().checked_add(jittered(age)))
-                .unwrap_or(far_future)
-                .into(),
-        );
-        tokio::pin!(age_timer);
         // The frame count when a ping went out and is still unanswered.
         let mut ping_outstanding: Option<u64> = None;
         let mut next_permit: Option<OwnedSemaphorePermit> = None;
@@ -161,36 +162,40 @@ impl Driver {
                 }
                 () = &mut shutdown_signal, if !self.draining => {
                     self.start_draining(shutdown.reason());
-                    grace_timer.as_mut().reset(grace_deadline(&config));
-                }
-                () = &mut age_timer, if config.max_connection_age.is_some() && !self.draining => {
-                    tracing::debug!(peer = %self.conn.peer, "closing a connection past its maximum age");
-                    self.start_draining("max connection age");
-                    grace_timer.as_mut().reset(grace_deadline(&config));
-                }
-                () = &mut grace_timer, if self.draining => {
-                    tracing::info!(
-                        peer = %self.conn.peer,
-                        running = self.conn.running.len(),
-                        "grace period over; abandoning the calls still running"
-                    );
-                    return Ending::Clean(CLOSING);
+                    grace_ends = Some(grace_deadline(&config));
+                    lifetime_timer.as_mut().reset(next_event(next_idle_check, grace_ends).into());
                 }
                 () = self.conn.drained.notified(), if self.draining => {}
-                // The idle timer fires once per idle period; a period with no request and no
-                // call running ends the connection (so idleness is noticed after one to two
-                // periods, without reading the clock for every frame).
-                () = &mut idle_timer, if config.idle_timeout.is_some() && !self.draining => {
-                    let Some(idle_timeout) = config.idle_timeout else { continue };
-                    let quiet = self.requests_received == requests_at_last_idle_check
-                        && self.conn.outgoing.as_ref().is_none_or(|calls| calls.calls_in_flight() == 0);
-                    if quiet && self.conn.running.len() == 0 {
-                        tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
-                        self.start_draining("the connection was idle");
-                    } else {
-                        requests_at_last_idle_check = self.requests_received;
-                        idle_timer.as_mut().reset((Instant::now() + idle_timeout).into());
+                () = &mut lifetime_timer => {
+                    let now = Instant::now();
+                    if grace_ends.is_some_and(|grace| now >= grace) {
+                        tracing::info!(
+                            peer = %self.conn.peer,
+                            running = self.conn.running.len(),
+                            "grace period over; abandoning the calls still running"
+                        );
+                        return Ending::Clean(CLOSING);
                     }
+                    if grace_ends.is_none() && age_limit.is_some_and(|age| now >= age) {
+                        tracing::debug!(peer = %self.conn.peer, "closing a connection past its maximum age");
+                        self.start_draining("max connection age");
+                        grace_ends = Some(grace_deadline(&config));
+                    } else if grace_ends.is_none() && next_idle_check.is_some_and(|check| now >= check) {
+                        // One check per idle period: a period with no request and no call
+                        // running ends the connection (so idleness is noticed after one to
+                        // two periods, without reading the clock for every frame).
+                        let quiet = self.requests_received == requests_at_last_idle_check
+                            && self.conn.outgoing.as_ref().is_none_or(|calls| calls.calls_in_flight() == 0);
+                        if quiet && self.conn.running.len() == 0 {
+                            tracing::debug!(peer = %self.conn.peer, "closing an idle connection");
+                            self.start_draining("the connection was idle");
+                            grace_ends = Some(grace_deadline(&config));
+                        } else {
+                            requests_at_last_idle_check = self.requests_received;
+                            next_idle_check = idle_check_after(now);
+                        }
+                    }
+                    lifetime_timer.as_mut().reset(next_event(next_idle_check, grace_ends).into());
                 }
                 // While calls run, ping a client that has gone quiet: one that vanished without
                 // closing (power loss, a cut link) would otherwise hold its handlers and their
@@ -490,11 +495,9 @@ impl Driver {
 }
 
 /// When the calls of a connection that started draining now are abandoned.
-fn grace_deadline(config: &ServerConfig) -> tokio::time::Instant {
+fn grace_deadline(config: &ServerConfig) -> Instant {
     let now = Instant::now();
-    now.checked_add(config.shutdown_grace_period)
-        .unwrap_or(now)
-        .into()
+    now.checked_add(config.shutdown_grace_period).unwrap_or(now)
 }
 
 /// `age` give or take up to 10 %, at random, so connections opened together do not all
