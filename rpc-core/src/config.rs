@@ -100,7 +100,7 @@ pub struct ServerConfig {
     pub max_deadline: Option<Duration>,
     /// The most bytes all of this server's connections may hold in their read buffers
     /// together (frames arriving, and room reserved for them), beyond the one small read
-    /// (512 bytes to 64 KiB, as its reads of small frames need) each may always make. A connection whose next read would take the total past
+    /// (256 bytes to 64 KiB, as its reads of small frames need) each may always make. A connection whose next read would take the total past
     /// it is closed with `ResourceExhausted`, so peers that each start a large frame and send
     /// it slowly cannot together exhaust memory, while small calls keep flowing. A reader
     /// reserves ahead only as much as its peer has sent, so idle connections hold little.
