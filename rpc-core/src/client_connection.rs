@@ -10,9 +10,10 @@
 
 mod call_table;
 mod exchange;
+mod keepalive;
 mod reader;
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -43,8 +44,10 @@ pub(crate) struct ClientConnection {
     outbox: Arc<Outbox>,
     config: ChannelConfig,
     peer: Arc<Peer>,
-    /// The reader and keepalive tasks, stopped when the connection closes.
+    /// The reader task, stopped when the connection closes.
     background_tasks: Mutex<Vec<AbortHandle>>,
+    /// Whether the keepalive task watches this connection (to be told when it closes).
+    keepalive_watched: AtomicBool,
     /// Signalled when the connection closes or the server says it is going away.
     closed_notify: Notify,
     /// The opaque of the last PONG received.
@@ -131,6 +134,7 @@ impl ClientConnection {
             config,
             peer,
             background_tasks: Mutex::new(Vec::new()),
+            keepalive_watched: AtomicBool::new(false),
             declared: Mutex::new(Vec::new()),
             last_declared: AtomicU32::new(0),
             closed_notify: Notify::new(),
@@ -138,30 +142,24 @@ impl ClientConnection {
         })
     }
 
-    /// Keeps the handles of the connection's background tasks (`reader`, and a keepalive
-    /// task started here if configured), to stop them when it closes.
+    /// Keeps the handle of the connection's reader task, if it has one, to stop it when
+    /// the connection closes, and has the connection pinged if configured.
     fn keep_tasks(self: &Arc<Self>, reader: Option<AbortHandle>) {
-        let mut background: Vec<AbortHandle> = reader.into_iter().collect();
+        *lock(&self.background_tasks) = reader.into_iter().collect();
+        if self.is_closed() {
+            // The connection failed before the handle was stored: stop the task now.
+            for task in lock(&self.background_tasks).drain(..) {
+                task.abort();
+            }
+            return;
+        }
         if let Some(interval) = self.config.keepalive_interval {
-            let keepalive = reader::keep_alive(
+            let watched = keepalive::watch(
                 Arc::downgrade(self),
                 interval,
                 self.config.keepalive_timeout,
             );
-            // On the shared timer thread when there is one: a timer armed in the caller's
-            // runtime makes every park of it read the clock (about a microsecond a call).
-            let keepalive = match reader::keepalive_runtime() {
-                Some(runtime) => runtime.spawn(keepalive),
-                None => tokio::spawn(keepalive),
-            };
-            background.push(keepalive.abort_handle());
-        }
-        *lock(&self.background_tasks) = background;
-        if self.is_closed() {
-            // The connection failed before the handles were stored: stop the tasks now.
-            for task in lock(&self.background_tasks).drain(..) {
-                task.abort();
-            }
+            self.keepalive_watched.store(watched, Ordering::Relaxed);
         }
     }
 
@@ -247,6 +245,9 @@ impl ClientConnection {
         self.outbox.fail(error);
         for task in lock(&self.background_tasks).drain(..) {
             task.abort();
+        }
+        if self.keepalive_watched.swap(false, Ordering::Relaxed) {
+            keepalive::forget(std::ptr::from_ref(self) as usize);
         }
         self.closed_notify.notify_waiters();
     }

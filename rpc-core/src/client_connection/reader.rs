@@ -1,9 +1,7 @@
-//! The client connection's background tasks: the reader, which routes every frame from the
-//! server to the call or stream it concerns, and the optional keepalive pinger.
+//! The client connection's reader, which routes every frame from the server to the call or
+//! stream it concerns.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
-use std::time::Duration;
 
 use super::{call_error, ClientConnection};
 use crate::config::Compression;
@@ -124,70 +122,5 @@ impl ClientConnection {
             Frame::Cancel { .. } | Frame::Declare { .. } => {}
         }
         Ok(())
-    }
-}
-
-/// The runtime every channel's keepalive task runs on: one thread for the process, started
-/// with the first channel that pings, whose only work is these timers. Keeping them off the
-/// caller's runtime keeps its parks free of timer work: with one timer armed, each round
-/// trip of a lone call cost about a microsecond more (rpc-bench, Unix socket latency p50,
-/// 13.7 µs to 14.7 µs). `None` if the thread cannot be started (the caller's runtime is
-/// used then).
-pub(super) fn keepalive_runtime() -> Option<&'static tokio::runtime::Handle> {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Handle>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .ok()?;
-            let handle = runtime.handle().clone();
-            std::thread::Builder::new()
-                .name("rpc-keepalive".to_owned())
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))
-                .ok()?;
-            Some(handle)
-        })
-        .as_ref()
-}
-
-/// Pings the server while calls are in flight, and closes the connection when a ping goes
-/// unanswered for `timeout`. Ends with the connection.
-pub(super) async fn keep_alive(
-    shared: Weak<ClientConnection>,
-    interval: Duration,
-    timeout: Duration,
-) {
-    let mut opaque = 0_u64;
-    loop {
-        tokio::time::sleep(interval).await;
-        {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let calls = lock(&shared.calls);
-            if calls.closed().is_some() {
-                return;
-            }
-            if calls.is_idle() {
-                continue;
-            }
-            drop(calls);
-            opaque += 1;
-            shared
-                .outbox
-                .push_now(|buf| wire::encode_ping(buf, opaque, false));
-        }
-        tokio::time::sleep(timeout).await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        if shared.last_pong.load(Ordering::Relaxed) < opaque {
-            shared.close(RpcError::connection_closed(format!(
-                "the server did not answer a keepalive ping within {timeout:?}"
-            )));
-            return;
-        }
     }
 }
