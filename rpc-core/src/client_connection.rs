@@ -59,9 +59,9 @@ pub(crate) struct ClientConnection {
 }
 
 impl ClientConnection {
-    /// Starts the engine over an established connection: it sends its preface at once and
-    /// spawns a writer, a reader and (if configured) a keepalive task on the current tokio
-    /// runtime.
+    /// Starts the engine over an established connection: it sends its preface at once,
+    /// spawns a writer and a reader task on the current tokio runtime, and (if configured)
+    /// has the process's keepalive task watch the connection.
     ///
     /// # Panics
     ///
@@ -105,8 +105,8 @@ impl ClientConnection {
     /// the connection and hands this engine the frames that concern its calls
     /// ([`handle_frame`](Self::handle_frame)); it writes into the driver's `outbox`. Its
     /// call ids start at `first_id` ([`DIALLER_FIRST_ID`] or [`ACCEPTOR_FIRST_ID`]). Spawns
-    /// only the keepalive task, if configured; whoever reads the connection closes this
-    /// engine when the connection ends.
+    /// nothing (the keepalive task watches it, if configured); whoever reads the connection
+    /// closes this engine when the connection ends.
     ///
     /// # Panics
     ///
