@@ -1,5 +1,6 @@
-//! What a call allocates, counted by a global allocator: a `&[u8]` argument reaches its
-//! handler as a slice of the received frame, with no copy made on the server.
+//! What a call allocates, counted by a global allocator: a `&[u8]` or `bytes::Bytes`
+//! argument reaches its handler as a slice of the received frame, with no copy made on the
+//! server.
 //!
 //! Its own test binary with one test, so that the counting allocator sees nothing but the
 //! calls it measures.
@@ -55,6 +56,8 @@ trait Sink {
     async fn borrowed(&self, data: &[u8]) -> u64;
     /// Sums the bytes it is given.
     async fn owned(&self, data: Vec<u8>) -> u64;
+    /// Sums the bytes it shares with the received frame.
+    async fn shared(&self, data: bytes::Bytes) -> u64;
 }
 
 struct SinkImpl;
@@ -65,6 +68,10 @@ impl Sink for SinkImpl {
     }
 
     async fn owned(&self, data: Vec<u8>) -> u64 {
+        data.iter().map(|byte| u64::from(*byte)).sum()
+    }
+
+    async fn shared(&self, data: bytes::Bytes) -> u64 {
         data.iter().map(|byte| u64::from(*byte)).sum()
     }
 }
@@ -123,6 +130,7 @@ fn a_borrowed_byte_argument_is_not_copied_on_the_server() {
         let data = rpc_core::codegen::ByteBuf(vec![7_u8; 1 << 20]);
         let borrowed_call = rpc_tests::request_frame(1, "Sink", "borrowed", &(&data,));
         let owned_call = rpc_tests::request_frame(1, "Sink", "owned", &(&data,));
+        let shared_call = rpc_tests::request_frame(1, "Sink", "shared", &(&data,));
         let mut preface = [0_u8; 8];
         tokio::io::AsyncReadExt::read_exact(&mut client_end, &mut preface)
             .await
@@ -130,14 +138,17 @@ fn a_borrowed_byte_argument_is_not_copied_on_the_server() {
         // Buffers grow on the first large frames; measure once they have.
         let mut borrowed = usize::MAX;
         let mut owned = usize::MAX;
+        let mut shared = usize::MAX;
         for _ in 0..6 {
             borrowed =
                 borrowed.min(large_allocations_answering(&mut client_end, &borrowed_call).await);
             owned = owned.min(large_allocations_answering(&mut client_end, &owned_call).await);
+            shared = shared.min(large_allocations_answering(&mut client_end, &shared_call).await);
         }
         // An owned argument costs the server one copy of the bytes out of the frame; a
         // borrowed one is a slice of the frame, and costs nothing.
         assert_eq!(borrowed, 0, "the borrowed bytes were copied");
+        assert_eq!(shared, 0, "the shared bytes were copied");
         assert_eq!(owned, 1, "the owned bytes were not counted");
     });
 }

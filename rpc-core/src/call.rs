@@ -35,6 +35,7 @@ pub struct MethodSpec {
     service_id: u32,
     method_id: u32,
     idempotent: bool,
+    shares_bytes: bool,
     shapes: Option<fn() -> &'static ServiceShapes>,
 }
 
@@ -49,7 +50,32 @@ impl MethodSpec {
             service_id: wire_id(service),
             method_id: wire_id(method),
             idempotent: false,
+            shares_bytes: false,
             shapes: None,
+        }
+    }
+
+    /// This method's result is `bytes::Bytes` (as `SharedBytes`): the client decodes it as
+    /// a slice of the received frame.
+    pub const fn sharing_bytes(mut self) -> MethodSpec {
+        self.shares_bytes = true;
+        self
+    }
+
+    /// Decodes this method's result from a response's payload, sharing its buffer when
+    /// the result is `bytes::Bytes` ([`MethodSpec::sharing_bytes`]).
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Codec` naming the method when the payload is not one `R`.
+    pub fn decode_payload<R: DeserializeOwned>(
+        &self,
+        payload: &bytes::Bytes,
+    ) -> Result<R, RpcError> {
+        if self.shares_bytes {
+            self.decode_shared_result(payload)
+        } else {
+            self.decode_result(payload)
         }
     }
 
@@ -119,13 +145,31 @@ impl MethodSpec {
     ///
     /// `RpcError::Codec` naming the method when the payload is not one `R`.
     pub fn decode_result<R: DeserializeOwned>(&self, payload: &[u8]) -> Result<R, RpcError> {
-        codec::decode(payload).map_err(|error| match error {
+        codec::decode(payload).map_err(|error| self.result_error(error))
+    }
+
+    /// Decodes this method's result from a response's payload, `bytes::Bytes` in it as
+    /// slices of `payload` ([`codec::decode_shared`]).
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Codec` naming the method when the payload is not one `R`.
+    pub fn decode_shared_result<R: DeserializeOwned>(
+        &self,
+        payload: &bytes::Bytes,
+    ) -> Result<R, RpcError> {
+        codec::decode_shared(payload).map_err(|error| self.result_error(error))
+    }
+
+    /// A decoding error, naming this method's result.
+    fn result_error(&self, error: RpcError) -> RpcError {
+        match error {
             RpcError::Codec { message } => RpcError::codec(format!(
                 "the result of `{}.{}` did not decode: {message}",
                 self.service, self.method
             )),
             other => other,
-        })
+        }
     }
 
     /// Why this method and the server's are incompatible, from the server's shape of it.

@@ -243,7 +243,7 @@ impl Channel {
                 codec::encode_into(&mut encoded, args)?;
                 let call = ClientCall::new(*method, options.clone(), encoded.freeze());
                 let payload = route.unary(call).await?;
-                method.decode_result(&payload)
+                method.decode_payload(&payload)
             }
         }
     }

@@ -100,6 +100,112 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
     decode_borrowed(bytes)
 }
 
+/// Decodes exactly one value from a received payload, where [`SharedBytes`] in it (the
+/// `bytes::Bytes` arguments and results of generated code) come out as slices of `payload`
+/// itself, sharing its buffer rather than copying it.
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_shared<T: DeserializeOwned>(payload: &bytes::Bytes) -> Result<T, RpcError> {
+    decode_shared_borrowed(payload)
+}
+
+/// [`decode_borrowed`] and [`decode_shared`] at once: `&str` and `&[u8]` borrow from
+/// `payload`, [`SharedBytes`] share its buffer.
+///
+/// # Errors
+///
+/// As [`decode`].
+pub fn decode_shared_borrowed<'de, T: Deserialize<'de>>(
+    payload: &'de bytes::Bytes,
+) -> Result<T, RpcError> {
+    let _source = SharedSource::set(payload);
+    decode_borrowed(payload)
+}
+
+thread_local! {
+    /// The payload [`decode_shared`] is decoding, which [`SharedBytes`] slices.
+    static SHARED_SOURCE: std::cell::RefCell<Option<bytes::Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `payload` the one [`SharedBytes`] slice while it lives (restoring the one before:
+/// a decode inside a decode keeps working).
+struct SharedSource(Option<bytes::Bytes>);
+
+impl SharedSource {
+    fn set(payload: &bytes::Bytes) -> SharedSource {
+        SharedSource(SHARED_SOURCE.with(|source| source.replace(Some(payload.clone()))))
+    }
+}
+
+impl Drop for SharedSource {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        SHARED_SOURCE.with(|source| source.replace(before));
+    }
+}
+
+/// A block of bytes that travels like [`ByteBuf`] and, decoded by [`decode_shared`], is a
+/// slice of the received payload (no copy). Generated code carries `bytes::Bytes`
+/// arguments and results in it. Decoded any other way, it is a copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedBytes(pub bytes::Bytes);
+
+impl Serialize for SharedBytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ByteSlice(&self.0).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let ByteBuf(bytes) = deserializer.deserialize_str(Base64Visitor)?;
+            return Ok(SharedBytes(bytes.into()));
+        }
+        deserializer.deserialize_bytes(SharedBytesVisitor)
+    }
+}
+
+struct SharedBytesVisitor;
+
+impl<'de> Visitor<'de> for SharedBytesVisitor {
+    type Value = SharedBytes;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a byte array")
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, bytes: &'de [u8]) -> Result<SharedBytes, E> {
+        let shared = SHARED_SOURCE.with(|source| {
+            let source = source.borrow();
+            let source = source.as_ref()?;
+            let start = bytes.as_ptr() as usize;
+            let within = source.as_ptr() as usize;
+            (start >= within && start + bytes.len() <= within + source.len())
+                .then(|| source.slice_ref(bytes))
+        });
+        Ok(SharedBytes(
+            shared.unwrap_or_else(|| bytes::Bytes::copy_from_slice(bytes)),
+        ))
+    }
+
+    fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<SharedBytes, E> {
+        Ok(SharedBytes(bytes::Bytes::copy_from_slice(bytes)))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<SharedBytes, E> {
+        Ok(SharedBytes(bytes.into()))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<SharedBytes, A::Error> {
+        ByteBufVisitor
+            .visit_seq(seq)
+            .map(|ByteBuf(bytes)| SharedBytes(bytes.into()))
+    }
+}
+
 /// Decodes exactly one value from `bytes`, which it may borrow from (`&str` and `&[u8]`
 /// are slices of `bytes`, not copies), within the limits [`decode`] describes.
 ///

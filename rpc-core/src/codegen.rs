@@ -40,7 +40,7 @@
 //! that it works under `#![no_implicit_prelude]` and whatever the user's crate shadows.
 
 pub use crate::call::MethodSpec;
-pub use crate::codec::{ByteBuf, ByteSlice};
+pub use crate::codec::{ByteBuf, ByteSlice, SharedBytes};
 pub use crate::dispatch::{Dispatch, HandlerFuture, IncomingRequest, Reply};
 pub use crate::method_types::{CallKind, MethodTypes};
 pub use crate::own_schema::{bytes_schema, own_schemas, schema_of, SchemaMaker, SchemaOf};
@@ -146,7 +146,11 @@ pub async fn call_with_input<M: MethodTypes>(
 ///
 /// `RpcError::Codec` when the payload is not `M`'s arguments.
 pub fn decode_args<M: MethodTypes>(request: &IncomingRequest) -> Result<M::Args, RpcError> {
-    request.decode_args::<M::Args>()
+    if M::SHARES_BYTES {
+        request.decode_shared_args::<M::Args>()
+    } else {
+        request.decode_args::<M::Args>()
+    }
 }
 
 /// The request stream of a request for `M`.
@@ -179,7 +183,7 @@ pub async fn call_encoded<M: MethodTypes>(
 ) -> Result<M::Output, RpcError> {
     let call = crate::route::ClientCall::new(*spec, options, args?);
     let payload = channel.call_encoded(call).await?;
-    spec.decode_result(&payload)
+    spec.decode_payload(&payload)
 }
 
 /// Encodes a call's argument tuple (of references, for borrowed arguments).
@@ -203,9 +207,9 @@ pub fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Bytes, RpcError> {
 pub fn decode_borrowed_args<'de, T: serde::Deserialize<'de>>(
     service: &str,
     method: &str,
-    payload: &'de [u8],
+    payload: &'de Bytes,
 ) -> Result<T, RpcError> {
-    crate::codec::decode_borrowed(payload).map_err(|error| match error {
+    crate::codec::decode_shared_borrowed(payload).map_err(|error| match error {
         RpcError::Codec { message } => RpcError::codec(format!(
             "the arguments of `{service}.{method}` did not decode: {message}"
         )),

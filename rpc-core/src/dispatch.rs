@@ -52,6 +52,16 @@ impl IncomingRequest {
     pub fn decode_args<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
         codec::decode(&self.payload)
     }
+
+    /// Decodes the argument tuple with its `bytes::Bytes` arguments as slices of the
+    /// received frame ([`codec::decode_shared`]).
+    ///
+    /// # Errors
+    ///
+    /// `RpcError::Codec` when the payload is not exactly one `T`.
+    pub fn decode_shared_args<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
+        codec::decode_shared(&self.payload)
+    }
 }
 
 /// A handler's result: a value, encoded straight into the outgoing frame when it is queued

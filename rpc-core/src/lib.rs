@@ -115,6 +115,9 @@ pub use server::Server;
 pub use server_connection::Shutdown;
 pub use stream::Streaming;
 
+/// A shared byte buffer: a method's `Bytes` argument or result travels as one block, and
+/// the server's handler receives it as a slice of the received frame (no copy).
+pub use bytes::Bytes;
 /// The serde this crate is built on, for deriving on types that services carry.
 pub use serde;
 

@@ -16,6 +16,10 @@ pub trait MethodTypes: 'static {
     type InputItem: Serialize + DeserializeOwned + Send + 'static;
     /// The items of the response stream (`()` when the method returns none).
     type OutputItem: Serialize + DeserializeOwned + Send + 'static;
+    /// Whether an argument is `bytes::Bytes` (as `SharedBytes`): the server then decodes
+    /// the arguments so that it is a slice of the received frame. Calls without one skip
+    /// that step's cost.
+    const SHARES_BYTES: bool = false;
 }
 
 /// How a method is called: whether it takes a request stream and returns a response

@@ -6,7 +6,9 @@ use syn::{Attribute, Type, Visibility};
 
 use crate::args::ServiceArgs;
 use crate::names::{suffixed, wire_id, wire_name};
-use crate::parse::{is_byte_vec, is_idempotent, streaming_item, ArgKind, Service};
+use crate::parse::{
+    is_byte_block, is_idempotent, is_shared_bytes, streaming_item, ArgKind, Service,
+};
 
 pub(crate) struct ServiceModel {
     /// The user's trait, for its attributes, visibility, name and supertraits.
@@ -45,8 +47,10 @@ pub(crate) struct MethodModel {
     pub(crate) args: Vec<ArgModel>,
     /// The result type (`()` when the method returns nothing).
     pub(crate) output: Type,
-    /// Whether the result is a `Vec<u8>` sent as one block.
+    /// Whether the result is a `Vec<u8>` or `Bytes` sent as one block.
     pub(crate) output_is_bytes: bool,
+    /// Whether the result is `Bytes` (a slice of the received frame).
+    pub(crate) output_is_shared: bool,
     /// Marked `#[idempotent]`: safe to retry.
     pub(crate) idempotent: bool,
     /// A hash of the method's name and its argument and result types as written, which
@@ -58,8 +62,10 @@ pub(crate) struct ArgModel {
     pub(crate) ident: Ident,
     /// The type as it travels: the owned form of a borrowed argument.
     pub(crate) ty: Type,
-    /// Whether it travels as one block of bytes (`Vec<u8>`, `&[u8]`).
+    /// Whether it travels as one block of bytes (`Vec<u8>`, `&[u8]`, `Bytes`).
     pub(crate) is_bytes: bool,
+    /// Whether it is `Bytes` (a slice of the received frame on the server).
+    pub(crate) is_shared: bool,
     /// How the handler receives it.
     pub(crate) borrow: Borrow,
 }
@@ -136,7 +142,8 @@ impl ServiceModel {
                 input_stream,
                 output_stream: streaming_item(&output).cloned(),
                 args: wire_args,
-                output_is_bytes: is_byte_vec(&output),
+                output_is_bytes: is_byte_block(&output),
+                output_is_shared: is_shared_bytes(&output),
                 output,
                 idempotent: !method.idempotent.is_empty(),
                 fingerprint,
@@ -166,7 +173,8 @@ fn arg_model(ident: Ident, ty: &Type, krate: &syn::Path) -> ArgModel {
         return ArgModel {
             ident,
             ty: ty.clone(),
-            is_bytes: is_byte_vec(ty),
+            is_bytes: is_byte_block(ty),
+            is_shared: is_shared_bytes(ty),
             borrow: Borrow::Owned,
         };
     };
@@ -176,6 +184,7 @@ fn arg_model(ident: Ident, ty: &Type, krate: &syn::Path) -> ArgModel {
             ident,
             ty: syn::parse_quote!(#krate::codegen::String),
             is_bytes: false,
+            is_shared: false,
             borrow: Borrow::Slice,
         },
         Type::Slice(slice) => {
@@ -185,13 +194,15 @@ fn arg_model(ident: Ident, ty: &Type, krate: &syn::Path) -> ArgModel {
                 ident,
                 ty: syn::parse_quote!(#krate::codegen::Vec<#item>),
                 is_bytes: bytes,
+                is_shared: false,
                 borrow: if bytes { Borrow::Slice } else { Borrow::Ref },
             }
         }
         other => ArgModel {
             ident,
             ty: other.clone(),
-            is_bytes: is_byte_vec(other),
+            is_bytes: is_byte_block(other),
+            is_shared: is_shared_bytes(other),
             borrow: Borrow::Ref,
         },
     }

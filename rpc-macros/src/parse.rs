@@ -216,6 +216,26 @@ pub(crate) fn streaming_item(ty: &Type) -> Option<&Type> {
     }
 }
 
+/// Whether `ty` is written `Bytes` or `bytes::Bytes` (the `bytes` crate's shared buffer,
+/// which travels as one block and arrives as a slice of the received frame).
+pub(crate) fn is_shared_bytes(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let segments = &path.path.segments;
+    let named = |index: usize, name: &str| segments[index].ident == name;
+    path.qself.is_none()
+        && segments.iter().all(|segment| segment.arguments.is_none())
+        && match segments.len() {
+            1 => named(0, "Bytes"),
+            2 => named(0, "bytes") && named(1, "Bytes"),
+            _ => false,
+        }
+}
+
+/// Whether `ty` travels as one block of bytes: `Vec<u8>` or `Bytes`.
+pub(crate) fn is_byte_block(ty: &Type) -> bool {
+    is_byte_vec(ty) || is_shared_bytes(ty)
+}
+
 /// Whether `ty` is written `Vec<u8>` (with any path to `Vec`).
 pub(crate) fn is_byte_vec(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };

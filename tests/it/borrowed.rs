@@ -87,3 +87,53 @@ async fn borrowed_arguments_that_do_not_decode_fail_their_call_only() {
     );
     assert_eq!(BlobsClient::new(channel).put("k", b"v").await.unwrap(), 2);
 }
+
+/// `bytes::Bytes` arguments and results travel as one block each (the handler's is a slice
+/// of the received frame), beside other arguments, over every transport.
+mod shared_bytes {
+    use bytes::Bytes;
+    use rpc_core::{Server, service};
+    use rpc_tests::*;
+
+    #[service]
+    pub(crate) trait Blocks {
+        /// `data` with `tag` in front.
+        async fn tag(&self, tag: String, data: Bytes) -> Bytes;
+        /// The length of a block lent by reference.
+        async fn measure(&self, data: &Bytes) -> usize;
+    }
+
+    struct Tagger;
+
+    impl Blocks for Tagger {
+        async fn tag(&self, tag: String, data: Bytes) -> Bytes {
+            let mut tagged = tag.into_bytes();
+            tagged.extend_from_slice(&data);
+            Bytes::from(tagged)
+        }
+
+        async fn measure(&self, data: &Bytes) -> usize {
+            data.len()
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_arguments_and_results_round_trip_over_every_transport() {
+        let server = Server::new().add_service(BlocksServer::new(Tagger));
+        let block = Bytes::from(vec![42_u8; 300_000]);
+        for transport in Transport::ALL {
+            let server = TestServer::start(server.clone(), transport).await;
+            let blocks = BlocksClient::new(server.connect().await);
+            let tagged = blocks.tag("t:".to_owned(), block.clone()).await.unwrap();
+            assert_eq!(&tagged[..2], b"t:", "{transport:?}");
+            assert_eq!(&tagged[2..], &block[..], "{transport:?}");
+            assert_eq!(
+                blocks.measure(&block).await.unwrap(),
+                300_000,
+                "{transport:?}"
+            );
+            let empty = blocks.tag(String::new(), Bytes::new()).await.unwrap();
+            assert!(empty.is_empty(), "{transport:?}");
+        }
+    }
+}

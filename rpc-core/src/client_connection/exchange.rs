@@ -457,10 +457,10 @@ where
 fn decode_response<R: DeserializeOwned>(
     method: &MethodSpec,
     status: Status,
-    payload: &[u8],
+    payload: &bytes::Bytes,
 ) -> Result<R, RpcError> {
     match status {
-        Status::Ok => method.decode_result(payload),
+        Status::Ok => method.decode_payload(payload),
         status => Err(call_error(method, status, payload)),
     }
 }

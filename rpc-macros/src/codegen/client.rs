@@ -162,6 +162,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let service_name = &model.wire_name;
     let method_name = &method.wire_name;
     let idempotent = method.idempotent.then(|| quote!(.idempotent()));
+    let sharing_bytes = method.output_is_shared.then(|| quote!(.sharing_bytes()));
     let client = &model.client_ident;
     let docs = if method.docs.is_empty() {
         let doc = format!("Calls `{service_name}.{method_name}` on the server.");
@@ -182,6 +183,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             const __RPC_SPEC: #codegen::MethodSpec =
                 #codegen::MethodSpec::new(#service_name, #method_name)
                     #idempotent
+                    #sharing_bytes
                     .with_shapes(#client::__rpc_shapes);
             let __rpc_spec = &__RPC_SPEC;
         }
@@ -190,6 +192,7 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             let __rpc_spec = #codegen::cached::<#marker, _>(|| {
                 #codegen::MethodSpec::new(#service_name, #method_name)
                     #idempotent
+                    #sharing_bytes
                     .with_shapes(<#client #bare>::__rpc_shapes)
             });
         }
@@ -197,7 +200,8 @@ fn client_method(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let wire_args = method.args.iter().map(|arg| {
         let ident = &arg.ident;
         if arg.is_bytes {
-            quote!(#codegen::ByteBuf(#ident))
+            let block = super::block_type(&codegen, arg.is_shared);
+            quote!(#block(#ident))
         } else {
             quote!(#ident)
         }

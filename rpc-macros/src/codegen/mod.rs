@@ -62,7 +62,7 @@ fn method_types(model: &ServiceModel) -> TokenStream {
         let marker = marker(model, method);
         let wire_types = method.args.iter().map(|arg| {
             if arg.is_bytes {
-                quote!(#codegen::ByteBuf)
+                block_type(&codegen, arg.is_shared)
             } else {
                 let ty = &arg.ty;
                 quote!(#ty)
@@ -73,12 +73,17 @@ fn method_types(model: &ServiceModel) -> TokenStream {
         let unit = quote!(());
         let output = match &method.output_stream {
             Some(_) => unit.clone(),
-            None if method.output_is_bytes => quote!(#codegen::ByteBuf),
+            None if method.output_is_bytes => block_type(&codegen, method.output_is_shared),
             None => {
                 let output = &method.output;
                 quote!(#output)
             }
         };
+        let shares_bytes = method.args.iter().any(|arg| arg.is_shared).then(|| {
+            quote!(
+                const SHARES_BYTES: bool = true;
+            )
+        });
         let input_item = method
             .input_stream
             .as_ref()
@@ -98,6 +103,7 @@ fn method_types(model: &ServiceModel) -> TokenStream {
                 type Output = #output;
                 type InputItem = #input_item;
                 type OutputItem = #output_item;
+                #shares_bytes
             }
         }
     });
@@ -180,5 +186,14 @@ fn shapes_body(model: &ServiceModel) -> TokenStream {
         quote! {
             #codegen::cached::<Self, _>(|| #codegen::ServiceShapes::new([#(#entries),*]))
         }
+    }
+}
+
+/// The type a block of bytes travels as: `ByteBuf` for `Vec<u8>`, `SharedBytes` for `Bytes`.
+pub(crate) fn block_type(codegen: &TokenStream, shared: bool) -> TokenStream {
+    if shared {
+        quote!(#codegen::SharedBytes)
+    } else {
+        quote!(#codegen::ByteBuf)
     }
 }

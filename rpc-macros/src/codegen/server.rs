@@ -152,7 +152,8 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
     let encode = if method.output_stream.is_some() {
         quote!(#codegen::reply_stream::<#marker>(__rpc_reply))
     } else if method.output_is_bytes {
-        quote!(#codegen::reply::<#marker>(#codegen::ByteBuf(__rpc_reply)))
+        let block = super::block_type(&codegen, method.output_is_shared);
+        quote!(#codegen::reply::<#marker>(#block(__rpc_reply)))
     } else {
         quote!(#codegen::reply::<#marker>(__rpc_reply))
     };
@@ -167,7 +168,7 @@ fn dispatch_arm(model: &ServiceModel, method: &MethodModel) -> TokenStream {
             .map(|arg| match (arg.borrow, arg.is_bytes) {
                 (Borrow::Slice, true) => quote!(&[u8]),
                 (Borrow::Slice, false) => quote!(&str),
-                (_, true) => quote!(#codegen::ByteBuf),
+                (_, true) => super::block_type(&codegen, arg.is_shared),
                 (_, false) => {
                     let ty = &arg.ty;
                     quote!(#ty)
