@@ -135,8 +135,9 @@ async fn a_peer_that_did_not_accept_compression_never_receives_compressed_frames
     );
 }
 
-/// A few bytes claiming megabytes: refused for the claim, the connection closed without an
-/// answer; other connections carry on. A compressed frame to a server that did not accept
+/// Catalogue row 16 (compression bomb): a few bytes claiming megabytes are refused for the
+/// claim, before anything is inflated, and the connection closed without an answer; other
+/// connections carry on. A compressed frame to a server that did not accept
 /// compression is refused the same way.
 #[tokio::test]
 async fn a_compression_bomb_closes_the_connection() {
