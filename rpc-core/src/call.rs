@@ -73,7 +73,7 @@ impl MethodSpec {
         payload: &bytes::Bytes,
     ) -> Result<R, RpcError> {
         if self.shares_bytes {
-            self.decode_shared_result(payload)
+            codec::decode_shared(payload).map_err(|error| self.result_error(error))
         } else {
             self.decode_result(payload)
         }
@@ -146,19 +146,6 @@ impl MethodSpec {
     /// `RpcError::Codec` naming the method when the payload is not one `R`.
     pub fn decode_result<R: DeserializeOwned>(&self, payload: &[u8]) -> Result<R, RpcError> {
         codec::decode(payload).map_err(|error| self.result_error(error))
-    }
-
-    /// Decodes this method's result from a response's payload, `bytes::Bytes` in it as
-    /// slices of `payload` ([`codec::decode_shared`]).
-    ///
-    /// # Errors
-    ///
-    /// `RpcError::Codec` naming the method when the payload is not one `R`.
-    pub fn decode_shared_result<R: DeserializeOwned>(
-        &self,
-        payload: &bytes::Bytes,
-    ) -> Result<R, RpcError> {
-        codec::decode_shared(payload).map_err(|error| self.result_error(error))
     }
 
     /// A decoding error, naming this method's result.

@@ -100,7 +100,8 @@ pub struct ServerConfig {
     pub max_deadline: Option<Duration>,
     /// The most bytes all of this server's connections may hold in their read buffers
     /// together (frames arriving, and room reserved for them), beyond the one small read
-    /// (256 bytes to 64 KiB, as its reads of small frames need) each may always make. A connection whose next read would take the total past
+    /// (256 bytes to 64 KiB, as its reads of small frames need) each may always make. A
+    /// connection whose next read would take the total past
     /// it is closed with `ResourceExhausted`, so peers that each start a large frame and send
     /// it slowly cannot together exhaust memory, while small calls keep flowing. A reader
     /// reserves ahead only as much as its peer has sent, so idle connections hold little.
@@ -172,18 +173,21 @@ impl Compression {
         compression.map_or(0, |_| crate::wire::PREFACE_LZ4)
     }
 
-    /// Sets `outbox` compressing if this side asks for compression and the peer's preface
-    /// (`peer_flags`) accepts it.
+    /// Once the peer's preface (`peer_flags`) has arrived: sets `outbox` compressing if this
+    /// side asks for compression and the peer accepts it, and returns what compressed
+    /// frames from the peer may inflate to (`max_frame` when this side accepts them; see
+    /// `wire::inflate`).
     pub(crate) fn negotiate(
         compression: Option<Compression>,
         peer_flags: u8,
         outbox: &crate::outbox::Outbox,
-    ) {
-        if let Some(compression) = compression {
-            if peer_flags & crate::wire::PREFACE_LZ4 != 0 {
-                outbox.compress_frames_of(compression.min_size);
-            }
+        max_frame: usize,
+    ) -> Option<usize> {
+        let compression = compression?;
+        if peer_flags & crate::wire::PREFACE_LZ4 != 0 {
+            outbox.compress_frames_of(compression.min_size);
         }
+        Some(max_frame)
     }
 }
 

@@ -7,15 +7,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::client_connection::{ClientConnection, DIALLER_FIRST_ID};
-use crate::config::{ChannelConfig, Compression, Served, ServerConfig};
+use crate::config::{ChannelConfig, Served, ServerConfig};
 use crate::dispatch::{Dispatch, Reply};
 use crate::health::{HealthReporter, HealthServer, HealthService, ServingStatus};
 use crate::middleware::{BoxError, CallStack, Interceptor, RunHandler, ServerCall};
-use crate::outbox::Outbox;
 use crate::server_connection::{self, Routes, Shutdown};
 use crate::shape::ServiceShapes;
 use crate::transport::{Connection, FrameRead, FrameWrite};
-use crate::wire;
 use crate::wire::wire_id;
 
 /// A set of services that connections can call. Cheap to clone; clones share the services.
@@ -242,8 +240,7 @@ impl Server {
         connection: Connection<R, W>,
         config: ChannelConfig,
     ) -> Arc<ClientConnection> {
-        let flags = wire::PREFACE_SERVES | Compression::preface_flag(config.compression);
-        let outbox = Arc::new(Outbox::new(&wire::preface(flags)));
+        let outbox = server_connection::serving_outbox(config.compression);
         let client = ClientConnection::attached(
             outbox.clone(),
             connection.peer.clone(),

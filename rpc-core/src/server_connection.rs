@@ -217,10 +217,14 @@ async fn run<R: FrameRead, W: FrameWrite>(
                     return;
                 }
             }
-            let flags = wire::PREFACE_SERVES | Compression::preface_flag(config.compression);
-            let outbox = Arc::new(Outbox::new(&wire::preface(flags)));
+            let outbox = serving_outbox(config.compression);
             let peer_flags = reader.preface_flags();
-            Compression::negotiate(config.compression, peer_flags, &outbox);
+            let inflate = Compression::negotiate(
+                config.compression,
+                peer_flags,
+                &outbox,
+                config.max_frame_size,
+            );
             let outgoing = (peer_flags & wire::PREFACE_SERVES != 0).then(|| {
                 ClientConnection::attached(
                     outbox.clone(),
@@ -230,7 +234,6 @@ async fn run<R: FrameRead, W: FrameWrite>(
                 )
             });
             let writer_task = start_writer(&outbox, writer, config.write_timeout);
-            let inflate = config.compression.map(|_| config.max_frame_size);
             (outbox, outgoing, writer_task, shutdown, true, inflate)
         }
         End::Dialled { outbox, client } => {
@@ -250,9 +253,12 @@ async fn run<R: FrameRead, W: FrameWrite>(
                 client.close(error);
                 return;
             }
-            let compression = client.config().compression;
-            Compression::negotiate(compression, reader.preface_flags(), &outbox);
-            let inflate = compression.map(|_| client.config().max_frame_size);
+            let inflate = Compression::negotiate(
+                client.config().compression,
+                reader.preface_flags(),
+                &outbox,
+                client.config().max_frame_size,
+            );
             (
                 outbox,
                 Some(client),
@@ -321,6 +327,13 @@ async fn run<R: FrameRead, W: FrameWrite>(
             driver.writer_task.abort();
         }
     }
+}
+
+/// The outbox of a side that serves on a connection (an acceptor, or a dialler that serves
+/// too): its preface says it serves, and whether it accepts compressed frames.
+pub(crate) fn serving_outbox(compression: Option<Compression>) -> Arc<Outbox> {
+    let flags = wire::PREFACE_SERVES | Compression::preface_flag(compression);
+    Arc::new(Outbox::new(&wire::preface(flags)))
 }
 
 /// Spawns the task that writes `outbox` to the connection.

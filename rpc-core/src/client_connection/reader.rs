@@ -25,11 +25,14 @@ pub(super) async fn read_responses<R: FrameRead>(
                 "the server sent no preface within {preface_timeout:?}"
             ))
         })??;
-    let compression = shared.config.compression;
-    Compression::negotiate(compression, reader.preface_flags(), &shared.outbox);
-    let max_frame = shared.config.max_frame_size;
+    let inflate = Compression::negotiate(
+        shared.config.compression,
+        reader.preface_flags(),
+        &shared.outbox,
+        shared.config.max_frame_size,
+    );
     while let Some(frame) = reader.read_frame().await? {
-        let frame = wire::inflate(frame, max_frame, compression.is_some())?;
+        let frame = wire::inflate(frame, inflate)?;
         shared.handle_frame(Frame::parse(frame)?)?;
     }
     Ok(())

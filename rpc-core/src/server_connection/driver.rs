@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::waiting::WaitingCalls;
 use super::{ConnState, Shutdown};
+use crate::client_connection::{ACCEPTOR_FIRST_ID, DIALLER_FIRST_ID};
 use crate::config::ServerConfig;
 use crate::error::RpcError;
 use crate::recover::lock;
@@ -47,7 +48,8 @@ pub(super) struct Driver {
     /// The opaque of the keepalive ping the client has not answered yet; a PONG that
     /// answers no ping is a useless frame, charged like one.
     ping_opaque: Option<u64>,
-    /// Whether this side accepted the connection (see `Side::accepted`).
+    /// Whether this side accepted the connection (see `End`): it then keeps the idle and
+    /// age timers, and calls its peer under even call ids.
     accepted: bool,
     /// The frame limit compressed frames may inflate to, when this side's preface accepted
     /// them.
@@ -279,7 +281,7 @@ impl Driver {
         next_permit: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), RpcError> {
         let size = bytes.len();
-        let bytes = wire::inflate(bytes, self.inflate.unwrap_or(0), self.inflate.is_some())?;
+        let bytes = wire::inflate(bytes, self.inflate)?;
         let frame = Frame::parse(bytes)?;
         let Some(outgoing) = &self.conn.outgoing else {
             return self.handle_frame(frame, alone, next_permit);
@@ -318,9 +320,14 @@ impl Driver {
         }
     }
 
-    /// The parity of this side's own call ids: odd (1) for the side that dialled.
+    /// The parity of this side's own call ids (those of its calling engine).
     fn own_parity(&self) -> u32 {
-        u32::from(!self.accepted)
+        let first_id = if self.accepted {
+            ACCEPTOR_FIRST_ID
+        } else {
+            DIALLER_FIRST_ID
+        };
+        first_id % 2
     }
 
     /// Whether a frame concerns one of this side's own calls to its peer (on a connection

@@ -100,28 +100,30 @@ fn compress_one(buf: &mut BytesMut, frame: &[u8]) {
 /// The frame a received frame body stands for: `frame` itself, or, for a COMPRESSED frame,
 /// the frame it inflates to.
 ///
+/// `accepted_up_to` is the frame limit compressed frames may inflate to, `None` when this
+/// side's preface did not accept compression.
+///
 /// # Errors
 ///
-/// `RpcError::Protocol` for a COMPRESSED frame when `accepted` is false (this side's preface
-/// did not accept LZ4), one whose claimed size is over `max_frame` or more than its bytes
-/// can inflate to, a block that does not inflate to exactly that size, and a compressed
-/// frame inside another.
+/// `RpcError::Protocol` for a COMPRESSED frame when `accepted_up_to` is `None`, one whose
+/// claimed size is over the limit or more than its bytes can inflate to, a block that does
+/// not inflate to exactly that size, and a compressed frame inside another.
 #[inline]
-pub fn inflate(frame: Bytes, max_frame: usize, accepted: bool) -> Result<Bytes, RpcError> {
+pub fn inflate(frame: Bytes, accepted_up_to: Option<usize>) -> Result<Bytes, RpcError> {
     if frame.first() != Some(&(FrameKind::Compressed as u8)) {
         return Ok(frame);
     }
-    inflate_compressed(&frame, max_frame, accepted)
+    inflate_compressed(&frame, accepted_up_to)
 }
 
 /// [`inflate`] of a COMPRESSED frame.
 #[cold]
-fn inflate_compressed(frame: &Bytes, max_frame: usize, accepted: bool) -> Result<Bytes, RpcError> {
-    if !accepted {
+fn inflate_compressed(frame: &Bytes, accepted_up_to: Option<usize>) -> Result<Bytes, RpcError> {
+    let Some(max_frame) = accepted_up_to else {
         return Err(RpcError::protocol(
             "a compressed frame, though this side's preface did not accept compression",
         ));
-    }
+    };
     let Some(claim) = frame.get(1..HEADER) else {
         return Err(RpcError::protocol("a compressed frame without its size"));
     };
@@ -219,7 +221,7 @@ mod tests {
             sent[1].len()
         );
         for (sent, original) in sent.into_iter().zip(original) {
-            assert_eq!(inflate(sent, 1 << 20, true).unwrap(), original);
+            assert_eq!(inflate(sent, Some(1 << 20)).unwrap(), original);
         }
     }
 
@@ -241,7 +243,7 @@ mod tests {
         let mut buf = response(1, &[7; 4096]);
         compress_frames(&mut buf, 0, 1024);
         let frame = frames(&buf).remove(0);
-        let error = inflate(frame, 1 << 20, false).unwrap_err();
+        let error = inflate(frame, None).unwrap_err();
         assert!(
             error.to_string().contains("did not accept compression"),
             "{error}"
@@ -253,7 +255,7 @@ mod tests {
         let mut buf = response(1, &[7; 4096]);
         compress_frames(&mut buf, 0, 1024);
         let frame = frames(&buf).remove(0);
-        let error = inflate(frame, 1024, true).unwrap_err();
+        let error = inflate(frame, Some(1024)).unwrap_err();
         assert!(
             error.to_string().contains("over the frame limit"),
             "{error}"
@@ -265,7 +267,7 @@ mod tests {
     #[test]
     fn a_claim_larger_than_lz4_can_inflate_its_bytes_to_is_refused() {
         let bomb = compressed(8 << 20, &[0x1F, 0, 0, 0, 0]);
-        let error = inflate(bomb, 16 << 20, true).unwrap_err();
+        let error = inflate(bomb, Some(16 << 20)).unwrap_err();
         assert!(
             error.to_string().contains("more than LZ4 can inflate to"),
             "{error}"
@@ -274,7 +276,7 @@ mod tests {
         let zeros = response(1, &[0; 65_536]);
         let block = lz4_flex::block::compress(&zeros[LENGTH_PREFIX..]);
         let claim = (zeros.len() - LENGTH_PREFIX) as u32;
-        assert!(inflate(compressed(claim, &block), 1 << 20, true).is_ok());
+        assert!(inflate(compressed(claim, &block), Some(1 << 20)).is_ok());
     }
 
     #[test]
@@ -284,26 +286,26 @@ mod tests {
         let claim = (frame.len() - LENGTH_PREFIX) as u32;
         for wrong in [claim - 1, claim + 1] {
             assert!(
-                inflate(compressed(wrong, &block), 1 << 20, true).is_err(),
+                inflate(compressed(wrong, &block), Some(1 << 20)).is_err(),
                 "{wrong}"
             );
         }
-        assert!(inflate(compressed(claim, &block[..block.len() / 2]), 1 << 20, true).is_err());
-        assert!(inflate(compressed(0, &[]), 1 << 20, true).is_err());
+        assert!(inflate(compressed(claim, &block[..block.len() / 2]), Some(1 << 20)).is_err());
+        assert!(inflate(compressed(0, &[]), Some(1 << 20)).is_err());
     }
 
     #[test]
     fn a_compressed_frame_inside_another_is_refused() {
         let inner = compressed(4, &[0x40, 1, 2, 3, 4]);
         let block = lz4_flex::block::compress(&inner);
-        let error = inflate(compressed(inner.len() as u32, &block), 1 << 20, true).unwrap_err();
+        let error = inflate(compressed(inner.len() as u32, &block), Some(1 << 20)).unwrap_err();
         assert!(error.to_string().contains("inside another"), "{error}");
     }
 
     #[test]
     fn frames_that_are_not_compressed_pass_through() {
         let frame = frames(&response(1, b"plain")).remove(0);
-        assert_eq!(inflate(frame.clone(), 1 << 20, false).unwrap(), frame);
+        assert_eq!(inflate(frame.clone(), None).unwrap(), frame);
         assert!(matches!(Frame::parse(frame), Ok(Frame::Response { .. })));
     }
 }
