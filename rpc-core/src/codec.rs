@@ -42,7 +42,8 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T) -> Resu
             None => RpcError::codec(format!("cannot encode value: {error}")),
         },
     )?;
-    budget.check_encoded(buf.len() - start).map_err(|limit| {
+    let encoded = buf.len() - start + crate::blocks::set_aside_after(buf, start);
+    budget.check_encoded(encoded).map_err(|limit| {
         RpcError::codec(format!(
             "cannot encode value: the peer would refuse it: {limit}"
         ))
@@ -153,7 +154,11 @@ impl Drop for SharedSource {
 pub struct SharedBytes(pub bytes::Bytes);
 
 impl Serialize for SharedBytes {
+    /// Serialized like [`ByteSlice`]. A large block encoded into a connection's outgoing
+    /// buffer is set aside rather than copied there, and leaves as its own segment of a
+    /// vectored write (the same bytes on the wire).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let _offer = crate::blocks::offer(&self.0);
         ByteSlice(&self.0).serialize(serializer)
     }
 }
@@ -244,7 +249,9 @@ impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
     type Output = ();
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.buf.put_slice(data);
+        if !crate::blocks::set_aside(self.buf, data) {
+            self.buf.put_slice(data);
+        }
         Ok(())
     }
 

@@ -62,13 +62,14 @@
 //!
 //! # Layers
 //!
-//! Modules import only downward: the protocol (`error`, `status`, `wire`, `codec`,
+//! Modules import only downward: the protocol (`error`, `status`, `blocks`, `wire`, `codec`,
 //! `context`, `transport`, `observe`) → connection machinery (`outbox`, `stream`) → the
 //! contracts (`call`, `config`, `dispatch`, `middleware`) → the two connection engines
 //! (`client_connection`, `server_connection`) → the API (`channel`, `server`, `health`,
 //! `codegen`). ARCHITECTURE.md draws it.
 
 // The protocol.
+mod blocks;
 pub mod codec;
 mod context;
 mod error;

@@ -10,10 +10,13 @@
 //!   its frame itself with a non-blocking write, sparing a hop to the writer task. Whatever
 //!   the socket does not take at once is left to the writer.
 //!
+//! Large `Bytes` blocks are not copied into the buffer: they are set aside beside it
+//! (`crate::blocks`) and leave between its pieces as segments of one vectored write.
+//!
 //! The buffer has a high-water mark: past it, callers wait for the writer (backpressure
 //! towards handlers and callers) instead of growing memory without bound.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -21,6 +24,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
 
+use crate::blocks::{Block, Blocks, SettingAside};
 use crate::error::RpcError;
 use crate::recover;
 use crate::transport::FrameWrite;
@@ -68,6 +72,8 @@ impl std::fmt::Debug for Outbox {
 #[derive(Debug)]
 struct OutboxState {
     buf: BytesMut,
+    /// Large blocks that go out between the bytes of `buf`.
+    blocks: Blocks,
     /// No more frames are accepted; the writer drains what is queued, then shuts down.
     finishing: bool,
     /// The connection failed: nothing more is written.
@@ -117,6 +123,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(OutboxState {
                 buf: BytesMut::from(preface),
+                blocks: Blocks::default(),
                 finishing: false,
                 failed: None,
             }),
@@ -194,7 +201,7 @@ impl Outbox {
                 "the connection is closing",
             )));
         }
-        if state.buf.len() >= HIGH_WATER {
+        if state.buf.len() + state.blocks.len() >= HIGH_WATER {
             return None;
         }
         if lane == Lane::Bulk
@@ -206,16 +213,24 @@ impl Outbox {
         let encode = encode.take()?;
         let was_empty = state.buf.is_empty();
         let from = state.buf.len();
-        let result = encode(&mut state.buf);
         let compress_from = self.compress_from.load(Ordering::Relaxed);
-        if compress_from != 0 && state.buf.len() - from >= compress_from {
-            wire::compress_frames(&mut state.buf, from, compress_from);
-        }
+        let result = if compress_from == 0 {
+            let state = &mut *state;
+            let _aside = SettingAside::open(&state.buf, &mut state.blocks);
+            encode(&mut state.buf)
+        } else {
+            // Compressed frames are whole: nothing is set aside.
+            let result = encode(&mut state.buf);
+            if state.buf.len() - from >= compress_from {
+                wire::compress_frames(&mut state.buf, from, compress_from);
+            }
+            result
+        };
         if !was_empty || state.buf.is_empty() {
             // The writer already knows about the queued bytes (or there are none).
             return Some(result);
         }
-        if lane == Lane::Lone && !self.others_in_flight() {
+        if lane == Lane::Lone && !self.others_in_flight() && state.blocks.is_empty() {
             self.write_directly(&mut state);
             if state.buf.is_empty() {
                 return Some(result);
@@ -274,6 +289,7 @@ impl Outbox {
             state.failed = Some(error);
         }
         state.buf.clear();
+        state.blocks.clear();
         drop(state);
         self.writer_wake.notify_one();
         self.space.notify_waiters();
@@ -288,7 +304,7 @@ impl Outbox {
     ///
     /// The write half is taken from `slot` under the same lock as the batch, so no direct
     /// write can slip in between the batch being taken and being written.
-    async fn next_batch<W>(&self, batch: &mut BytesMut, slot: &WriterSlot<W>) -> NextBatch<W> {
+    async fn next_batch<W>(&self, batch: &mut Batch, slot: &WriterSlot<W>) -> NextBatch<W> {
         let mut yielded = false;
         loop {
             let step = {
@@ -309,7 +325,8 @@ impl Outbox {
                             message: "the write half is gone".into(),
                         });
                     };
-                    std::mem::swap(&mut state.buf, batch);
+                    std::mem::swap(&mut state.buf, &mut batch.bytes);
+                    std::mem::swap(&mut state.blocks, &mut batch.blocks);
                     Step::Take(writer)
                 }
             };
@@ -325,6 +342,21 @@ impl Outbox {
                 }
             }
         }
+    }
+}
+
+/// What the writer takes from the outbox at once: bytes, and the blocks that go between
+/// them.
+#[derive(Default)]
+struct Batch {
+    bytes: BytesMut,
+    blocks: Blocks,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.blocks.clear();
     }
 }
 
@@ -384,11 +416,15 @@ pub(crate) async fn run_writer<W: FrameWrite>(
     let direct: Arc<dyn TryWrite> = slot.clone();
     // Each outbox has one writer; should a second ever start, it simply gets no direct writes.
     let _ = outbox.direct.set(direct);
-    let mut batch = BytesMut::new();
+    let mut batch = Batch::default();
     loop {
         match outbox.next_batch(&mut batch, &slot).await {
             NextBatch::Write(mut writer) => {
-                let written = write_making_progress(&mut writer, &batch, write_timeout).await;
+                let written = if batch.blocks.is_empty() {
+                    write_making_progress(&mut writer, &batch.bytes, write_timeout).await
+                } else {
+                    write_segments(&mut writer, &batch, write_timeout).await
+                };
                 batch.clear();
                 if let Err(error) = written {
                     outbox.fail(error.clone());
@@ -420,18 +456,85 @@ async fn write_making_progress<W: FrameWrite>(
 ) -> Result<(), RpcError> {
     let mut rest = batch;
     while !rest.is_empty() {
-        match tokio::time::timeout(write_timeout, writer.write_some(rest)).await {
-            Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
-            Ok(Ok(written)) => rest = rest.get(written..).unwrap_or_default(),
-            Ok(Err(error)) => return Err(RpcError::from(error)),
-            Err(_elapsed) => {
-                return Err(RpcError::connection_closed(format!(
-                    "the peer read nothing for {write_timeout:?} (write stalled)"
-                )))
-            }
-        }
+        let written = made_progress(
+            tokio::time::timeout(write_timeout, writer.write_some(rest)).await,
+            write_timeout,
+        )?;
+        rest = rest.get(written..).unwrap_or_default();
     }
     Ok(())
+}
+
+/// Segments one vectored write passes at most (a batch with more takes more writes).
+const MAX_SEGMENTS: usize = 16;
+
+/// Writes a batch with blocks: the pieces of its buffer and its blocks in order, with
+/// vectored writes, failing as [`write_making_progress`] does.
+async fn write_segments<W: FrameWrite>(
+    writer: &mut W,
+    batch: &Batch,
+    write_timeout: Duration,
+) -> Result<(), RpcError> {
+    let total = batch.bytes.len() + batch.blocks.len();
+    let mut done = 0;
+    while done < total {
+        let mut slices = [IoSlice::new(&[]); MAX_SEGMENTS];
+        let count = segments_from(&batch.bytes, batch.blocks.as_slice(), done, &mut slices);
+        let parts = &slices[..count];
+        let written = made_progress(
+            tokio::time::timeout(write_timeout, writer.write_some_vectored(parts)).await,
+            write_timeout,
+        )?;
+        done += written;
+    }
+    Ok(())
+}
+
+/// Fills `slices` with the segments of `bytes` and `blocks` (each block before the byte
+/// of `bytes` at its offset) that follow the first `skip` bytes; returns how many.
+fn segments_from<'a>(
+    bytes: &'a [u8],
+    blocks: &'a [Block],
+    mut skip: usize,
+    slices: &mut [IoSlice<'a>],
+) -> usize {
+    let mut count = 0;
+    let mut from = 0;
+    for index in 0..=blocks.len() {
+        let (piece_end, block) = match blocks.get(index) {
+            Some(block) => (block.at, &block.bytes[..]),
+            None => (bytes.len(), &[][..]),
+        };
+        for segment in [bytes.get(from..piece_end).unwrap_or_default(), block] {
+            if segment.len() <= skip {
+                skip -= segment.len();
+                continue;
+            }
+            let Some(slot) = slices.get_mut(count) else {
+                return count;
+            };
+            *slot = IoSlice::new(&segment[skip..]);
+            skip = 0;
+            count += 1;
+        }
+        from = piece_end;
+    }
+    count
+}
+
+/// How many bytes a write took, or why the connection fails.
+fn made_progress(
+    attempt: Result<io::Result<usize>, tokio::time::error::Elapsed>,
+    write_timeout: Duration,
+) -> Result<usize, RpcError> {
+    match attempt {
+        Ok(Ok(0)) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+        Ok(Ok(written)) => Ok(written),
+        Ok(Err(error)) => Err(RpcError::from(error)),
+        Err(_elapsed) => Err(RpcError::connection_closed(format!(
+            "the peer read nothing for {write_timeout:?} (write stalled)"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,23 @@ pub trait FrameWrite: Send + 'static {
         }
     }
 
+    /// Writes a first part of `parts` (a frame's bytes with large blocks beside them, in
+    /// order) and returns its length, flushing once that is all of them, like
+    /// [`write_some`](FrameWrite::write_some). A transport over a socket passes them to one
+    /// vectored write, so blocks are not copied together first. The default writes the
+    /// first part that is not empty with `write_some`.
+    fn write_some_vectored(
+        &mut self,
+        parts: &[io::IoSlice<'_>],
+    ) -> impl Future<Output = io::Result<usize>> + Send {
+        async move {
+            match parts.iter().find(|part| !part.is_empty()) {
+                Some(part) => self.write_some(part).await,
+                None => Ok(0),
+            }
+        }
+    }
+
     /// Writes as much of `bytes` as the transport takes right now, without waiting; an
     /// `io::ErrorKind::WouldBlock` error when it takes nothing. A lone call uses it to send
     /// its frame without a hop to the writer task. The default never writes (every frame

@@ -201,6 +201,14 @@ impl<W: AsyncWrite + Send + Unpin + 'static> FrameWrite for FramedWriter<W> {
         Ok(written)
     }
 
+    async fn write_some_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let written = self.io.write_vectored(parts).await?;
+        if written == parts.iter().map(|part| part.len()).sum::<usize>() {
+            self.io.flush().await?;
+        }
+        Ok(written)
+    }
+
     fn try_write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         // A poll with a waker that does nothing: if the stream is not ready, it says so and
         // the writer task, polling with its own waker, takes over.

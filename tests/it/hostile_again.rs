@@ -33,7 +33,7 @@ async fn a_stream_opened_for_a_call_that_fails_to_dispatch_is_closed() {
     };
     wire::encode_request(&mut bytes, &head, &[], 1 << 20, |_| Ok(())).unwrap();
     for _ in 0..50 {
-        wire::encode_stream_piece(&mut bytes, 1, &encoded(&7_u32), true);
+        wire::encode_stream_piece(&mut bytes, 1, &encoded(&7_u32).into(), true);
     }
     let _ = raw.write_all(&bytes).await;
     let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;

@@ -39,12 +39,12 @@ impl<A: Serialize + ?Sized> EncodeArgs for Typed<'_, A> {
     }
 }
 
-/// Arguments encoded already.
-struct Encoded<'a>(&'a [u8]);
+/// Arguments encoded already (set aside rather than copied when they are large).
+struct Encoded<'a>(&'a Bytes);
 
 impl EncodeArgs for Encoded<'_> {
     fn encode_args(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
-        buf.extend_from_slice(self.0);
+        crate::blocks::append(buf, self.0);
         Ok(())
     }
 }

@@ -230,3 +230,181 @@ impl ConcatBytes for Vec<Write> {
         self.iter().flat_map(|(_, bytes)| bytes.clone()).collect()
     }
 }
+
+/// A write half that takes at most `per_write` bytes a call and records, for each vectored
+/// write, where each part it was handed lies in memory.
+#[derive(Clone)]
+struct SegmentRecorder {
+    bytes: Arc<StdMutex<Vec<u8>>>,
+    /// `(address, length)` of every part handed to a vectored write.
+    parts: Arc<StdMutex<Vec<(usize, usize)>>>,
+    per_write: usize,
+}
+
+impl SegmentRecorder {
+    fn new(per_write: usize) -> Self {
+        SegmentRecorder {
+            bytes: Arc::default(),
+            parts: Arc::default(),
+            per_write,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        recover::lock(&self.bytes).clone()
+    }
+
+    /// Whether `block` itself (not a copy) was handed to a vectored write.
+    fn was_handed(&self, block: &bytes::Bytes) -> bool {
+        recover::lock(&self.parts).contains(&(block.as_ptr() as usize, block.len()))
+    }
+}
+
+impl FrameWrite for SegmentRecorder {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        recover::lock(&self.bytes).extend_from_slice(bytes);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn write_some_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut room = self.per_write;
+        for part in parts {
+            recover::lock(&self.parts).push((part.as_ptr() as usize, part.len()));
+            let taken = part.len().min(room);
+            recover::lock(&self.bytes).extend_from_slice(&part[..taken]);
+            room -= taken;
+        }
+        Ok(self.per_write - room)
+    }
+}
+
+/// A request frame carrying `block` as a `Bytes` argument, appended to `buf`.
+fn block_request(
+    buf: &mut BytesMut,
+    call_id: u32,
+    block: &bytes::Bytes,
+    max_frame: usize,
+) -> Result<(), RpcError> {
+    let head = wire::RequestHead {
+        call_id,
+        service_id: 1,
+        method_id: 2,
+        deadline_micros: None,
+        request_stream: false,
+    };
+    wire::encode_request(buf, &head, &[], max_frame, |buf| {
+        crate::codec::encode_into(buf, &(crate::codec::SharedBytes(block.clone()), 7_u8))
+    })
+}
+
+/// What `frames` encode to when every block is copied into the buffer.
+fn copied(frames: &[(u32, &bytes::Bytes)]) -> Vec<u8> {
+    let mut buf = BytesMut::from(&b"P"[..]);
+    for (call_id, block) in frames {
+        block_request(&mut buf, *call_id, block, usize::MAX).unwrap();
+    }
+    buf.to_vec()
+}
+
+async fn written_by_writer(recorder: &SegmentRecorder, outbox: Arc<Outbox>) {
+    outbox.finish();
+    run_writer(outbox, recorder.clone(), Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_bytes_block_leaves_as_its_own_segment_with_the_same_bytes_on_the_wire() {
+    let block = bytes::Bytes::from(vec![0xB1_u8; 1 << 20]);
+    let outbox = Arc::new(Outbox::new(b"P"));
+    outbox
+        .push(Lane::Shared, |buf| {
+            block_request(buf, 1, &block, usize::MAX)
+        })
+        .await
+        .unwrap();
+    // An odd amount per write, so writes end inside the buffer's pieces and the block.
+    let recorder = SegmentRecorder::new(4099);
+    written_by_writer(&recorder, outbox).await;
+    assert!(recorder.was_handed(&block), "the block was copied");
+    assert_eq!(recorder.bytes(), copied(&[(1, &block)]));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_of_more_blocks_than_one_vectored_write_takes_keeps_its_order() {
+    // Each frame is two segments (its head, its block); all of them stay below the
+    // high-water mark.
+    let blocks: Vec<bytes::Bytes> = (0..(MAX_SEGMENTS / 2 + 3) as u8)
+        .map(|n| bytes::Bytes::from(vec![n; crate::blocks::MIN_BLOCK + usize::from(n)]))
+        .collect();
+    let outbox = Arc::new(Outbox::new(b"P"));
+    for (call_id, block) in (1..).zip(&blocks) {
+        outbox
+            .push(Lane::Shared, |buf| {
+                block_request(buf, call_id, block, usize::MAX)
+            })
+            .await
+            .unwrap();
+    }
+    let recorder = SegmentRecorder::new(usize::MAX);
+    written_by_writer(&recorder, outbox).await;
+    let frames: Vec<_> = (1..).zip(&blocks).collect();
+    assert_eq!(recorder.bytes(), copied(&frames));
+    assert!(blocks.iter().all(|block| recorder.was_handed(block)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_frame_refused_as_too_large_takes_its_block_with_it() {
+    // Below the high-water mark, so that a block left behind would be written, not waited on.
+    let block = bytes::Bytes::from(vec![3_u8; 200 * 1024]);
+    let small = bytes::Bytes::from(vec![4_u8; crate::blocks::MIN_BLOCK]);
+    let outbox = Arc::new(Outbox::new(b"P"));
+    let refused = outbox
+        .push(Lane::Shared, |buf| {
+            block_request(buf, 1, &block, 100 * 1024)
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(RpcError::FrameTooLarge { .. })),
+        "{refused:?}"
+    );
+    outbox
+        .push(Lane::Shared, |buf| {
+            block_request(buf, 3, &small, usize::MAX)
+        })
+        .await
+        .unwrap();
+    let recorder = SegmentRecorder::new(usize::MAX);
+    written_by_writer(&recorder, outbox).await;
+    assert_eq!(recorder.bytes(), copied(&[(3, &small)]));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_compression_a_block_is_compressed_with_its_frame() {
+    let block = bytes::Bytes::from(vec![5_u8; 1 << 20]);
+    let outbox = Arc::new(Outbox::new(b"P"));
+    outbox.compress_frames_of(1024);
+    outbox
+        .push(Lane::Shared, |buf| {
+            block_request(buf, 1, &block, usize::MAX)
+        })
+        .await
+        .unwrap();
+    let recorder = SegmentRecorder::new(usize::MAX);
+    written_by_writer(&recorder, outbox).await;
+    let written = recorder.bytes();
+    assert!(!recorder.was_handed(&block));
+    assert!(
+        written.len() < 64 * 1024,
+        "{} bytes: not compressed",
+        written.len()
+    );
+    assert_eq!(
+        written[1 + wire::LENGTH_PREFIX],
+        wire::FrameKind::Compressed as u8
+    );
+}

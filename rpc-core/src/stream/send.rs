@@ -40,7 +40,7 @@ impl StreamItem for codec::Encoded {
     }
 
     fn encode_into(&self, buf: &mut bytes::BytesMut) -> Result<(), RpcError> {
-        buf.extend_from_slice(&self.0);
+        crate::blocks::append(buf, &self.0);
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! Frame builders: every frame this protocol sends, appended to an outgoing buffer.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
     metadata_too_large, FrameKind, RequestHead, Status, FLAG_DEADLINE, FLAG_METADATA,
     FLAG_REQUEST_STREAM, LENGTH_PREFIX, PREFACE,
 };
+use crate::blocks;
 use crate::error::RpcError;
 
 /// Marks where a frame being appended to a buffer begins, so its length can be filled in.
@@ -34,9 +35,9 @@ pub fn finish_frame(
     start: FrameStart,
     max_frame: usize,
 ) -> Result<(), RpcError> {
-    let len = buf.len() - start.offset - LENGTH_PREFIX;
+    let len = buf.len() - start.offset - LENGTH_PREFIX + blocks::set_aside_after(buf, start.offset);
     if len > max_frame {
-        buf.truncate(start.offset);
+        abandon_frame(buf, start);
         return Err(RpcError::FrameTooLarge {
             len: len as u64,
             max: max_frame as u64,
@@ -53,6 +54,7 @@ pub fn finish_frame(
 
 /// Removes a started frame from `buf` (used when encoding its payload failed).
 pub fn abandon_frame(buf: &mut BytesMut, start: FrameStart) {
+    blocks::truncate(buf, start.offset);
     buf.truncate(start.offset);
 }
 
@@ -184,8 +186,9 @@ pub fn encode_stream_item(
 }
 
 /// Appends a stream-item frame (the last piece of an item when `last`, else a STREAM_PART)
-/// carrying `bytes` as they are.
-pub fn encode_stream_piece(buf: &mut BytesMut, call_id: u32, bytes: &[u8], last: bool) {
+/// carrying `bytes` as they are (set aside rather than copied when the outbox sends large
+/// blocks as segments of their own).
+pub fn encode_stream_piece(buf: &mut BytesMut, call_id: u32, bytes: &Bytes, last: bool) {
     let kind = if last {
         FrameKind::StreamItem
     } else {
@@ -193,7 +196,7 @@ pub fn encode_stream_piece(buf: &mut BytesMut, call_id: u32, bytes: &[u8], last:
     };
     let start = start_frame(buf, kind);
     buf.put_u32(call_id);
-    buf.put_slice(bytes);
+    blocks::append(buf, bytes);
     // Pieces are cut below every frame limit.
     let _ = finish_frame(buf, start, usize::MAX);
 }

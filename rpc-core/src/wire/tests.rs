@@ -189,8 +189,8 @@ fn stream_and_keepalive_frames_round_trip() {
     encode_ping(&mut buf, 7, true);
     encode_window(&mut buf, 3, 64, 1 << 20);
     encode_stop_stream(&mut buf, 3);
-    encode_stream_piece(&mut buf, 3, b"part", false);
-    encode_stream_piece(&mut buf, 3, b"last", true);
+    encode_stream_piece(&mut buf, 3, &Bytes::from_static(b"part"), false);
+    encode_stream_piece(&mut buf, 3, &Bytes::from_static(b"last"), true);
     encode_stream_end(&mut buf, 3, Status::HandlerPanicked, "");
     let mut decoder = FrameDecoder::after_preface(1024);
     let mut frames = Vec::new();
