@@ -104,6 +104,9 @@ pub enum Scenario {
     Connections(usize, usize),
     /// Echo of `Options::bulk_size` bytes, one at a time.
     Bulk,
+    /// The same echo of a shared buffer (`bytes::Bytes`), sent and received without a copy,
+    /// where the system has a way to (ours and raw sockets).
+    BulkShared,
 }
 
 impl Scenario {
@@ -116,16 +119,18 @@ impl Scenario {
                 format!("connections-{connections}x{in_flight}")
             }
             Scenario::Bulk => "bulk".to_owned(),
+            Scenario::BulkShared => "bulk-shared".to_owned(),
         }
     }
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario::Latency,
     Scenario::InFlight(64),
     Scenario::InFlight(256),
     Scenario::Connections(8, 32),
     Scenario::Bulk,
+    Scenario::BulkShared,
 ];
 
 /// One measurement.
@@ -241,7 +246,9 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
                         client_runtime,
                         measure(system, endpoint.clone(), scenario, options.clone()),
                     )?;
-                    report.record(placement, scenario, system, sample);
+                    if let Some(sample) = sample {
+                        report.record(placement, scenario, system, sample);
+                    }
                 }
             }
         }
@@ -287,7 +294,7 @@ async fn measure(
     endpoint: Endpoint,
     scenario: Scenario,
     options: Options,
-) -> std::io::Result<Sample> {
+) -> std::io::Result<Option<Sample>> {
     let endpoint = &endpoint;
     let calls = options.throughput_calls;
     let mut sample = Sample::default();
@@ -334,14 +341,17 @@ async fn measure(
             sample.calls_per_second = total as f64 / wall.as_secs_f64();
             sample.cpu_per_call = cpu / total as u32;
         }
-        Scenario::Bulk => {
+        Scenario::Bulk | Scenario::BulkShared => {
             let conn = systems::connect(system, endpoint).await?;
-            let data = vec![0xAB_u8; options.bulk_size];
-            conn.echo(data.clone()).await;
+            let data = bytes::Bytes::from(vec![0xAB_u8; options.bulk_size]);
+            if echo_once(&conn, scenario, &data).await.is_none() {
+                return Ok(None);
+            }
             let echo_all = async {
                 let mut correct = 0;
                 for _ in 0..options.bulk_calls {
-                    correct += usize::from(conn.echo(data.clone()).await == data.len());
+                    let back = echo_once(&conn, scenario, &data).await;
+                    correct += usize::from(back == Some(data.len()));
                 }
                 correct
             };
@@ -352,7 +362,18 @@ async fn measure(
             sample.cpu_per_call = cpu / options.bulk_calls as u32;
         }
     }
-    Ok(sample)
+    Ok(Some(sample))
+}
+
+/// One echo of `data` for a bulk scenario: as a `Vec<u8>` the caller copies (as every
+/// system's user would to keep their own), or shared; the length that came back, `None`
+/// where the system has no shared echo.
+async fn echo_once(conn: &Conn, scenario: Scenario, data: &bytes::Bytes) -> Option<usize> {
+    if scenario == Scenario::BulkShared {
+        conn.echo_shared(data.clone()).await
+    } else {
+        Some(conn.echo(data.to_vec()).await)
+    }
 }
 
 async fn warm_up(conn: &Conn) {

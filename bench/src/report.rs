@@ -128,7 +128,7 @@ impl Report {
                 (Placement::PlainRuntime, "plain #[tokio::main] runtime"),
             ]
         };
-        let figures: [(Scenario, Metric, &str); 9] = [
+        let figures: [(Scenario, Metric, &str); 10] = [
             (
                 Scenario::InFlight(64),
                 Metric::CpuPerCall,
@@ -162,6 +162,11 @@ impl Report {
                 "CPU per call, 8 connections × 32",
             ),
             (Scenario::Bulk, Metric::BytesPerSecond, "bulk 1 MiB echo"),
+            (
+                Scenario::BulkShared,
+                Metric::BytesPerSecond,
+                "bulk 1 MiB echo of `Bytes`",
+            ),
         ];
         for (scenario, metric, label) in figures {
             for (placement, where_) in placements {

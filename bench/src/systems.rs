@@ -91,6 +91,8 @@ pub trait Bench {
     async fn add(&self, a: i64, b: i64) -> i64;
     /// Returns its argument.
     async fn echo(&self, data: Vec<u8>) -> Vec<u8>;
+    /// Returns its argument, which travels without being copied.
+    async fn echo_shared(&self, data: rpc_core::Bytes) -> rpc_core::Bytes;
 }
 
 struct OursImpl;
@@ -101,6 +103,10 @@ impl Bench for OursImpl {
     }
 
     async fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
+    async fn echo_shared(&self, data: rpc_core::Bytes) -> rpc_core::Bytes {
         data
     }
 }
@@ -386,6 +392,16 @@ impl Conn {
                 .echo(crate::grpc::Blob { data })
                 .await
                 .map_or(0, |reply| reply.into_inner().data.len()),
+        }
+    }
+
+    /// One echo of a shared buffer, for the systems that can send one without copying it
+    /// (ours with `Bytes`, raw sockets); `None` for the others.
+    pub async fn echo_shared(&self, data: rpc_core::Bytes) -> Option<usize> {
+        match self {
+            Conn::Ours(client) => Some(client.echo_shared(data).await.map_or(0, |back| back.len())),
+            Conn::Raw(stream) => Some(stream.lock().await.echo(&data).await.unwrap_or(0)),
+            Conn::Tarpc(_) | Conn::Tonic(_) => None,
         }
     }
 

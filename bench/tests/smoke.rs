@@ -12,8 +12,13 @@ fn every_scenario_runs_for_every_system() {
     assert_eq!(report.failures(), 0, "{report}");
     // 8 socket systems (raw, ours, tarpc, tonic; TCP and Unix) × 2 pinned placements + 3
     // in-process systems, × 5 scenarios; and the 8 socket systems in a plain runtime, × the
-    // 2 headline scenarios.
-    assert_eq!(report.measurements(), (8 * 2 + 3) * 5 + 8 * 2, "{report}");
+    // 2 headline scenarios; and the shared-buffer echo where there is one (raw and ours: 4
+    // socket systems × 2 placements + 2 in process).
+    assert_eq!(
+        report.measurements(),
+        (8 * 2 + 3) * 5 + 8 * 2 + (4 * 2 + 2),
+        "{report}"
+    );
     assert!(
         rpc_bench::os::allocations() > 0,
         "the counting allocator is registered"

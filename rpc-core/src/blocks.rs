@@ -13,7 +13,7 @@
 //! Only that buffer sets blocks aside: encoding the same value anywhere else (a separate
 //! buffer, a length count, JSON) copies as before.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytes::{Bytes, BytesMut};
 
@@ -36,6 +36,13 @@ pub(crate) struct Blocks {
 }
 
 impl Blocks {
+    const fn new() -> Blocks {
+        Blocks {
+            list: Vec::new(),
+            len: 0,
+        }
+    }
+
     /// Bytes in all the blocks.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -52,6 +59,12 @@ impl Blocks {
     pub(crate) fn clear(&mut self) {
         self.list.clear();
         self.len = 0;
+    }
+
+    /// Moves the blocks of `other` behind these.
+    fn append(&mut self, other: &mut Blocks) {
+        self.len += std::mem::take(&mut other.len);
+        self.list.append(&mut other.list);
     }
 
     fn push(&mut self, block: Block) {
@@ -80,48 +93,68 @@ impl Blocks {
     }
 }
 
-/// Where blocks encoded on this thread go, while a [`SettingAside`] scope is open.
-struct Scope {
-    /// The buffer being encoded into, by address (never dereferenced: only compared).
-    buf: usize,
+/// The blocks set aside in the open scope, and the block on offer.
+struct ScopeBlocks {
     blocks: Blocks,
     /// The block a `SharedBytes` is serializing now, for the encoder to take.
     offered: Option<Bytes>,
 }
 
 thread_local! {
-    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+    /// The address of the open scope's buffer (never dereferenced: only compared), 0 when
+    /// no scope is open. Plain cells, so that frames without blocks pay a read or two.
+    static SCOPE_BUF: Cell<usize> = const { Cell::new(0) };
+    /// Whether the open scope has set blocks aside.
+    static HAS_BLOCKS: Cell<bool> = const { Cell::new(false) };
+    static SCOPE: RefCell<ScopeBlocks> = const {
+        RefCell::new(ScopeBlocks {
+            blocks: Blocks::new(),
+            offered: None,
+        })
+    };
 }
 
 fn address(buf: &BytesMut) -> usize {
     buf as *const BytesMut as usize
 }
 
-/// While it lives, large blocks encoded into one buffer on this thread are set aside into
-/// a [`Blocks`], which it hands back when dropped (also when the encoder panics).
+/// Whether `buf` is the open scope's buffer.
+fn is_scope_buf(buf: &BytesMut) -> bool {
+    SCOPE_BUF.get() == address(buf)
+}
+
+/// While it lives, large blocks encoded into one buffer on this thread are set aside; when
+/// it drops (also when the encoder panics) they are added to a [`Blocks`].
 pub(crate) struct SettingAside<'a> {
     blocks: &'a mut Blocks,
-    outer: Option<Scope>,
+    /// `false` for a scope opened inside another, which sets nothing aside.
+    open: bool,
 }
 
 impl<'a> SettingAside<'a> {
-    /// Opens the scope for `buf`, adding to `blocks`.
+    /// Opens the scope for `buf`, adding to `blocks`. Inside an open scope, the new one
+    /// sets nothing aside (its blocks are copied).
     pub(crate) fn open(buf: &BytesMut, blocks: &'a mut Blocks) -> SettingAside<'a> {
-        let scope = Scope {
-            buf: address(buf),
-            blocks: std::mem::take(blocks),
-            offered: None,
-        };
-        let outer = SCOPE.with(|current| current.replace(Some(scope)));
-        SettingAside { blocks, outer }
+        let open = SCOPE_BUF.get() == 0;
+        if open {
+            SCOPE_BUF.set(address(buf));
+        }
+        SettingAside { blocks, open }
     }
 }
 
 impl Drop for SettingAside<'_> {
     fn drop(&mut self) {
-        let outer = self.outer.take();
-        if let Some(scope) = SCOPE.with(|current| current.replace(outer)) {
-            *self.blocks = scope.blocks;
+        if !self.open {
+            return;
+        }
+        SCOPE_BUF.set(0);
+        if HAS_BLOCKS.replace(false) {
+            SCOPE.with(|scope| {
+                let mut scope = scope.borrow_mut();
+                scope.offered = None;
+                self.blocks.append(&mut scope.blocks);
+            });
         }
     }
 }
@@ -129,17 +162,11 @@ impl Drop for SettingAside<'_> {
 /// Offers `bytes` to be set aside by the encoder that writes them next; withdrawn when the
 /// returned guard drops. Does nothing for small blocks or outside a scope.
 pub(crate) fn offer(bytes: &Bytes) -> Offer {
-    if bytes.len() < MIN_BLOCK {
+    if bytes.len() < MIN_BLOCK || SCOPE_BUF.get() == 0 {
         return Offer(false);
     }
-    let offered = SCOPE.with(|current| match current.borrow_mut().as_mut() {
-        Some(scope) => {
-            scope.offered = Some(bytes.clone());
-            true
-        }
-        None => false,
-    });
-    Offer(offered)
+    SCOPE.with(|scope| scope.borrow_mut().offered = Some(bytes.clone()));
+    Offer(true)
 }
 
 /// Withdraws an [`offer`] when dropped.
@@ -149,11 +176,7 @@ pub(crate) struct Offer(bool);
 impl Drop for Offer {
     fn drop(&mut self) {
         if self.0 {
-            SCOPE.with(|current| {
-                if let Some(scope) = current.borrow_mut().as_mut() {
-                    scope.offered = None;
-                }
-            });
+            SCOPE.with(|scope| scope.borrow_mut().offered = None);
         }
     }
 }
@@ -161,26 +184,25 @@ impl Drop for Offer {
 /// Sets `data` aside instead of appending it to `buf`, when it is the block on offer and
 /// `buf` is the buffer of the open scope; `false` (append it) otherwise.
 pub(crate) fn set_aside(buf: &BytesMut, data: &[u8]) -> bool {
-    if data.len() < MIN_BLOCK {
+    if data.len() < MIN_BLOCK || !is_scope_buf(buf) {
         return false;
     }
-    SCOPE.with(|current| {
-        let mut current = current.borrow_mut();
-        let Some(scope) = current.as_mut() else {
-            return false;
-        };
+    SCOPE.with(|scope| {
+        let mut scope = scope.borrow_mut();
         let is_offered = scope.offered.as_ref().is_some_and(|offered| {
             offered.as_ptr() == data.as_ptr() && offered.len() == data.len()
         });
-        if scope.buf != address(buf) || !is_offered {
+        if !is_offered {
             return false;
         }
-        if let Some(bytes) = scope.offered.take() {
-            scope.blocks.push(Block {
-                at: buf.len(),
-                bytes,
-            });
-        }
+        let Some(bytes) = scope.offered.take() else {
+            return false;
+        };
+        scope.blocks.push(Block {
+            at: buf.len(),
+            bytes,
+        });
+        HAS_BLOCKS.set(true);
         true
     })
 }
@@ -198,21 +220,22 @@ pub(crate) fn append(buf: &mut BytesMut, bytes: &Bytes) {
 /// `offset` holds beyond what `buf` does (its own header or length prefix comes first, so
 /// a block at `offset` itself belongs to what came before).
 pub(crate) fn set_aside_after(buf: &BytesMut, offset: usize) -> usize {
-    with_scope_of(buf, |blocks| blocks.len_after(offset)).unwrap_or(0)
+    with_blocks_of(buf, |blocks| blocks.len_after(offset)).unwrap_or(0)
 }
 
 /// Forgets the blocks set aside from `buf` after `offset` (`buf` is being cut back to
 /// `offset` bytes).
 pub(crate) fn truncate(buf: &BytesMut, offset: usize) {
-    with_scope_of(buf, |blocks| blocks.truncate(offset));
+    with_blocks_of(buf, |blocks| blocks.truncate(offset));
 }
 
-fn with_scope_of<T>(buf: &BytesMut, f: impl FnOnce(&mut Blocks) -> T) -> Option<T> {
-    SCOPE.with(|current| {
-        let mut current = current.borrow_mut();
-        let scope = current.as_mut().filter(|scope| scope.buf == address(buf))?;
-        (!scope.blocks.is_empty()).then(|| f(&mut scope.blocks))
-    })
+/// Runs `f` on the blocks set aside from `buf`, if it is the open scope's buffer and has
+/// any.
+fn with_blocks_of<T>(buf: &BytesMut, f: impl FnOnce(&mut Blocks) -> T) -> Option<T> {
+    if !HAS_BLOCKS.get() || !is_scope_buf(buf) {
+        return None;
+    }
+    Some(SCOPE.with(|scope| f(&mut scope.borrow_mut().blocks)))
 }
 
 #[cfg(test)]
@@ -301,6 +324,7 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert_eq!(blocks.len(), MIN_BLOCK);
-        SCOPE.with(|current| assert!(current.borrow().is_none()));
+        assert_eq!(SCOPE_BUF.get(), 0, "the scope is closed");
+        assert!(!HAS_BLOCKS.get());
     }
 }

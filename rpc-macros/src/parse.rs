@@ -216,8 +216,9 @@ pub(crate) fn streaming_item(ty: &Type) -> Option<&Type> {
     }
 }
 
-/// Whether `ty` is written `Bytes` or `bytes::Bytes` (the `bytes` crate's shared buffer,
-/// which travels as one block and arrives as a slice of the received frame).
+/// Whether `ty` is written `Bytes`, `bytes::Bytes` or `rpc_core::Bytes` (the `bytes`
+/// crate's shared buffer, which travels as one block and arrives as a slice of the received
+/// frame).
 pub(crate) fn is_shared_bytes(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
     let segments = &path.path.segments;
@@ -226,7 +227,7 @@ pub(crate) fn is_shared_bytes(ty: &Type) -> bool {
         && segments.iter().all(|segment| segment.arguments.is_none())
         && match segments.len() {
             1 => named(0, "Bytes"),
-            2 => named(0, "bytes") && named(1, "Bytes"),
+            2 => (named(0, "bytes") || named(0, "rpc_core")) && named(1, "Bytes"),
             _ => false,
         }
 }

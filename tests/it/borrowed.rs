@@ -99,8 +99,8 @@ mod shared_bytes {
     pub(crate) trait Blocks {
         /// `data` with `tag` in front.
         async fn tag(&self, tag: String, data: Bytes) -> Bytes;
-        /// The length of a block lent by reference.
-        async fn measure(&self, data: &Bytes) -> usize;
+        /// The length of a block lent by reference (named through the re-export).
+        async fn measure(&self, data: &rpc_core::Bytes) -> usize;
     }
 
     struct Tagger;
@@ -112,7 +112,7 @@ mod shared_bytes {
             Bytes::from(tagged)
         }
 
-        async fn measure(&self, data: &Bytes) -> usize {
+        async fn measure(&self, data: &rpc_core::Bytes) -> usize {
             data.len()
         }
     }
