@@ -50,6 +50,72 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T) -> Resu
     })
 }
 
+/// Bytes a value's encoding may take to be held inline by [`encode_small`].
+const SMALL: usize = 30;
+
+/// The encoding of a small value, held inline (no buffer allocated for it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SmallEncoding {
+    len: u8,
+    bytes: [u8; SMALL],
+}
+
+impl SmallEncoding {
+    pub(crate) const EMPTY: SmallEncoding = SmallEncoding {
+        len: 0,
+        bytes: [0; SMALL],
+    };
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// `value`'s encoding held inline, if it takes at most a few dozen bytes and is one
+/// [`encode_into`] would write; `None` otherwise (for any reason: the caller then encodes
+/// it with [`encode_into`], which says why it cannot be encoded, if it cannot).
+pub(crate) fn encode_small<T: Serialize + ?Sized>(value: &T) -> Option<SmallEncoding> {
+    let budget = budget::Budget::for_encoding();
+    let metered = meter::Metered {
+        value,
+        budget: &budget,
+    };
+    let mut small = SmallEncoding::EMPTY;
+    postcard::serialize_with_flavor(&metered, SmallFlavor { small: &mut small }).ok()?;
+    budget.check_encoded(usize::from(small.len)).ok()?;
+    Some(small)
+}
+
+/// Writes into a [`SmallEncoding`], failing once it is full.
+struct SmallFlavor<'a> {
+    small: &'a mut SmallEncoding,
+}
+
+impl postcard::ser_flavors::Flavor for SmallFlavor<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let len = usize::from(self.small.len);
+        let room = self
+            .small
+            .bytes
+            .get_mut(len..len + data.len())
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        room.copy_from_slice(data);
+        // At most `SMALL` bytes: fits in a `u8`.
+        self.small.len = (len + data.len()) as u8;
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// The length of `value`'s encoding, without encoding it anywhere (a `Vec<u8>` or string is
 /// counted, not copied).
 ///
@@ -552,5 +618,25 @@ mod tests {
         let hostile = [0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
         assert!(decode::<ByteBuf>(&hostile).is_err());
         assert!(decode::<Vec<u64>>(&hostile).is_err());
+    }
+
+    #[test]
+    fn a_small_value_is_held_inline_as_encode_into_would_write_it() {
+        let value = (42_i64, "hi", Some(true));
+        let mut buf = BytesMut::new();
+        encode_into(&mut buf, &value).unwrap();
+        let small = encode_small(&value).expect("a few bytes are held inline");
+        assert_eq!(small.as_slice(), &buf[..]);
+    }
+
+    #[test]
+    fn a_large_value_or_one_the_peer_would_refuse_is_not_held_inline() {
+        assert!(encode_small(&ByteSlice(&[1; SMALL + 1])).is_none());
+        assert!(encode_small(&ByteSlice(&[1; SMALL - 1])).is_some());
+        // A million unit values take three bytes, and break the element limit: left to
+        // `encode_into`, which says so.
+        let hostile = vec![(); 1 << 20];
+        assert!(encode_small(&hostile).is_none());
+        assert!(encode_into(&mut BytesMut::new(), &hostile).is_err());
     }
 }

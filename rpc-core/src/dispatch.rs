@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec;
+use crate::codec::{self, SmallEncoding};
 use crate::context::Context;
 use crate::error::RpcError;
 use crate::shape::ServiceShapes;
@@ -71,6 +71,8 @@ pub struct Reply {
 }
 
 pub(crate) enum ReplyKind {
+    /// A small value, encoded when the reply was made (sparing a box for it).
+    Encoded(SmallEncoding),
     Value(Box<dyn EncodeInto>),
     Stream(StreamStarter),
     /// Not a handler's reply: middleware refused the call with this status and text.
@@ -93,11 +95,15 @@ impl<T: Serialize + Send> EncodeInto for T {
 }
 
 impl Reply {
-    /// A reply carrying `value`.
+    /// A reply carrying `value`. A value whose encoding takes a few dozen bytes at most is
+    /// encoded here (into the reply itself); a larger one later, straight into the
+    /// outgoing frame.
     pub fn new<T: Serialize + Send + 'static>(value: T) -> Reply {
-        Reply {
-            kind: ReplyKind::Value(Box::new(value)),
-        }
+        let kind = match codec::encode_small(&value) {
+            Some(encoded) => ReplyKind::Encoded(encoded),
+            None => ReplyKind::Value(Box::new(value)),
+        };
+        Reply { kind }
     }
 
     /// A reply that streams the items of `stream` after the response.
@@ -133,6 +139,10 @@ impl Reply {
     /// it, and the caller abandons the frame.
     pub fn encode_into(&self, buf: &mut BytesMut) -> Result<(), RpcError> {
         match &self.kind {
+            ReplyKind::Encoded(encoded) => {
+                buf.extend_from_slice(encoded.as_slice());
+                Ok(())
+            }
             ReplyKind::Value(value) => value.encode_into(buf),
             ReplyKind::Stream(_) | ReplyKind::Refused(..) => Ok(()),
         }
@@ -140,7 +150,8 @@ impl Reply {
 
     /// Splits off the stream this reply starts, if any.
     pub(crate) fn take_stream(&mut self) -> Option<StreamStarter> {
-        match std::mem::replace(&mut self.kind, ReplyKind::Value(Box::new(()))) {
+        let nothing = ReplyKind::Encoded(SmallEncoding::EMPTY);
+        match std::mem::replace(&mut self.kind, nothing) {
             ReplyKind::Stream(starter) => Some(starter),
             value => {
                 self.kind = value;
