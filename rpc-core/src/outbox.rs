@@ -423,7 +423,9 @@ pub(crate) async fn run_writer<W: FrameWrite>(
                 let written = if batch.blocks.is_empty() {
                     write_making_progress(&mut writer, &batch.bytes, write_timeout).await
                 } else {
-                    write_segments(&mut writer, &batch, write_timeout).await
+                    // Boxed: its slices would make every connection's writer task larger,
+                    // idle or not, for the batches that carry large blocks.
+                    Box::pin(write_segments(&mut writer, &batch, write_timeout)).await
                 };
                 batch.clear();
                 if let Err(error) = written {
