@@ -28,54 +28,53 @@ pub(crate) struct Block {
     pub(crate) bytes: Bytes,
 }
 
-/// The blocks set aside from one buffer, in order of their offsets.
+/// The blocks set aside from one buffer, in order of their offsets. A pointer wide, and
+/// nothing allocated until a first block is set aside: every connection holds a few.
 #[derive(Debug, Default)]
 pub(crate) struct Blocks {
-    list: Vec<Block>,
-    len: usize,
+    list: Option<Box<Vec<Block>>>,
 }
 
 impl Blocks {
     const fn new() -> Blocks {
-        Blocks {
-            list: Vec::new(),
-            len: 0,
-        }
+        Blocks { list: None }
     }
 
     /// Bytes in all the blocks.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.as_slice().iter().map(|block| block.bytes.len()).sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.as_slice().is_empty()
     }
 
     pub(crate) fn as_slice(&self) -> &[Block] {
-        &self.list
+        self.list.as_deref().map_or(&[], Vec::as_slice)
     }
 
+    /// Forgets every block (keeping the room for the next ones).
     pub(crate) fn clear(&mut self) {
-        self.list.clear();
-        self.len = 0;
+        if let Some(list) = &mut self.list {
+            list.clear();
+        }
     }
 
     /// Moves the blocks of `other` behind these.
     fn append(&mut self, other: &mut Blocks) {
-        self.len += std::mem::take(&mut other.len);
-        self.list.append(&mut other.list);
+        if let Some(others) = other.list.as_mut().filter(|others| !others.is_empty()) {
+            self.list.get_or_insert_with(Box::default).append(others);
+        }
     }
 
     fn push(&mut self, block: Block) {
-        self.len += block.bytes.len();
-        self.list.push(block);
+        self.list.get_or_insert_with(Box::default).push(block);
     }
 
     /// Bytes of the blocks after `offset` (a block at `offset` itself goes before that
     /// byte: it ends what came before).
     fn len_after(&self, offset: usize) -> usize {
-        self.list
+        self.as_slice()
             .iter()
             .rev()
             .take_while(|block| block.at > offset)
@@ -85,9 +84,9 @@ impl Blocks {
 
     /// Drops the blocks after `offset` (the buffer is cut back to `offset` bytes).
     fn truncate(&mut self, offset: usize) {
-        while self.list.last().is_some_and(|block| block.at > offset) {
-            if let Some(block) = self.list.pop() {
-                self.len -= block.bytes.len();
+        if let Some(list) = &mut self.list {
+            while list.last().is_some_and(|block| block.at > offset) {
+                list.pop();
             }
         }
     }
