@@ -3,8 +3,9 @@
 //! A `bytes::Bytes` argument or result (`codec::SharedBytes`) of at least [`MIN_BLOCK`]
 //! bytes, encoded into a connection's outgoing buffer, is not copied there: the buffer gets
 //! everything around it (the frame header, the block's length prefix, the rest of the
-//! value), and the block itself is set aside with the offset it belongs at. The writer then sends the buffer's pieces and the blocks in order with one
-//! vectored write, so the bytes on the wire are exactly those of a copied block.
+//! value), and the block itself is set aside with the offset it belongs at. The writer
+//! then sends the buffer's pieces and the blocks in order with one vectored write, so the
+//! bytes on the wire are exactly those of a copied block.
 //!
 //! The encoder and the frame builders cannot be handed the list of blocks through their
 //! signatures (serde's `Serialize` and every frame builder write to a `BytesMut`), so the
