@@ -301,6 +301,20 @@ fn block_request(
     })
 }
 
+/// Queues a request frame carrying `block`.
+async fn queue_block(
+    outbox: &Outbox,
+    call_id: u32,
+    block: &bytes::Bytes,
+    max_frame: usize,
+) -> Result<(), RpcError> {
+    outbox
+        .push(Lane::Shared, |buf| {
+            block_request(buf, call_id, block, max_frame)
+        })
+        .await
+}
+
 /// What `frames` encode to when every block is copied into the buffer.
 fn copied(frames: &[(u32, &bytes::Bytes)]) -> Vec<u8> {
     let mut buf = BytesMut::from(&b"P"[..]);
@@ -321,12 +335,7 @@ async fn written_by_writer(recorder: &SegmentRecorder, outbox: Arc<Outbox>) {
 async fn a_large_bytes_block_leaves_as_its_own_segment_with_the_same_bytes_on_the_wire() {
     let block = bytes::Bytes::from(vec![0xB1_u8; 1 << 20]);
     let outbox = Arc::new(Outbox::new(b"P"));
-    outbox
-        .push(Lane::Shared, |buf| {
-            block_request(buf, 1, &block, usize::MAX)
-        })
-        .await
-        .unwrap();
+    queue_block(&outbox, 1, &block, usize::MAX).await.unwrap();
     // An odd amount per write, so writes end inside the buffer's pieces and the block.
     let recorder = SegmentRecorder::new(4099);
     written_by_writer(&recorder, outbox).await;
@@ -343,10 +352,7 @@ async fn a_batch_of_more_blocks_than_one_vectored_write_takes_keeps_its_order() 
         .collect();
     let outbox = Arc::new(Outbox::new(b"P"));
     for (call_id, block) in (1..).zip(&blocks) {
-        outbox
-            .push(Lane::Shared, |buf| {
-                block_request(buf, call_id, block, usize::MAX)
-            })
+        queue_block(&outbox, call_id, block, usize::MAX)
             .await
             .unwrap();
     }
@@ -363,21 +369,12 @@ async fn a_frame_refused_as_too_large_takes_its_block_with_it() {
     let block = bytes::Bytes::from(vec![3_u8; 200 * 1024]);
     let small = bytes::Bytes::from(vec![4_u8; crate::blocks::MIN_BLOCK]);
     let outbox = Arc::new(Outbox::new(b"P"));
-    let refused = outbox
-        .push(Lane::Shared, |buf| {
-            block_request(buf, 1, &block, 100 * 1024)
-        })
-        .await;
+    let refused = queue_block(&outbox, 1, &block, 100 * 1024).await;
     assert!(
         matches!(refused, Err(RpcError::FrameTooLarge { .. })),
         "{refused:?}"
     );
-    outbox
-        .push(Lane::Shared, |buf| {
-            block_request(buf, 3, &small, usize::MAX)
-        })
-        .await
-        .unwrap();
+    queue_block(&outbox, 3, &small, usize::MAX).await.unwrap();
     let recorder = SegmentRecorder::new(usize::MAX);
     written_by_writer(&recorder, outbox).await;
     assert_eq!(recorder.bytes(), copied(&[(3, &small)]));
@@ -388,12 +385,7 @@ async fn with_compression_a_block_is_compressed_with_its_frame() {
     let block = bytes::Bytes::from(vec![5_u8; 1 << 20]);
     let outbox = Arc::new(Outbox::new(b"P"));
     outbox.compress_frames_of(1024);
-    outbox
-        .push(Lane::Shared, |buf| {
-            block_request(buf, 1, &block, usize::MAX)
-        })
-        .await
-        .unwrap();
+    queue_block(&outbox, 1, &block, usize::MAX).await.unwrap();
     let recorder = SegmentRecorder::new(usize::MAX);
     written_by_writer(&recorder, outbox).await;
     let written = recorder.bytes();
