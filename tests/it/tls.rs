@@ -94,6 +94,8 @@ impl TestPki {
 trait WhoAmI {
     /// The leaf certificate the caller presented (DER), if any.
     async fn certificate(&self, cx: &Context) -> Option<Vec<u8>>;
+    /// The block it is given.
+    async fn echo(&self, block: rpc_core::Bytes) -> rpc_core::Bytes;
 }
 
 struct WhoAmIImpl;
@@ -104,6 +106,10 @@ impl WhoAmI for WhoAmIImpl {
             Peer::Tls { certificates, .. } => certificates.first().cloned(),
             _ => None,
         }
+    }
+
+    async fn echo(&self, block: rpc_core::Bytes) -> rpc_core::Bytes {
+        block
     }
 }
 
@@ -145,6 +151,33 @@ async fn plain_tls_carries_calls_without_client_certificates() {
     );
     let client = WhoAmIClient::new(channel);
     assert_eq!(client.certificate().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn large_bytes_blocks_sent_beside_their_frames_arrive_whole_over_tls() {
+    let pki = TestPki::new("test ca");
+    let address = serve_tls(bind(pki.server_config(false)).await).await;
+    let channel = tls::connect(address, "localhost", pki.client_config(None))
+        .await
+        .unwrap();
+    let client = WhoAmIClient::new(channel);
+    // Sizes around the block threshold and well past it; sent together, so that batches
+    // carry several blocks.
+    let blocks: Vec<rpc_core::Bytes> = [16 * 1024 - 1, 16 * 1024, 100_000, 1 << 20]
+        .into_iter()
+        .enumerate()
+        .map(|(n, len)| {
+            (0..len)
+                .map(|i| (i * 7 + n) as u8)
+                .collect::<Vec<u8>>()
+                .into()
+        })
+        .collect();
+    let echoes = blocks.iter().map(|block| client.echo(block.clone()));
+    let back = futures_util::future::join_all(echoes).await;
+    for (block, back) in blocks.iter().zip(back) {
+        assert_eq!(&back.unwrap(), block, "a block of {} bytes", block.len());
+    }
 }
 
 #[tokio::test]
