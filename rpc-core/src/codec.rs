@@ -30,24 +30,52 @@ use crate::error::RpcError;
 /// cannot carry), or the value breaks a limit the peer's decoder would hold it to. `buf` may
 /// then hold a partial encoding; callers abandon the frame.
 pub fn encode_into<T: Serialize + ?Sized>(buf: &mut BytesMut, value: &T) -> Result<(), RpcError> {
-    let start = buf.len();
+    let flavor = BytesMutFlavor {
+        start: buf.len(),
+        buf,
+    };
+    encode_metered(value, flavor).map_err(|failure| match failure {
+        EncodeFailure::Serialize(error) => RpcError::codec(format!("cannot encode value: {error}")),
+        EncodeFailure::Limit(limit) => RpcError::codec(format!("cannot encode value: {limit}")),
+        EncodeFailure::PeerWouldRefuse(limit) => RpcError::codec(format!(
+            "cannot encode value: the peer would refuse it: {limit}"
+        )),
+    })
+}
+
+/// Why [`encode_metered`] failed (kept apart from `RpcError` so that a caller with a
+/// fallback, [`encode_small`], formats no message).
+enum EncodeFailure {
+    /// The value's `Serialize` impl, or the flavour, gave up.
+    Serialize(postcard::Error),
+    /// A limit counted while writing (nesting).
+    Limit(&'static str),
+    /// A limit the peer's decoder checks against the encoded length.
+    PeerWouldRefuse(&'static str),
+}
+
+/// Encodes `value` into `flavor`, held to the limits the peer's decoder applies. The
+/// flavour's output is the length of what it encoded.
+fn encode_metered<T, F>(value: &T, flavor: F) -> Result<(), EncodeFailure>
+where
+    T: Serialize + ?Sized,
+    F: postcard::ser_flavors::Flavor<Output = usize>,
+{
     let budget = budget::Budget::for_encoding();
     let metered = meter::Metered {
         value,
         budget: &budget,
     };
-    postcard::serialize_with_flavor(&metered, BytesMutFlavor { buf }).map_err(
-        |error| match budget.violation() {
-            Some(limit) => RpcError::codec(format!("cannot encode value: {limit}")),
-            None => RpcError::codec(format!("cannot encode value: {error}")),
-        },
-    )?;
-    let encoded = buf.len() - start + crate::blocks::set_aside_after(buf, start);
-    budget.check_encoded(encoded).map_err(|limit| {
-        RpcError::codec(format!(
-            "cannot encode value: the peer would refuse it: {limit}"
-        ))
-    })
+    let encoded =
+        postcard::serialize_with_flavor(&metered, flavor).map_err(|error| {
+            match budget.violation() {
+                Some(limit) => EncodeFailure::Limit(limit),
+                None => EncodeFailure::Serialize(error),
+            }
+        })?;
+    budget
+        .check_encoded(encoded)
+        .map_err(EncodeFailure::PeerWouldRefuse)
 }
 
 /// Bytes a value's encoding may take to be held inline by [`encode_small`].
@@ -75,14 +103,8 @@ impl SmallEncoding {
 /// [`encode_into`] would write; `None` otherwise (for any reason: the caller then encodes
 /// it with [`encode_into`], which says why it cannot be encoded, if it cannot).
 pub(crate) fn encode_small<T: Serialize + ?Sized>(value: &T) -> Option<SmallEncoding> {
-    let budget = budget::Budget::for_encoding();
-    let metered = meter::Metered {
-        value,
-        budget: &budget,
-    };
     let mut small = SmallEncoding::EMPTY;
-    postcard::serialize_with_flavor(&metered, SmallFlavor { small: &mut small }).ok()?;
-    budget.check_encoded(usize::from(small.len)).ok()?;
+    encode_metered(value, SmallFlavor { small: &mut small }).ok()?;
     Some(small)
 }
 
@@ -92,7 +114,7 @@ struct SmallFlavor<'a> {
 }
 
 impl postcard::ser_flavors::Flavor for SmallFlavor<'_> {
-    type Output = ();
+    type Output = usize;
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         let len = usize::from(self.small.len);
@@ -111,8 +133,8 @@ impl postcard::ser_flavors::Flavor for SmallFlavor<'_> {
         self.try_extend(&[data])
     }
 
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(usize::from(self.small.len))
     }
 }
 
@@ -307,12 +329,16 @@ pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, 
     Ok(value)
 }
 
+/// Appends to a buffer; its output is the length of the encoding, blocks set aside
+/// included.
 struct BytesMutFlavor<'a> {
     buf: &'a mut BytesMut,
+    /// Where the encoding began.
+    start: usize,
 }
 
 impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
-    type Output = ();
+    type Output = usize;
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         if !crate::blocks::set_aside(self.buf, data) {
@@ -326,8 +352,9 @@ impl postcard::ser_flavors::Flavor for BytesMutFlavor<'_> {
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
+    fn finalize(self) -> postcard::Result<usize> {
+        let set_aside = crate::blocks::set_aside_after(self.buf, self.start);
+        Ok(self.buf.len() - self.start + set_aside)
     }
 }
 
