@@ -193,6 +193,13 @@ mod tests {
         bodies
     }
 
+    /// The body of a RESPONSE frame of 4 KiB, compressed.
+    fn compressed_response() -> Bytes {
+        let mut buf = response(1, &[7; 4096]);
+        compress_frames(&mut buf, 0, 1024);
+        frames(&buf).remove(0)
+    }
+
     /// A COMPRESSED frame body claiming `original` bytes, with `block` after the claim.
     fn compressed(original: u32, block: &[u8]) -> Bytes {
         let mut frame = vec![FrameKind::Compressed as u8];
@@ -240,10 +247,7 @@ mod tests {
 
     #[test]
     fn a_compressed_frame_is_refused_where_compression_was_not_accepted() {
-        let mut buf = response(1, &[7; 4096]);
-        compress_frames(&mut buf, 0, 1024);
-        let frame = frames(&buf).remove(0);
-        let error = inflate(frame, None).unwrap_err();
+        let error = inflate(compressed_response(), None).unwrap_err();
         assert!(
             error.to_string().contains("did not accept compression"),
             "{error}"
@@ -252,10 +256,7 @@ mod tests {
 
     #[test]
     fn a_claim_over_the_frame_limit_is_refused_before_inflating() {
-        let mut buf = response(1, &[7; 4096]);
-        compress_frames(&mut buf, 0, 1024);
-        let frame = frames(&buf).remove(0);
-        let error = inflate(frame, Some(1024)).unwrap_err();
+        let error = inflate(compressed_response(), Some(1024)).unwrap_err();
         assert!(
             error.to_string().contains("over the frame limit"),
             "{error}"
