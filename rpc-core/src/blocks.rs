@@ -195,17 +195,10 @@ pub(crate) fn set_aside(buf: &BytesMut, data: &[u8]) -> bool {
         let is_offered = scope.offered.as_ref().is_some_and(|offered| {
             offered.as_ptr() == data.as_ptr() && offered.len() == data.len()
         });
-        if !is_offered {
-            return false;
-        }
-        let Some(bytes) = scope.offered.take() else {
+        let Some(bytes) = scope.offered.take_if(|_| is_offered) else {
             return false;
         };
-        scope.blocks.push(Block {
-            at: buf.len(),
-            bytes,
-        });
-        HAS_BLOCKS.set(true);
+        push(&mut scope, buf, bytes);
         true
     })
 }
@@ -213,10 +206,20 @@ pub(crate) fn set_aside(buf: &BytesMut, data: &[u8]) -> bool {
 /// Appends `bytes` to `buf`, or sets it aside when it is large and `buf` is the buffer of
 /// the open scope (a stream item's piece, already a slice of its encoding).
 pub(crate) fn append(buf: &mut BytesMut, bytes: &Bytes) {
-    let _offer = offer(bytes);
-    if !set_aside(buf, bytes) {
+    if bytes.len() < MIN_BLOCK || !is_scope_buf(buf) {
         buf.extend_from_slice(bytes);
+        return;
     }
+    SCOPE.with(|scope| push(&mut scope.borrow_mut(), buf, bytes.clone()));
+}
+
+/// Sets `bytes` aside in the open scope, to go out before `buf`'s next byte.
+fn push(scope: &mut ScopeBlocks, buf: &BytesMut, bytes: Bytes) {
+    scope.blocks.push(Block {
+        at: buf.len(),
+        bytes,
+    });
+    HAS_BLOCKS.set(true);
 }
 
 /// Bytes set aside from `buf` after `offset`: what a frame or value that started at
