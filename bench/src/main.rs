@@ -62,27 +62,29 @@ fn main() -> std::io::Result<()> {
     };
     if part("http") {
         let http = rpc_bench::http::run(&options)?;
-        println!("{http}");
-        if http.rpc_http.failures + http.axum.failures > 0 {
-            eprintln!("HTTP requests returned a wrong result or failed");
-            std::process::exit(1);
-        }
+        let failures = http.rpc_http.failures + http.axum.failures;
+        print_part(
+            &http,
+            failures,
+            "HTTP requests returned a wrong result or failed",
+        );
     }
     if part("scale") {
         let scale = rpc_bench::scale::run(&options, &std::env::current_exe()?)?;
-        println!("{scale}");
-        if scale.failures() > 0 {
-            eprintln!("calls at scale returned a wrong result");
-            std::process::exit(1);
-        }
+        print_part(
+            &scale,
+            scale.failures(),
+            "calls at scale returned a wrong result",
+        );
     }
     if part("compression") {
         let compression = rpc_bench::compress::run(&options)?;
-        println!("{compression}");
-        if compression.plain.failures + compression.lz4.failures > 0 {
-            eprintln!("echoes with or without compression came back wrong");
-            std::process::exit(1);
-        }
+        let failures = compression.plain.failures + compression.lz4.failures;
+        print_part(
+            &compression,
+            failures,
+            "echoes with or without compression came back wrong",
+        );
     }
     if report.failures() > 0 {
         eprintln!(
@@ -92,4 +94,13 @@ fn main() -> std::io::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Prints a part's report, and exits with `wrong` when any of its calls failed.
+fn print_part(report: &impl std::fmt::Display, failures: usize, wrong: &str) {
+    println!("{report}");
+    if failures > 0 {
+        eprintln!("{wrong}");
+        std::process::exit(1);
+    }
 }
