@@ -154,6 +154,12 @@ pub(crate) fn coordinator_server(config: ServerConfig) -> (Server, Hub) {
     (server, hub)
 }
 
+/// A [`coordinator_server`] with the default configuration, started on `transport`.
+async fn coordinator_on(transport: Transport) -> (TestServer, Hub) {
+    let (server, hub) = coordinator_server(ServerConfig::default());
+    (TestServer::start(server, transport).await, hub)
+}
+
 /// A channel configuration serving `worker`.
 pub(crate) fn serving(worker: &NamedWorker) -> ChannelConfig {
     ChannelConfig::default().serve(Server::new().add_service(WorkerServer::new(worker.clone())))
@@ -198,8 +204,7 @@ pub(crate) async fn callbacks_and_pushes_work(
 #[tokio::test]
 async fn a_handler_calls_its_caller_back_during_the_call_and_pushes_to_it_later() {
     for transport in Transport::ALL {
-        let (server, hub) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, hub) = coordinator_on(transport).await;
         let worker = NamedWorker::new("w1");
         let channel = server.connect_with(serving(&worker)).await;
         callbacks_and_pushes_work(channel, &worker, &hub, &format!("{transport:?}")).await;
@@ -209,8 +214,7 @@ async fn a_handler_calls_its_caller_back_during_the_call_and_pushes_to_it_later(
 #[tokio::test]
 async fn a_client_that_serves_nothing_has_no_channel_back() {
     for transport in Transport::ALL {
-        let (server, hub) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, hub) = coordinator_on(transport).await;
         let coordinator = CoordinatorClient::new(server.connect().await);
         let answer = coordinator.delegate("x".to_owned(), None).await.unwrap();
         assert_eq!(
@@ -226,8 +230,7 @@ async fn a_client_that_serves_nothing_has_no_channel_back() {
 #[tokio::test]
 async fn a_client_serving_other_services_answers_unknown_service() {
     for transport in Transport::ALL {
-        let (server, _) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, _) = coordinator_on(transport).await;
         let config = ChannelConfig::default().serve(Server::new());
         let coordinator = CoordinatorClient::new(server.connect_with(config).await);
         let answer = coordinator.delegate("x".to_owned(), None).await.unwrap();
@@ -239,8 +242,7 @@ async fn a_client_serving_other_services_answers_unknown_service() {
 #[tokio::test]
 async fn calls_to_a_client_that_went_away_fail_with_connection_closed() {
     for transport in Transport::ALL {
-        let (server, hub) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, hub) = coordinator_on(transport).await;
         let worker = NamedWorker::new("w1");
         let channel = server.connect_with(serving(&worker)).await;
         let coordinator = CoordinatorClient::new(channel);
@@ -280,8 +282,7 @@ async fn calls_to_a_client_that_went_away_fail_with_connection_closed() {
 #[tokio::test]
 async fn a_push_has_its_own_deadline_and_cancelling_it_stops_the_clients_handler() {
     for transport in Transport::ALL {
-        let (server, hub) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, hub) = coordinator_on(transport).await;
         let worker = NamedWorker::new("w1");
         let coordinator = CoordinatorClient::new(server.connect_with(serving(&worker)).await);
         assert!(coordinator.register().await.unwrap());
@@ -310,8 +311,7 @@ async fn a_push_has_its_own_deadline_and_cancelling_it_stops_the_clients_handler
 #[tokio::test]
 async fn the_clients_interceptors_judge_the_calls_it_receives() {
     for transport in Transport::ALL {
-        let (server, _) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, _) = coordinator_on(transport).await;
         let worker = NamedWorker::new("w1");
         let guarded = Server::new()
             .add_service(WorkerServer::new(worker.clone()))
@@ -430,8 +430,7 @@ async fn past_as_many_waiting_calls_as_handler_slots_calls_are_refused() {
 #[tokio::test]
 async fn the_clients_own_limits_hold_for_calls_it_receives() {
     for transport in Transport::ALL {
-        let (server, hub) = coordinator_server(ServerConfig::default());
-        let server = TestServer::start(server, transport).await;
+        let (server, hub) = coordinator_on(transport).await;
         let worker = NamedWorker::new("w1");
         let mut limits = ServerConfig::default();
         limits.max_concurrent_calls = 1;
