@@ -125,6 +125,15 @@ async fn bind(config: Arc<rustls::ServerConfig>) -> TlsListener {
     TlsListener::bind("127.0.0.1:0", config).await.unwrap()
 }
 
+/// A channel over plain TLS (no client certificate) to a new `WhoAmI` server.
+async fn plain_tls_channel() -> rpc_core::Channel {
+    let pki = TestPki::new("test ca");
+    let address = serve_tls(bind(pki.server_config(false)).await).await;
+    tls::connect(address, "localhost", pki.client_config(None))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn with_mutual_tls_the_handler_sees_the_verified_client_certificate() {
     let pki = TestPki::new("test ca");
@@ -140,11 +149,7 @@ async fn with_mutual_tls_the_handler_sees_the_verified_client_certificate() {
 
 #[tokio::test]
 async fn plain_tls_carries_calls_without_client_certificates() {
-    let pki = TestPki::new("test ca");
-    let address = serve_tls(bind(pki.server_config(false)).await).await;
-    let channel = tls::connect(address, "localhost", pki.client_config(None))
-        .await
-        .unwrap();
+    let channel = plain_tls_channel().await;
     assert!(
         matches!(channel.peer(), Peer::Tls { certificates, .. } if !certificates.is_empty()),
         "the client sees the server's chain"
@@ -155,11 +160,7 @@ async fn plain_tls_carries_calls_without_client_certificates() {
 
 #[tokio::test]
 async fn large_bytes_blocks_sent_beside_their_frames_arrive_whole_over_tls() {
-    let pki = TestPki::new("test ca");
-    let address = serve_tls(bind(pki.server_config(false)).await).await;
-    let channel = tls::connect(address, "localhost", pki.client_config(None))
-        .await
-        .unwrap();
+    let channel = plain_tls_channel().await;
     let client = WhoAmIClient::new(channel);
     // Sizes around the block threshold and well past it; sent together, so that batches
     // carry several blocks.
