@@ -47,6 +47,9 @@ pub struct Options {
     /// Only scenarios whose name (`latency`, `inflight-64`, `connections-8x32`, `bulk`)
     /// contains this.
     pub scenario_filter: Option<String>,
+    /// Only placements whose name (`one-cpu`, `separate-cpus`, `plain-runtime`) contains
+    /// this.
+    pub placement_filter: Option<String>,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             scale_steps: vec![0, 1, 100, 1_000, 10_000],
             system_filter: None,
             scenario_filter: None,
+            placement_filter: None,
         }
     }
 
@@ -77,6 +81,7 @@ impl Options {
             scale_steps: vec![0, 10, 50],
             system_filter: None,
             scenario_filter: None,
+            placement_filter: None,
         }
     }
 }
@@ -91,6 +96,17 @@ pub enum Placement {
     /// Client and server in one multi-threaded runtime with a worker per CPU, unpinned: what
     /// a plain `#[tokio::main]` program gets.
     PlainRuntime,
+}
+
+impl Placement {
+    /// The placement's name, for filters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::OneCpu => "one-cpu",
+            Placement::SeparateCpus => "separate-cpus",
+            Placement::PlainRuntime => "plain-runtime",
+        }
+    }
 }
 
 /// What is measured.
@@ -203,6 +219,9 @@ pub fn run(options: &Options) -> std::io::Result<Report> {
         Placement::SeparateCpus,
         Placement::PlainRuntime,
     ] {
+        if !matches_filter(&options.placement_filter, placement.name()) {
+            continue;
+        }
         // A plain runtime serves both sides; the others get a pinned runtime each.
         let (server_runtime, own_client_runtime) = match placement {
             Placement::PlainRuntime => (plain_runtime()?, None),

@@ -1,7 +1,8 @@
 //! Runs the benchmark and prints the table.
 //!
 //! Run: `cargo run --release -p rpc-bench` (`-- --quick` for a smoke run, `-- --rounds N`,
-//! `-- --system ours-tcp --scenario inflight-64` to run a part, e.g. under a profiler;
+//! `-- --system ours-tcp --scenario inflight-64 --placement one-cpu` to run a part, e.g.
+//! under a profiler;
 //! `-- --scenario scale` (or `http`, `compression`) for one of the parts after the table).
 
 use rpc_bench::os::CountingAllocator;
@@ -28,9 +29,10 @@ fn main() -> std::io::Result<()> {
             }
             "--system" => options.system_filter = args.next(),
             "--scenario" => options.scenario_filter = args.next(),
+            "--placement" => options.placement_filter = args.next(),
             other => {
                 eprintln!(
-                    "unknown argument `{other}`; expected --quick, --rounds N, --system NAME, --scenario NAME"
+                    "unknown argument `{other}`; expected --quick, --rounds N, --system NAME, --scenario NAME, --placement NAME"
                 );
                 std::process::exit(2);
             }
@@ -55,6 +57,7 @@ fn main() -> std::io::Result<()> {
     // (`http`, `scale`, `compression`).
     let part = |name: &str| {
         options.system_filter.is_none()
+            && options.placement_filter.is_none()
             && options
                 .scenario_filter
                 .as_deref()

@@ -8,12 +8,14 @@
 //! [`FramedWriter`] writes the already-framed batches the connection drivers hand it.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::transport::{BufferCharge, Connection, FrameDecoder, FrameRead, FrameWrite};
 use rpc_core::{Channel, ChannelConfig, Peer, RpcError, Server};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The least a read asks the buffer to have room for: what an idle connection holds.
 const MIN_READ: usize = 256;
@@ -21,6 +23,10 @@ const MIN_READ: usize = 256;
 /// The most a read of small frames asks room for, once reads keep filling what they had
 /// (a large frame's reads ask for the frame, within what the peer has sent).
 const MAX_READ: usize = 64 * 1024;
+
+/// The size of the read that waits for the next frame once the buffer's room is used up
+/// (see `FramedReader::fill_from_probe`): enough for a small frame whole.
+const PROBE_READ: usize = 64;
 
 /// What a buffer of `capacity` bytes is charged to the server's cap when its reads of small
 /// frames ask for `read_size`: what it holds beyond that. Every connection may read small
@@ -85,22 +91,12 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
         // Read into the room left behind the frames already split off while there is some:
         // growing the buffer while those frames are still alive means a new allocation.
         if spare < missing.max(self.read_size / 8) {
-            let read_size = self.read_size;
-            let read_ahead = self
-                .received
-                .clamp(read_size, self.decoder.max_frame().max(read_size));
-            let wanted = missing.clamp(read_size, read_ahead);
-            if let Some(charge) = &mut self.charge {
-                // Charged before the memory is taken; a refusal leaves the buffer as it is.
-                charge.set(charged(self.buf.len() + wanted, read_size))?;
+            if self.buf.is_empty() {
+                return self.fill_from_probe().await;
             }
-            self.buf.reserve(wanted);
+            self.make_room(missing)?;
         }
-        if let Some(charge) = &mut self.charge {
-            // What the buffer really holds now (reserving may have taken more, or freed the
-            // room of frames already split off).
-            charge.set(charged(self.buf.capacity(), self.read_size))?;
-        }
+        self.charge_capacity()?;
         let room = self.buf.capacity() - self.buf.len();
         let read = self.io.read_buf(&mut self.buf).await?;
         self.received = self.received.saturating_add(read);
@@ -110,6 +106,55 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
             self.read_size = (self.read_size / 2).max(MIN_READ);
         }
         Ok(read)
+    }
+
+    /// Reads the start of the next frame into a small buffer on the stack, and only then
+    /// makes room for it. The room left is used up but no part of a frame is waiting, so
+    /// this read usually waits for the peer, and meanwhile the frames split off before it
+    /// (a response its caller has not yet taken) are dropped: the buffer is then reclaimed
+    /// in place rather than replaced by a new allocation.
+    async fn fill_from_probe(&mut self) -> Result<usize, RpcError> {
+        std::future::poll_fn(|cx| {
+            // On the stack of each poll, not in the reader's future: a read that is not
+            // ready has written nothing to it, and one that is is copied out at once.
+            let mut probe = [0; PROBE_READ];
+            let mut probe = ReadBuf::new(&mut probe);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut probe))?;
+            let read = probe.filled();
+            self.received = self.received.saturating_add(read.len());
+            if !read.is_empty() {
+                self.make_room(self.decoder.bytes_missing(&self.buf).max(read.len()))?;
+                self.buf.extend_from_slice(read);
+                self.charge_capacity()?;
+            }
+            Poll::Ready(Ok(read.len()))
+        })
+        .await
+    }
+
+    /// Makes room for the next read when what is left is too little: for the `missing`
+    /// bytes of a frame, within what the peer has sent, and at least a read of small frames.
+    fn make_room(&mut self, missing: usize) -> Result<(), RpcError> {
+        let read_size = self.read_size;
+        let read_ahead = self
+            .received
+            .clamp(read_size, self.decoder.max_frame().max(read_size));
+        let wanted = missing.clamp(read_size, read_ahead);
+        if let Some(charge) = &mut self.charge {
+            // Charged before the memory is taken; a refusal leaves the buffer as it is.
+            charge.set(charged(self.buf.len() + wanted, read_size))?;
+        }
+        self.buf.reserve(wanted);
+        Ok(())
+    }
+
+    /// Charges what the buffer really holds (reserving may have taken more than asked, or
+    /// freed the room of frames already split off).
+    fn charge_capacity(&mut self) -> Result<(), RpcError> {
+        if let Some(charge) = &mut self.charge {
+            charge.set(charged(self.buf.capacity(), self.read_size))?;
+        }
+        Ok(())
     }
 }
 
@@ -275,4 +320,64 @@ where
     let reader = FramedReader::new(reader, config.max_frame_size, config.frame_timeout)
         .with_charge(server.buffer_budget().charge());
     Connection::new(reader, FramedWriter::new(writer), peer)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use futures_util::FutureExt;
+    use rpc_core::transport::{LENGTH_PREFIX, PREFACE};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    /// A response split off the read buffer lives until its caller takes it, usually just
+    /// after the reader has gone back to reading. The reader waits for the next frame
+    /// before making room for it, so the buffer is reclaimed in place, not replaced.
+    #[tokio::test]
+    async fn a_used_up_buffer_is_reused_once_its_frames_are_dropped_while_the_reader_waits() {
+        let (mut peer, ours) = tokio::io::duplex(4096);
+        let mut reader = FramedReader::new(ours, 1 << 20, Duration::from_secs(5));
+        // The first read takes `MIN_READ` bytes of room; these frames leave less than a
+        // small read needs behind them.
+        let body = [7_u8; 16];
+        let count = (MIN_READ - PREFACE.len() - MIN_READ / 8) / (LENGTH_PREFIX + body.len()) + 1;
+        let mut sent = PREFACE.to_vec();
+        for _ in 0..count {
+            sent.extend(frame(&body));
+        }
+        peer.write_all(&sent).await.unwrap();
+        reader.read_preface().await.unwrap();
+        let mut frames = Vec::new();
+        for _ in 0..count {
+            frames.push(reader.read_frame().await.unwrap().unwrap());
+        }
+        let buffer_start = frames[0].as_ptr() as usize - PREFACE.len() - LENGTH_PREFIX;
+        let room_left = reader.buf.capacity() - reader.buf.len();
+        assert!(
+            room_left < reader.read_size / 8,
+            "{room_left} bytes of room left"
+        );
+
+        // The reader goes back to reading while the frames are alive, and they are dropped
+        // while it waits.
+        assert!(reader.read_frame().now_or_never().is_none());
+        drop(frames);
+        peer.write_all(&frame(b"next")).await.unwrap();
+        let next = reader.read_frame().await.unwrap().unwrap();
+
+        assert_eq!(&next[..], b"next");
+        let at = next.as_ptr() as usize;
+        assert!(
+            (buffer_start..buffer_start + MIN_READ).contains(&at),
+            "the next frame was read into a new buffer"
+        );
+    }
 }
