@@ -53,6 +53,19 @@ pub trait FrameRead: Send + 'static {
     /// transport failures.
     fn read_frame(&mut self) -> impl Future<Output = Result<Option<Bytes>, RpcError>> + Send;
 
+    /// The next frame body if the reader already holds all of it, without reading: lets a
+    /// driver take the frames one read brought in without waiting on anything else in
+    /// between. The default says none, which only costs a transport that does not say that
+    /// time.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`read_frame`](FrameRead::read_frame) that need no reading: a length
+    /// prefix over the limit, a malformed frame.
+    fn buffered_frame(&mut self) -> Result<Option<Bytes>, RpcError> {
+        Ok(None)
+    }
+
     /// Whether bytes of a next frame are already buffered (so more requests are about to be
     /// handled and their responses should be batched). The default says yes, which only
     /// costs a transport that does not say the direct-write shortcut.

@@ -178,12 +178,19 @@ impl<R: AsyncRead + Send + Unpin + 'static> FrameRead for FramedReader<R> {
         !self.buf.is_empty()
     }
 
+    fn buffered_frame(&mut self) -> Result<Option<Bytes>, RpcError> {
+        let frame = self.decoder.decode(&mut self.buf)?;
+        if frame.is_some() {
+            self.partial_since = None;
+        }
+        Ok(frame)
+    }
+
     /// Cancel safe: the bytes read so far stay in the reader, and so does the time the
     /// current frame started, so a dropped call neither loses data nor resets the timeout.
     async fn read_frame(&mut self) -> Result<Option<Bytes>, RpcError> {
         loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                self.partial_since = None;
+            if let Some(frame) = self.buffered_frame()? {
                 return Ok(Some(frame));
             }
             let read = if self.buf.is_empty() {

@@ -138,6 +138,31 @@ async fn many_concurrent_calls_complete_with_their_own_results() {
     }
 }
 
+/// A client that pipelines sends many requests in one write; the server takes them from
+/// its buffer in turns of a few, and every one of them is answered.
+#[tokio::test]
+async fn every_request_of_a_long_pipelined_burst_is_answered() {
+    use tokio::io::AsyncWriteExt;
+    for transport in Transport::SOCKETS {
+        let (server, _) = test_server();
+        let server = TestServer::start(server, transport).await;
+        let mut raw = server.raw().await;
+        let mut burst = rpc_core::wire::PREFACE.to_vec();
+        let call_ids: Vec<u32> = (1..=1_000).collect();
+        for &call_id in &call_ids {
+            let args = (i64::from(call_id), 1_i64);
+            burst.extend(request_frame(call_id, "Calculator", "add", &args));
+        }
+        raw.write_all(&burst).await.unwrap();
+        let answers = read_responses(&mut raw, &call_ids, Duration::from_secs(5)).await;
+        for (call_id, (status, payload)) in answers {
+            assert_eq!(status, rpc_core::wire::Status::Ok, "{transport:?}");
+            let sum = rpc_core::codec::decode::<i64>(&payload).unwrap();
+            assert_eq!(sum, i64::from(call_id) + 1, "{transport:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn byte_buffers_round_trip_intact() {
     for transport in Transport::ALL {

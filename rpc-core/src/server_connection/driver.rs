@@ -62,6 +62,11 @@ pub(super) struct Driver {
 /// Why this side's own calls fail when it closes a connection in order.
 const CLOSING: &str = "this side closed the connection";
 
+/// The most frames the driver takes from its reader's buffer in one turn of its `select!`,
+/// so that its other branches (the writer ending, shutdown, timers) are still looked at
+/// often while a stream of small requests is read.
+const FRAMES_PER_TURN: usize = 32;
+
 /// The top bit of the opaque of the driver's keepalive pings: on a connection where both
 /// sides call, it tells the driver's PONGs from those of this side's own calling engine.
 const DRIVER_PING: u64 = 1 << 63;
@@ -143,6 +148,11 @@ impl Driver {
         loop {
             if self.draining && self.conn.running.len() == 0 {
                 return Ending::Clean(CLOSING);
+            }
+            // A permit free now is taken here, not by a turn of the `select!` below: that
+            // turn polls every other branch too, and would come once per request.
+            if next_permit.is_none() {
+                next_permit = self.conn.permits.clone().try_acquire_owned().ok();
             }
             if calls_both_ways && next_permit.is_some() {
                 if let Err(error) = self.start_waiting_calls(&mut next_permit) {
@@ -233,28 +243,60 @@ impl Driver {
                 // Where both sides call, reading never waits for a permit: answers to this
                 // side's calls come behind the peer's requests (see `waiting.rs`).
                 frame = reader.read_frame(), if next_permit.is_some() || calls_both_ways => {
-                    let frame = match frame {
+                    let mut frame = match frame {
                         Ok(Some(frame)) => frame,
                         Ok(None) => return Ending::Clean("the peer closed the connection"),
                         Err(error) => return Ending::Failed(error),
                     };
-                    self.frames_received += 1;
-                    // With more requests already buffered, their responses should leave
-                    // together rather than each on its own.
-                    let alone = !reader.has_buffered_bytes();
-                    if let Err(error) = self.take_frame(frame, alone, &mut next_permit) {
-                        return Ending::Failed(error);
-                    }
-                    if self.conn.over_budget.load(Ordering::Relaxed) {
-                        tracing::info!(peer = %self.conn.peer, "closing a connection that caused too many errors");
-                        self.conn
-                            .outbox
-                            .push_now(|buf| wire::encode_go_away(buf, self.highest_call_id, "too many errors"));
-                        return Ending::Clean("the peer caused too many errors");
+                    // The requests one read brought in whole are taken here, a few at a
+                    // time, rather than each by a turn of the `select!`, which polls every
+                    // other branch too.
+                    for taken in 1.. {
+                        if let Some(ending) = self.take_read_frame(frame, reader, &mut next_permit) {
+                            return ending;
+                        }
+                        if taken == FRAMES_PER_TURN || calls_both_ways || self.draining {
+                            break;
+                        }
+                        if next_permit.is_none() {
+                            next_permit = self.conn.permits.clone().try_acquire_owned().ok();
+                            if next_permit.is_none() {
+                                break;
+                            }
+                        }
+                        frame = match reader.buffered_frame() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(error) => return Ending::Failed(error),
+                        };
                     }
                 }
             }
         }
+    }
+
+    /// Takes a frame just read; `Some` when the connection ends here.
+    fn take_read_frame<R: FrameRead>(
+        &mut self,
+        frame: Bytes,
+        reader: &R,
+        next_permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Option<Ending> {
+        self.frames_received += 1;
+        // With more requests already buffered, their responses should leave together
+        // rather than each on its own.
+        let alone = !reader.has_buffered_bytes();
+        if let Err(error) = self.take_frame(frame, alone, next_permit) {
+            return Some(Ending::Failed(error));
+        }
+        if self.conn.over_budget.load(Ordering::Relaxed) {
+            tracing::info!(peer = %self.conn.peer, "closing a connection that caused too many errors");
+            self.conn
+                .outbox
+                .push_now(|buf| wire::encode_go_away(buf, self.highest_call_id, "too many errors"));
+            return Some(Ending::Clean("the peer caused too many errors"));
+        }
+        None
     }
 
     fn start_draining(&mut self, reason: &str) {
