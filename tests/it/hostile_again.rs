@@ -47,6 +47,61 @@ async fn a_stream_opened_for_a_call_that_fails_to_dispatch_is_closed() {
     assert!(went_away_for(&frames, "too many errors"), "{frames:?}");
 }
 
+/// Takes a request stream and answers without reading it.
+#[rpc_core::service]
+trait Hasty {
+    /// Returns at once, ignoring `items`.
+    async fn ignore(&self, items: rpc_core::Streaming<u32>) -> u32;
+}
+
+struct HastyImpl;
+
+impl Hasty for HastyImpl {
+    async fn ignore(&self, _items: rpc_core::Streaming<u32>) -> u32 {
+        7
+    }
+}
+
+/// A handler that answers at once without reading its request stream (so without a task of
+/// its own) still closes the stream's inbox, by dropping the stream and again as its call
+/// ends: the client is told to stop sending (fails with both removed).
+#[tokio::test]
+async fn a_request_stream_left_unread_by_a_handler_that_answers_at_once_is_stopped() {
+    let server = Server::new().add_service(HastyServer::new(HastyImpl));
+    let server = TestServer::start(server, Transport::Tcp).await;
+    let mut raw = server.raw().await;
+    let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
+    let head = RequestHead {
+        call_id: 1,
+        service_id: wire::wire_id("Hasty"),
+        method_id: wire::wire_id("ignore"),
+        deadline_micros: None,
+        request_stream: true,
+    };
+    wire::encode_request(&mut bytes, &head, &[], 1 << 20, |_| Ok(())).unwrap();
+    raw.write_all(&bytes).await.unwrap();
+    raw.shutdown().await.unwrap();
+    let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
+    let frames = frames_in(&answer[PREFACE.len()..]);
+    assert!(
+        frames.iter().any(|frame| matches!(
+            frame,
+            Frame::Response {
+                call_id: 1,
+                status: Status::Ok,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|frame| matches!(frame, Frame::StopStream { call_id: 1 })),
+        "the client is told to stop sending: {frames:?}"
+    );
+}
+
 /// PONGs that answer no ping and GOAWAYs from a client ask for nothing: a flood of them
 /// costs the connection like any other useless frame.
 #[tokio::test]

@@ -298,6 +298,7 @@ impl ClientConnection {
             shared: self,
             call_id,
             sent: false,
+            answered: false,
             owns_streams: false,
             _in_flight: InFlight::new(&self.outbox),
         };
@@ -318,6 +319,8 @@ impl ClientConnection {
         }
         .await;
         guard.sent = false;
+        // Waiting took the call's slot out of the table: nothing is left to remove.
+        guard.answered = true;
         outcome
     }
 
@@ -339,6 +342,7 @@ impl ClientConnection {
             shared: self,
             call_id,
             sent: false,
+            answered: false,
             owns_streams: true,
             _in_flight: InFlight::new(&self.outbox),
         };
@@ -517,6 +521,8 @@ struct CallGuard<'a> {
     shared: &'a ClientConnection,
     call_id: u32,
     sent: bool,
+    /// Whether the call's slot is gone: its response was taken (or it never had one left).
+    answered: bool,
     /// Whether the call's stream entries are still this guard's to remove.
     owns_streams: bool,
     /// Counts the call for the outbox's batching decisions.
@@ -525,6 +531,9 @@ struct CallGuard<'a> {
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
+        if self.answered && !self.owns_streams {
+            return;
+        }
         let was_waiting = lock(&self.shared.calls).remove(self.call_id, self.owns_streams);
         if self.sent && was_waiting {
             let call_id = self.call_id;

@@ -32,6 +32,8 @@ use crate::wire::RequestHead;
 /// A call handed to its service: the handler's future, ready to run.
 struct Dispatched {
     call_id: u32,
+    /// Whether the call reads a request stream (whose inbox is closed when it ends).
+    reads_stream: bool,
     /// The service's and the method's names (the method's when the service knows it).
     names: (&'static str, Option<&'static str>),
     deadline: Option<Instant>,
@@ -177,6 +179,7 @@ impl ConnState {
         }
         Some(Dispatched {
             call_id,
+            reads_stream: head.request_stream,
             names,
             deadline,
             observer,
@@ -198,6 +201,7 @@ impl ConnState {
     ) {
         let Dispatched {
             call_id,
+            reads_stream,
             names,
             deadline,
             observer,
@@ -223,7 +227,9 @@ impl ConnState {
                     .try_push_slot(if alone { Lane::Lone } else { Lane::Shared }, &mut encode)
                     .is_some()
             {
-                self.close_inbox(call_id);
+                if reads_stream {
+                    self.close_inbox(call_id);
+                }
                 return;
             }
             // A stream follows the response, or the outbox is full: go on in a task, holding
