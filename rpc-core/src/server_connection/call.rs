@@ -74,7 +74,9 @@ pub(super) enum HandlerOutcome {
 impl ConnState {
     /// Admits a request and runs its handler (inline if it finishes at once, else in a
     /// task of its own), or answers it with an error at once. `alone` says no other request
-    /// is waiting to be read right behind this one.
+    /// is waiting to be read right behind this one. Hands `permit` back when the call is
+    /// over already (answered inline, or refused), so the next request can take it without
+    /// the semaphore.
     pub(super) fn start_call(
         self: &Arc<Self>,
         head: RequestHead,
@@ -82,15 +84,15 @@ impl ConnState {
         payload: Bytes,
         permit: OwnedSemaphorePermit,
         alone: bool,
-    ) {
+    ) -> Option<OwnedSemaphorePermit> {
         let Some(admitted) = self.admit(&head, metadata) else {
-            return;
+            return Some(permit);
         };
         let in_flight = InFlight::new(&self.outbox);
         let Some(call) = self.dispatch(&head, admitted, payload) else {
-            return;
+            return Some(permit);
         };
-        self.run(call, permit, in_flight, alone);
+        self.run(call, permit, in_flight, alone)
     }
 
     /// Hands an admitted request to its service, which decodes the arguments and returns
@@ -191,14 +193,14 @@ impl ConnState {
     /// without waiting, and then the response is queued without a task spawn or a hop to
     /// another task. A handler that waits is moved into its own task (it is boxed, so
     /// moving it is fine), which polls it again with a real waker. One call's panic stays
-    /// that call's error.
+    /// that call's error. Hands `permit` back when the call ended here.
     fn run(
         self: &Arc<Self>,
         call: Dispatched,
         permit: OwnedSemaphorePermit,
         in_flight: InFlight,
         alone: bool,
-    ) {
+    ) -> Option<OwnedSemaphorePermit> {
         let Dispatched {
             call_id,
             reads_stream,
@@ -230,22 +232,23 @@ impl ConnState {
                 if reads_stream {
                     self.close_inbox(call_id);
                 }
-                return;
+                return Some(permit);
             }
             // A stream follows the response, or the outbox is full: go on in a task, holding
             // the permit meanwhile.
-            if let Some(encode) = encode.take() {
-                let conn = self.clone();
-                self.spawn_call(call_id, async move {
-                    if let Err(error) = conn.outbox.push(Lane::Lone, encode).await {
-                        tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
-                    } else if let Some(stream) = stream {
-                        conn.send_response_stream(call_id, stream, deadline).await;
-                    }
-                    drop((permit, in_flight));
-                });
-            }
-            return;
+            let Some(encode) = encode.take() else {
+                return Some(permit);
+            };
+            let conn = self.clone();
+            self.spawn_call(call_id, async move {
+                if let Err(error) = conn.outbox.push(Lane::Lone, encode).await {
+                    tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
+                } else if let Some(stream) = stream {
+                    conn.send_response_stream(call_id, stream, deadline).await;
+                }
+                drop((permit, in_flight));
+            });
+            return None;
         }
         let conn = self.clone();
         self.spawn_call(call_id, async move {
@@ -262,6 +265,7 @@ impl ConnState {
             }
             drop((permit, in_flight));
         });
+        None
     }
 }
 

@@ -435,7 +435,7 @@ impl Driver {
                     return Ok(());
                 }
                 if let Some(permit) = next_permit.take() {
-                    self.conn.start_call(head, metadata, payload, permit, alone);
+                    *next_permit = self.conn.start_call(head, metadata, payload, permit, alone);
                 }
                 Ok(())
             }
