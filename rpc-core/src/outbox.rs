@@ -16,6 +16,7 @@
 //! The buffer has a high-water mark: past it, callers wait for the writer (backpressure
 //! towards handlers and callers) instead of growing memory without bound.
 
+use std::borrow::Borrow;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -96,24 +97,39 @@ impl Drop for WaitingCall<'_> {
     }
 }
 
-/// Counts one call as in flight on an outbox for as long as it lives.
+/// Counts one call as in flight on an outbox for as long as it lives: `InFlight<&Outbox>`
+/// while the call is on the stack of whoever started it, `InFlight` (holding the outbox)
+/// once it moves into a task of its own.
 #[derive(Debug)]
-pub(crate) struct InFlight {
-    outbox: Arc<Outbox>,
+pub(crate) struct InFlight<O: Borrow<Outbox> = Arc<Outbox>> {
+    outbox: O,
 }
 
-impl InFlight {
-    pub(crate) fn new(outbox: &Arc<Outbox>) -> Self {
-        outbox.in_flight.fetch_add(1, Ordering::Relaxed);
+impl<O: Borrow<Outbox>> InFlight<O> {
+    pub(crate) fn new(outbox: O) -> Self {
+        outbox.borrow().in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { outbox }
+    }
+}
+
+impl InFlight<&Outbox> {
+    /// The same count, holding `outbox` (this count's own) so that it can move into a task.
+    pub(crate) fn into_owned(self, outbox: &Arc<Outbox>) -> InFlight {
+        debug_assert!(std::ptr::eq(self.outbox, &**outbox));
+        // The count carries over: the borrowed guard does not give it back.
+        std::mem::forget(self);
         InFlight {
             outbox: outbox.clone(),
         }
     }
 }
 
-impl Drop for InFlight {
+impl<O: Borrow<Outbox>> Drop for InFlight<O> {
     fn drop(&mut self) {
-        self.outbox.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.outbox
+            .borrow()
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

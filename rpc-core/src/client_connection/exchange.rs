@@ -19,7 +19,7 @@ use crate::call::{CallOptions, ClientCall, MethodSpec};
 use crate::codec;
 use crate::error::RpcError;
 use crate::observe::{self, CallObserver};
-use crate::outbox::{InFlight, Lane};
+use crate::outbox::{InFlight, Lane, Outbox};
 use crate::recover::lock;
 use crate::status::Status;
 use crate::stream::{send_stream, Credit, Inbox, StreamItem, StreamSink, Streaming, Window};
@@ -300,7 +300,7 @@ impl ClientConnection {
             sent: false,
             answered: false,
             owns_streams: false,
-            _in_flight: InFlight::new(&self.outbox),
+            _in_flight: InFlight::new(&*self.outbox),
         };
         let max_frame = self.config.max_frame_size;
         self.outbox
@@ -344,7 +344,7 @@ impl ClientConnection {
             sent: false,
             answered: false,
             owns_streams: true,
-            _in_flight: InFlight::new(&self.outbox),
+            _in_flight: InFlight::new(&*self.outbox),
         };
         let inbox = call.output.then(|| {
             Inbox::new(
@@ -526,7 +526,7 @@ struct CallGuard<'a> {
     /// Whether the call's stream entries are still this guard's to remove.
     owns_streams: bool,
     /// Counts the call for the outbox's batching decisions.
-    _in_flight: InFlight,
+    _in_flight: InFlight<&'a Outbox>,
 }
 
 impl Drop for CallGuard<'_> {

@@ -107,7 +107,7 @@ async fn with_calls_in_flight_the_writer_lets_others_queue_before_taking_a_batch
     let recorder = Recorder::default();
     recorder.gate.add_permits(10);
     let (outbox, _writer) = started(&recorder).await;
-    let (_one, _two) = (InFlight::new(&outbox), InFlight::new(&outbox));
+    let (_one, _two) = (InFlight::new(&*outbox), InFlight::new(&*outbox));
     // This wakes the writer; a task scheduled after it queues the next frame.
     outbox.push(Lane::Lone, frame(b'a')).await.unwrap();
     let second = tokio::spawn({
@@ -183,7 +183,7 @@ async fn a_lone_call_writes_directly_while_the_writer_is_idle() {
     };
     recorder.gate.add_permits(1);
     let (outbox, _writer) = started(&recorder).await;
-    let _call = InFlight::new(&outbox);
+    let _call = InFlight::new(&*outbox);
     outbox.push(Lane::Lone, frame(b'd')).await.unwrap();
     assert_eq!(
         recorder.writes(),
@@ -191,7 +191,7 @@ async fn a_lone_call_writes_directly_while_the_writer_is_idle() {
         "written in place, without a hop to the writer task"
     );
     // With other calls in flight, frames go to the writer to leave together.
-    let _other = InFlight::new(&outbox);
+    let _other = InFlight::new(&*outbox);
     recorder.gate.add_permits(1);
     outbox.push(Lane::Lone, frame(b'e')).await.unwrap();
     settle().await;

@@ -29,8 +29,8 @@ pub(super) struct Compatibility {
 }
 
 /// A request that may run: its service, and its context with deadline and metadata.
-pub(super) struct Admitted {
-    pub(super) service: Arc<dyn Dispatch>,
+pub(super) struct Admitted<'a> {
+    pub(super) service: &'a Arc<dyn Dispatch>,
     pub(super) deadline: Option<Instant>,
     pub(super) context: Context,
 }
@@ -38,7 +38,7 @@ pub(super) struct Admitted {
 impl ConnState {
     /// Checks a request before it runs; `None` when it was answered with an error (or, for
     /// a live call id, ignored) instead.
-    pub(super) fn admit(&self, head: &RequestHead, metadata: Bytes) -> Option<Admitted> {
+    pub(super) fn admit(&self, head: &RequestHead, metadata: Bytes) -> Option<Admitted<'_>> {
         let call_id = head.call_id;
         if self.running.contains(call_id) {
             // A peer reusing a live id cannot disturb the original call.
@@ -46,7 +46,7 @@ impl ConnState {
             self.charge_error();
             return None;
         }
-        let service = self.routes.service(head.service_id).cloned();
+        let service = self.routes.service(head.service_id);
         let deadline = match head.deadline_micros {
             Some(0) => {
                 self.respond_error(call_id, Status::DeadlineExceeded, b"");
@@ -86,7 +86,7 @@ impl ConnState {
         // whether the service or the method exists, or whether its types match ours.
         if !self.routes.interceptors.is_empty() {
             if let Err((status, message)) =
-                self.intercept(service.as_deref(), head.method_id, &context)
+                self.intercept(service.map(|service| &**service), head.method_id, &context)
             {
                 self.respond_error(call_id, status, message.as_bytes());
                 return None;

@@ -24,7 +24,7 @@ use crate::dispatch::{HandlerFuture, IncomingRequest, Reply, StreamStarter};
 use crate::error::RpcError;
 use crate::middleware::{self, ServerCall};
 use crate::observe::{self, CallObserver, TraceContext};
-use crate::outbox::{InFlight, Lane};
+use crate::outbox::{InFlight, Lane, Outbox};
 use crate::recover::{panic_message, CatchUnwind};
 use crate::status::Status;
 use crate::wire::RequestHead;
@@ -88,7 +88,7 @@ impl ConnState {
         let Some(admitted) = self.admit(&head, metadata) else {
             return Some(permit);
         };
-        let in_flight = InFlight::new(&self.outbox);
+        let in_flight = InFlight::new(&*self.outbox);
         let Some(call) = self.dispatch(&head, admitted, payload) else {
             return Some(permit);
         };
@@ -101,7 +101,7 @@ impl ConnState {
     fn dispatch(
         self: &Arc<Self>,
         head: &RequestHead,
-        admitted: Admitted,
+        admitted: Admitted<'_>,
         payload: Bytes,
     ) -> Option<Dispatched> {
         let (call_id, method_id) = (head.call_id, head.method_id);
@@ -198,7 +198,7 @@ impl ConnState {
         self: &Arc<Self>,
         call: Dispatched,
         permit: OwnedSemaphorePermit,
-        in_flight: InFlight,
+        in_flight: InFlight<&Outbox>,
         alone: bool,
     ) -> Option<OwnedSemaphorePermit> {
         let Dispatched {
@@ -219,38 +219,40 @@ impl ConnState {
             }
             let stream = outcome.take_stream();
             let max_frame = self.config().max_frame_size;
-            let peer = self.peer.clone();
-            let mut encode = Some(move |buf: &mut BytesMut| {
-                encode_outcome(buf, call_id, outcome, max_frame, &peer)
-            });
-            if stream.is_none()
-                && self
-                    .outbox
-                    .try_push_slot(if alone { Lane::Lone } else { Lane::Shared }, &mut encode)
-                    .is_some()
-            {
-                if reads_stream {
-                    self.close_inbox(call_id);
+            let lane = if alone { Lane::Lone } else { Lane::Shared };
+            let mut outcome = Some(outcome);
+            let queued = stream.is_none() && {
+                let mut encode = Some(|buf: &mut BytesMut| match outcome.take() {
+                    Some(outcome) => encode_outcome(buf, call_id, outcome, max_frame, &self.peer),
+                    None => Ok(()),
+                });
+                self.outbox.try_push_slot(lane, &mut encode).is_some()
+            };
+            let outcome = match outcome {
+                Some(outcome) if !queued => outcome,
+                _ => {
+                    if reads_stream {
+                        self.close_inbox(call_id);
+                    }
+                    return Some(permit);
                 }
-                return Some(permit);
-            }
+            };
             // A stream follows the response, or the outbox is full: go on in a task, holding
             // the permit meanwhile.
-            let Some(encode) = encode.take() else {
-                return Some(permit);
-            };
             let conn = self.clone();
+            let in_flight = in_flight.into_owned(&self.outbox);
             self.spawn_call(call_id, async move {
-                if let Err(error) = conn.outbox.push(Lane::Lone, encode).await {
-                    tracing::debug!(peer = %conn.peer, call_id, %error, "could not queue a response");
-                } else if let Some(stream) = stream {
-                    conn.send_response_stream(call_id, stream, deadline).await;
+                if conn.respond(call_id, outcome).await {
+                    if let Some(stream) = stream {
+                        conn.send_response_stream(call_id, stream, deadline).await;
+                    }
                 }
                 drop((permit, in_flight));
             });
             return None;
         }
         let conn = self.clone();
+        let in_flight = in_flight.into_owned(&self.outbox);
         self.spawn_call(call_id, async move {
             let mut outcome = run_handler(guarded, deadline).await;
             observer.finish(outcome.kind());
