@@ -219,23 +219,24 @@ impl ConnState {
             }
             let stream = outcome.take_stream();
             let max_frame = self.config().max_frame_size;
-            let lane = if alone { Lane::Lone } else { Lane::Shared };
+            // The encoder borrows the outcome, so that a reply the full outbox refuses here
+            // can still move into a task.
             let mut outcome = Some(outcome);
-            let queued = stream.is_none() && {
+            if stream.is_none() {
+                let lane = if alone { Lane::Lone } else { Lane::Shared };
                 let mut encode = Some(|buf: &mut BytesMut| match outcome.take() {
                     Some(outcome) => encode_outcome(buf, call_id, outcome, max_frame, &self.peer),
                     None => Ok(()),
                 });
-                self.outbox.try_push_slot(lane, &mut encode).is_some()
-            };
-            let outcome = match outcome {
-                Some(outcome) if !queued => outcome,
-                _ => {
+                if self.outbox.try_push_slot(lane, &mut encode).is_some() {
                     if reads_stream {
                         self.close_inbox(call_id);
                     }
                     return Some(permit);
                 }
+            }
+            let Some(outcome) = outcome else {
+                return Some(permit);
             };
             // A stream follows the response, or the outbox is full: go on in a task, holding
             // the permit meanwhile.
