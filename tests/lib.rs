@@ -413,6 +413,21 @@ pub fn encoded<A: Serialize>(value: &A) -> Vec<u8> {
     buf.to_vec()
 }
 
+/// What a client sends first to open call 1 of `service.method` with a request stream:
+/// its preface and the request (no arguments), the stream's items left to the caller.
+pub fn preface_and_streaming_request(service: &str, method: &str) -> bytes::BytesMut {
+    let mut bytes = bytes::BytesMut::from(&rpc_core::wire::PREFACE[..]);
+    let head = rpc_core::wire::RequestHead {
+        call_id: 1,
+        service_id: rpc_core::wire::wire_id(service),
+        method_id: rpc_core::wire::wire_id(method),
+        deadline_micros: None,
+        request_stream: true,
+    };
+    rpc_core::wire::encode_request(&mut bytes, &head, &[], 1 << 20, |_| Ok(())).unwrap();
+    bytes
+}
+
 /// A request frame built by hand: `service.method` with a deadline, metadata and a payload
 /// given as raw bytes (which may be anything, well formed or not).
 pub fn request_bytes(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rpc_core::codegen::{Dispatch, HandlerFuture, IncomingRequest};
-use rpc_core::wire::{self, Frame, PREFACE, RequestHead, Status};
+use rpc_core::wire::{self, Frame, PREFACE, Status};
 use rpc_core::{RpcError, Server, ServerConfig};
 use rpc_tests::*;
 use tokio::io::AsyncWriteExt;
@@ -23,15 +23,7 @@ async fn a_stream_opened_for_a_call_that_fails_to_dispatch_is_closed() {
     let (server, _) = test_server_with(config(|config| config.error_budget = 20));
     let server = TestServer::start(server, Transport::Tcp).await;
     let mut raw = server.raw().await;
-    let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
-    let head = RequestHead {
-        call_id: 1,
-        service_id: wire::wire_id("Calculator"),
-        method_id: wire::wire_id("nope"),
-        deadline_micros: None,
-        request_stream: true,
-    };
-    wire::encode_request(&mut bytes, &head, &[], 1 << 20, |_| Ok(())).unwrap();
+    let mut bytes = preface_and_streaming_request("Calculator", "nope");
     for _ in 0..50 {
         wire::encode_stream_piece(&mut bytes, 1, &encoded(&7_u32).into(), true);
     }
@@ -70,15 +62,7 @@ async fn a_request_stream_left_unread_by_a_handler_that_answers_at_once_is_stopp
     let server = Server::new().add_service(HastyServer::new(HastyImpl));
     let server = TestServer::start(server, Transport::Tcp).await;
     let mut raw = server.raw().await;
-    let mut bytes = bytes::BytesMut::from(&PREFACE[..]);
-    let head = RequestHead {
-        call_id: 1,
-        service_id: wire::wire_id("Hasty"),
-        method_id: wire::wire_id("ignore"),
-        deadline_micros: None,
-        request_stream: true,
-    };
-    wire::encode_request(&mut bytes, &head, &[], 1 << 20, |_| Ok(())).unwrap();
+    let bytes = preface_and_streaming_request("Hasty", "ignore");
     raw.write_all(&bytes).await.unwrap();
     raw.shutdown().await.unwrap();
     let answer = read_until_closed(&mut raw, Duration::from_secs(5)).await;
