@@ -123,7 +123,7 @@ impl<R: AsyncRead + Send + Unpin + 'static> FramedReader<R> {
             let read = probe.filled();
             self.received = self.received.saturating_add(read.len());
             if !read.is_empty() {
-                self.make_room(self.decoder.bytes_missing(&self.buf).max(read.len()))?;
+                self.make_room(read.len())?;
                 self.buf.extend_from_slice(read);
                 self.charge_capacity()?;
             }

@@ -152,7 +152,7 @@ impl Driver {
             // A permit free now is taken here, not by a turn of the `select!` below: that
             // turn polls every other branch too, and would come once per request.
             if next_permit.is_none() {
-                next_permit = self.conn.permits.clone().try_acquire_owned().ok();
+                next_permit = self.free_permit();
             }
             if calls_both_ways && next_permit.is_some() {
                 if let Err(error) = self.start_waiting_calls(&mut next_permit) {
@@ -259,7 +259,7 @@ impl Driver {
                             break;
                         }
                         if next_permit.is_none() {
-                            next_permit = self.conn.permits.clone().try_acquire_owned().ok();
+                            next_permit = self.free_permit();
                             if next_permit.is_none() {
                                 break;
                             }
@@ -273,6 +273,11 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A handler permit, if one is free now.
+    fn free_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.conn.permits.clone().try_acquire_owned().ok()
     }
 
     /// Takes a frame just read; `Some` when the connection ends here.
