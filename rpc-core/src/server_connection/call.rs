@@ -213,7 +213,11 @@ impl ConnState {
         let mut first_poll = TaskContext::from_waker(Waker::noop());
         if let Poll::Ready(outcome) = Pin::new(&mut guarded).poll(&mut first_poll) {
             let mut outcome = HandlerOutcome::from(outcome);
-            let stream = self.handler_ended(call_id, names, observer, &mut outcome);
+            observer.finish(outcome.kind());
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                self.log_panic(names.0, names.1, call_id, panic);
+            }
+            let stream = outcome.take_stream();
             let max_frame = self.config().max_frame_size;
             // The encoder borrows the outcome, so that a reply the full outbox refuses here
             // can still move into a task.
@@ -248,27 +252,15 @@ impl ConnState {
         let in_flight = in_flight.into_owned(&self.outbox);
         self.spawn_call(call_id, async move {
             let mut outcome = run_handler(guarded, deadline).await;
-            let stream = conn.handler_ended(call_id, names, observer, &mut outcome);
+            observer.finish(outcome.kind());
+            if let HandlerOutcome::Panicked(panic) = &outcome {
+                conn.log_panic(names.0, names.1, call_id, panic);
+            }
+            let stream = outcome.take_stream();
             conn.answer(call_id, outcome, stream, deadline).await;
             drop((permit, in_flight));
         });
         None
-    }
-
-    /// Records how a handler ended (its observation, a panic in the log) and splits off
-    /// the stream its reply starts, if any.
-    fn handler_ended(
-        &self,
-        call_id: u32,
-        names: (&'static str, Option<&'static str>),
-        observer: CallObserver,
-        outcome: &mut HandlerOutcome,
-    ) -> Option<StreamStarter> {
-        observer.finish(outcome.kind());
-        if let HandlerOutcome::Panicked(panic) = &outcome {
-            self.log_panic(names.0, names.1, call_id, panic);
-        }
-        outcome.take_stream()
     }
 
     /// Queues a finished call's response, waiting for room, and then sends the stream it
